@@ -1,0 +1,112 @@
+"""Configuration: one traitlets class for the server and the CLI.
+
+Sources, lowest precedence first: trait defaults, ``[tool.cd4ml_nb]`` in the project's
+``pyproject.toml`` (or Jupyter config ``c.Cd4mlConfig.*`` on the server), the environment
+variable ``MLFLOW_TRACKING_URI``, then command-line flags.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Float, TraitError, Unicode
+from traitlets.config import Configurable
+
+from .exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_FORMATS = "ipynb,py:percent"
+
+
+class Cd4mlConfig(Configurable):
+    """Settings of a cd4ml_nb project."""
+
+    formats = Unicode(
+        "",
+        help="Jupytext pairing formats, e.g. 'ipynb,py:percent'. Empty: the formats of a "
+        "jupytext.toml that applies to the notebook, else 'ipynb,py:percent'.",
+    ).tag(config=True)
+    tracking_uri = Unicode(
+        "",
+        help="MLflow tracking URI. Empty: the embedded SQLite store under state_dir.",
+    ).tag(config=True)
+    experiment_template = Unicode(
+        "{branch}",
+        help="MLflow experiment name; fields {branch}, {project} (root folder name).",
+    ).tag(config=True)
+    base_branch = Unicode(
+        "", help="Branch that experiment branches are compared against. Empty: main or master."
+    ).tag(config=True)
+    state_dir = Unicode(
+        ".cd4ml", help="Folder (relative to the project root, git-ignored) for store and runs."
+    ).tag(config=True)
+    html = Bool(True, help="Render the executed notebook to HTML and log it.").tag(config=True)
+    cell_timeout = Float(0.0, help="Seconds a cell may run (0: no limit).").tag(config=True)
+    kernel_name = Unicode(
+        "", help="Kernel to run notebooks with. Empty: the notebook's own, else python3."
+    ).tag(config=True)
+    mlflow_ui_url = Unicode(
+        "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
+    ).tag(config=True)
+
+
+def config_keys() -> list[str]:
+    """Names accepted in ``[tool.cd4ml_nb]``."""
+    return sorted(Cd4mlConfig.class_trait_names(config=True))
+
+
+def read_pyproject(root: Path) -> dict[str, Any]:
+    """The ``[tool.cd4ml_nb]`` table of ``root/pyproject.toml`` (empty when absent)."""
+    path = root / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    table = data.get("tool", {}).get("cd4ml_nb", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.cd4ml_nb] must be a table")
+    return table
+
+
+def load_config(
+    root: Path,
+    *,
+    tracking_uri: str | None = None,
+    parent: Configurable | None = None,
+    **overrides: Any,
+) -> Cd4mlConfig:
+    """Build the configuration of the project at ``root``.
+
+    ``parent`` (a Jupyter ServerApp) contributes ``c.Cd4mlConfig`` settings; ``tracking_uri`` and
+    ``overrides`` are command-line values that win over everything else.
+    """
+    table = read_pyproject(root)
+    allowed = set(config_keys())
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{root / 'pyproject.toml'}: unknown key(s) in [tool.cd4ml_nb]: {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
+    config = Cd4mlConfig(parent=parent)
+    values = dict(table)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    if tracking_uri:
+        values["tracking_uri"] = tracking_uri
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in values.items():
+        try:
+            setattr(config, key, value)
+        except TraitError as e:
+            raise ConfigError(f"cd4ml_nb setting {key!r}: {e}") from None
+    return config

@@ -1,0 +1,99 @@
+"""Reading notebooks from either side of a pair, with one-line errors for bad files."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exceptions import NotebookError, NotFound
+
+NOTEBOOK_SUFFIXES = (".ipynb", ".py")
+TEXT_FORMAT = "py:percent"
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A notebook read from disk: its path and its nbformat node."""
+
+    path: Path
+    node: Any  # nbformat.NotebookNode
+
+    @property
+    def is_ipynb(self) -> bool:
+        return self.path.suffix == ".ipynb"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _check_ipynb_json(path: Path, raw: bytes) -> None:
+    """Raise a one-line NotebookError unless ``raw`` is plausible nbformat-4 JSON."""
+    if not raw.strip():
+        raise NotebookError(f"{path}: empty file, not a notebook")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotebookError(f"{path}: not UTF-8 text (byte {e.start}), not a notebook") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise NotebookError(f"{path}: invalid notebook JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(data, dict):
+        raise NotebookError(f"{path}: not a notebook (top-level JSON is not an object)")
+    if not isinstance(data.get("cells"), list):
+        raise NotebookError(f"{path}: not a notebook (no 'cells' list)")
+    if data.get("nbformat") != 4:
+        raise NotebookError(f"{path}: unsupported nbformat {data.get('nbformat')!r} (expected 4)")
+
+
+def read(path: Path) -> Notebook:
+    """Read a ``.ipynb`` or a Jupytext ``.py`` notebook; raise NotebookError with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"{path}: no such file")
+    if path.is_dir():
+        raise NotebookError(f"{path}: is a folder, not a notebook")
+    if path.suffix not in NOTEBOOK_SUFFIXES:
+        raise NotebookError(f"{path}: not a notebook (expected a .ipynb file or its paired .py)")
+    raw = path.read_bytes()
+    if path.suffix == ".ipynb":
+        _check_ipynb_json(path, raw)
+    else:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise NotebookError(f"{path}: not UTF-8 text (byte {e.start}), not a notebook script") from None
+    import jupytext
+    import nbformat
+
+    try:
+        node = jupytext.read(path)
+    except Exception as e:  # jupytext/nbformat/yaml raise many types for bad files
+        what = "notebook header" if path.suffix == ".py" else "notebook"
+        raise NotebookError(f"{path}: cannot read {what}: {_first_line(e)}") from None
+    if path.suffix == ".ipynb":
+        try:
+            nbformat.validate(node)
+        except nbformat.ValidationError as e:
+            raise NotebookError(f"{path}: invalid notebook: {_first_line(e)}") from None
+    return Notebook(path=path, node=node)
+
+
+def text_of(node: Any, fmt: str = TEXT_FORMAT) -> str:
+    """The inputs of a notebook rendered as Jupytext text (what a paired .py holds)."""
+    import jupytext
+
+    return jupytext.writes(node, fmt)
+
+
+def inputs_digest(node: Any) -> str:
+    """SHA-256 of a notebook's inputs (cell types, sources, tags): equal for a pair in sync."""
+    cells = [
+        [cell.cell_type, cell.source.rstrip("\n"), sorted(cell.get("metadata", {}).get("tags", []))]
+        for cell in node.cells
+    ]
+    return hashlib.sha256(json.dumps(cells).encode("utf-8")).hexdigest()

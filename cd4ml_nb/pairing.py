@@ -1,0 +1,343 @@
+"""Pairs of ``.ipynb`` notebooks and Jupytext ``.py`` scripts: pair, check and sync.
+
+Whether a pair is in sync is decided by the *content* of its inputs (cell types, sources, tags),
+never by modification times. Which side changed is decided against the last sync: the digest
+``cd4ml-nb pair``/``sync`` recorded in the state folder, else the committed version of both
+files at git ``HEAD``; only without either do modification times say which side looks newer.
+When both sides changed since the last sync, ``sync`` refuses and shows a diff.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import notebooks
+from .config import DEFAULT_FORMATS
+from .exceptions import BadInput, NotebookError, PairConflict
+from .project import Project
+
+SKIP_DIRS = {".git", ".ipynb_checkpoints", "node_modules", "__pycache__", ".venv", "venv", "site-packages"}
+SYNC_RECORD = "pairs.json"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The two files of a paired notebook."""
+
+    ipynb: Path
+    text: Path
+    text_format: str  # e.g. "py:percent"
+    formats: str  # e.g. "ipynb,py:percent"
+    formats_source: str  # "notebook metadata", "cd4ml_nb config", "jupytext config" or "default"
+
+
+@dataclass(frozen=True)
+class PairState:
+    """How the two sides of a pair compare."""
+
+    pair: Pair
+    in_sync: bool
+    newer: str | None  # "ipynb", "text" or None (in sync, or both changed)
+    conflict: bool  # both sides changed since the last sync
+    missing: str | None  # "ipynb" or "text" when that file does not exist
+    basis: str  # how `newer` was decided
+
+    def to_json(self, project: Project) -> dict:
+        return {
+            "ipynb": project.relative(self.pair.ipynb),
+            "text": project.relative(self.pair.text),
+            "formats": self.pair.formats,
+            "in_sync": self.in_sync,
+            "newer": self.newer,
+            "conflict": self.conflict,
+            "missing": self.missing,
+            "basis": self.basis,
+        }
+
+
+# --- finding pairs ----------------------------------------------------------------------------
+
+
+def _jupytext_config_formats(path: Path) -> str | None:
+    from jupytext.config import load_jupytext_config
+
+    try:
+        config = load_jupytext_config(str(path))
+    except Exception as e:  # invalid jupytext.toml
+        raise BadInput(f"jupytext configuration for {path}: {notebooks._first_line(e)}") from None
+    if config is None:
+        return None
+    formats = config.default_formats(str(path))
+    if isinstance(formats, (list, tuple)):
+        formats = ",".join(formats)
+    return formats or None
+
+
+def _formats_of(path: Path, project: Project, node: Any | None, *, default: bool) -> tuple[str, str] | None:
+    meta = (node.metadata.get("jupytext", {}) if node is not None else {}) or {}
+    if meta.get("formats"):
+        formats = meta["formats"]
+        return (",".join(formats) if isinstance(formats, list) else formats), "notebook metadata"
+    if project.config.formats:
+        return project.config.formats, "cd4ml_nb config"
+    from_jupytext = _jupytext_config_formats(path)
+    if from_jupytext:
+        return from_jupytext, "jupytext config"
+    return (DEFAULT_FORMATS, "default") if default else None
+
+
+def find_pair(path: Path, project: Project, *, default: bool = False, node: Any | None = None) -> Pair | None:
+    """The pair ``path`` belongs to, or None when it is not paired (and ``default`` is off)."""
+    from jupytext.formats import long_form_multiple_formats, short_form_one_format
+    from jupytext.paired_paths import InconsistentPath, paired_paths
+
+    path = Path(path).resolve()
+    if node is None and path.exists():
+        node = notebooks.read(path).node
+    found = _formats_of(path, project, node, default=default)
+    if found is None:
+        return None
+    formats, source = found
+    try:
+        long = long_form_multiple_formats(formats)
+    except Exception as e:
+        raise NotebookError(f"{path}: invalid pairing formats {formats!r}: {notebooks._first_line(e)}") from None
+    current = next((f for f in long if f["extension"] == path.suffix), None)
+    if current is None:
+        if source == "notebook metadata":
+            raise NotebookError(f"{path}: its formats {formats!r} do not include {path.suffix}")
+        return None
+    try:
+        paths = paired_paths(str(path), current, long)
+    except InconsistentPath as e:
+        raise NotebookError(f"{path}: {notebooks._first_line(e)}") from None
+    ipynb = next((Path(p) for p, f in paths if f["extension"] == ".ipynb"), None)
+    text = next(((Path(p), f) for p, f in paths if f["extension"] != ".ipynb"), None)
+    if ipynb is None or text is None:
+        return None
+    for side in (ipynb, text[0]):
+        project.confine(side, allow_hidden=True)
+    return Pair(ipynb, text[0], short_form_one_format(text[1]), formats, source)
+
+
+def iter_candidates(paths: Iterable[Path], project: Project) -> Iterator[Path]:
+    """Notebook files under ``paths``, skipping hidden, generated and state folders."""
+    state = project.state_dir
+    for start in paths:
+        start = Path(start).resolve()
+        if start.is_file():
+            yield start
+            continue
+        if not start.is_dir():
+            raise BadInput(f"{start}: no such file or folder")
+        for folder, dirs, files in os.walk(start):
+            here = Path(folder)
+            dirs[:] = sorted(
+                d for d in dirs if d not in SKIP_DIRS and not d.startswith(".") and here / d != state
+            )
+            for name in sorted(files):
+                if name.endswith((".ipynb", ".py")):
+                    yield here / name
+
+
+def _has_jupytext_header(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as f:
+            head = f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("# ---") and "jupyter:" in head
+
+
+def discover_pairs(paths: Iterable[Path], project: Project) -> list[Pair]:
+    """Every paired notebook under ``paths`` (each pair once)."""
+    pairs: dict[Path, Pair] = {}
+    for path in iter_candidates(paths, project):
+        if path.suffix == ".py" and not _has_jupytext_header(path):
+            continue
+        pair = find_pair(path, project)
+        if pair is not None:
+            pairs.setdefault(pair.ipynb, pair)
+    return list(pairs.values())
+
+
+# --- comparing --------------------------------------------------------------------------------
+
+
+def _record_path(project: Project) -> Path:
+    return project.state_dir / SYNC_RECORD
+
+
+def _load_record(project: Project) -> dict[str, str]:
+    try:
+        return json.loads(_record_path(project).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_record(project: Project, pair: Pair, digest: str) -> None:
+    project.ensure_state_dir()
+    record = _load_record(project)
+    record[project.relative(pair.ipynb)] = digest
+    _atomic_write(_record_path(project), json.dumps(record, indent=1, sort_keys=True))
+
+
+def _committed_digest(project: Project, pair: Pair) -> str | None:
+    """Digest of the pair's inputs at git HEAD when both sides were committed and agreed there."""
+    if not project.in_git:
+        return None
+    import jupytext
+
+    digests = []
+    for side, fmt in ((pair.ipynb, "ipynb"), (pair.text, pair.text_format)):
+        done = subprocess.run(
+            ["git", "show", f"HEAD:{project.relative(side)}"], cwd=project.root, capture_output=True
+        )
+        if done.returncode != 0:
+            return None
+        try:
+            digests.append(notebooks.inputs_digest(jupytext.reads(done.stdout.decode("utf-8"), fmt=fmt)))
+        except Exception:
+            return None
+    return digests[0] if digests[0] == digests[1] else None
+
+
+def compare(pair: Pair, project: Project) -> PairState:
+    """Compare the inputs of both sides. Writes nothing."""
+    for side, name in ((pair.ipynb, "ipynb"), (pair.text, "text")):
+        if not side.exists():
+            other = "text" if name == "ipynb" else "ipynb"
+            return PairState(pair, False, other, False, name, "missing file")
+    d_ipynb = notebooks.inputs_digest(notebooks.read(pair.ipynb).node)
+    d_text = notebooks.inputs_digest(notebooks.read(pair.text).node)
+    if d_ipynb == d_text:
+        return PairState(pair, True, None, False, None, "content")
+    base = _load_record(project).get(project.relative(pair.ipynb))
+    basis = "last cd4ml-nb sync"
+    if base not in (d_ipynb, d_text):
+        base, basis = _committed_digest(project, pair), "git HEAD"
+    if base is not None:
+        ipynb_changed, text_changed = d_ipynb != base, d_text != base
+        if ipynb_changed and text_changed:
+            return PairState(pair, False, None, True, None, basis)
+        return PairState(pair, False, "ipynb" if ipynb_changed else "text", False, None, basis)
+    newer = "ipynb" if pair.ipynb.stat().st_mtime >= pair.text.stat().st_mtime else "text"
+    return PairState(pair, False, newer, False, None, "modification time")
+
+
+def diff(pair: Pair) -> str:
+    """Unified diff of the inputs, both rendered as the pair's text format."""
+    ipynb_text = notebooks.text_of(notebooks.read(pair.ipynb).node, pair.text_format)
+    text_text = notebooks.text_of(notebooks.read(pair.text).node, pair.text_format)
+    return "".join(
+        difflib.unified_diff(
+            ipynb_text.splitlines(keepends=True),
+            text_text.splitlines(keepends=True),
+            fromfile=f"{pair.ipynb.name} (inputs as {pair.text_format})",
+            tofile=pair.text.name,
+        )
+    )
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write(node: Any, path: Path, fmt: str) -> None:
+    import jupytext
+
+    _atomic_write(path, jupytext.writes(node, fmt=fmt))
+
+
+def _with_formats(node: Any, pair: Pair) -> Any:
+    """``node`` with the pair's formats in its metadata, unless a config file pairs it."""
+    if pair.formats_source in ("default", "cd4ml_nb config", "notebook metadata"):
+        meta = node.metadata.setdefault("jupytext", {})
+        meta["formats"] = pair.formats
+        if meta.get("notebook_metadata_filter") == "-all":  # a header-less script: give it a header
+            del meta["notebook_metadata_filter"]
+    return node
+
+
+def pair_notebook(path: Path, project: Project) -> tuple[Pair, str]:
+    """Pair a notebook, creating the missing side. Returns the pair and what was done."""
+    import jupytext
+
+    source = notebooks.read(path)
+    pair = find_pair(source.path, project, default=True, node=source.node)
+    if pair is None:
+        raise BadInput(f"{path}: the configured formats do not pair {path.suffix} files")
+    other = pair.text if source.is_ipynb else pair.ipynb
+    if other.exists():
+        state = compare(pair, project)
+        if not state.in_sync:
+            raise PairConflict(
+                f"{project.relative(other)} already exists and its inputs differ from "
+                f"{project.relative(source.path)}; run `cd4ml-nb sync` to reconcile them",
+                diff(pair),
+            )
+        if pair.formats_source != "jupytext config" and not source.node.metadata.get("jupytext", {}).get("formats"):
+            _write(_with_formats(source.node, pair), source.path, "ipynb" if source.is_ipynb else pair.text_format)
+            _write(_with_formats(notebooks.read(other).node, pair), other,
+                   pair.text_format if source.is_ipynb else "ipynb")
+        _save_record(project, pair, notebooks.inputs_digest(source.node))
+        return pair, "already paired, in sync"
+    node = _with_formats(source.node, pair)
+    if not source.is_ipynb and not node.metadata.get("kernelspec"):
+        from .runner import default_kernelspec
+
+        node.metadata["kernelspec"] = default_kernelspec()
+    if pair.formats_source != "jupytext config":  # record the pairing in the source's metadata
+        _write(node, source.path, "ipynb" if source.is_ipynb else pair.text_format)
+    _write(node, other, "ipynb" if other.suffix == ".ipynb" else pair.text_format)
+    _save_record(project, pair, notebooks.inputs_digest(jupytext.read(other)))
+    return pair, f"created {project.relative(other)}"
+
+
+def sync_pair(pair: Pair, project: Project) -> str:
+    """Bring one pair in sync; raise PairConflict (writing nothing) when both sides changed."""
+    from jupytext.combine import combine_inputs_with_outputs
+
+    state = compare(pair, project)
+    if state.missing:
+        _, done = pair_notebook(pair.text if state.missing == "ipynb" else pair.ipynb, project)
+        return done
+    if state.in_sync:
+        _save_record(project, pair, notebooks.inputs_digest(notebooks.read(pair.ipynb).node))
+        return "in sync"
+    if state.conflict:
+        raise PairConflict(
+            f"{project.relative(pair.ipynb)} and {project.relative(pair.text)} both changed since the "
+            f"{state.basis}; nothing was written. Edit one side to match the other (diff below), then sync",
+            diff(pair),
+        )
+    ipynb = notebooks.read(pair.ipynb).node
+    text = notebooks.read(pair.text).node
+    if state.newer == "text":
+        combined = combine_inputs_with_outputs(text, ipynb, fmt=pair.text_format)
+        _write(combined, pair.ipynb, "ipynb")
+        digest, done = notebooks.inputs_digest(combined), f"updated {project.relative(pair.ipynb)} from {pair.text.name}"
+    else:
+        _write(ipynb, pair.text, pair.text_format)
+        digest, done = notebooks.inputs_digest(ipynb), f"updated {project.relative(pair.text)} from {pair.ipynb.name}"
+    _save_record(project, pair, digest)
+    return f"{done} ({state.basis})"

@@ -1,0 +1,314 @@
+"""The parameter contract of a notebook and validation of requested values against it.
+
+The contract comes from the code cell tagged ``parameters`` (as in Papermill)::
+
+    max_depth: int = 5      # depth of each tree
+    model = "decision_tree" # type inferred from the default: str
+    extra = None            # no annotation and a None default: takes any value
+
+Values are checked *before* any kernel starts; only declared identifiers are accepted.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import tokenize
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .exceptions import NotebookError, ParameterError
+
+SCALAR_TYPES = ("int", "float", "str", "bool")
+CONTAINER_TYPES = ("list", "dict")
+ANY = "any"
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NULL = {"null", "none", "~"}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One declared parameter: ``type`` is int, float, str, bool, list, dict, list[T] or any."""
+
+    name: str
+    type: str
+    default: Any
+    help: str = ""
+    nullable: bool = False
+    expression: str | None = None  # source of a default that is not a literal
+
+    def describe(self) -> str:
+        default = self.expression if self.expression is not None else repr(self.default)
+        return f"{self.name} ({self.type}{' or None' if self.nullable else ''}, default {default})"
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        if self.expression is not None:
+            data["default"] = self.expression
+        return data
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The parameters a notebook declares, in cell order."""
+
+    parameters: tuple[Parameter, ...]
+    cell_index: int | None  # index of the `parameters` cell, None when there is none
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    def get(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def describe(self) -> str:
+        if not self.parameters:
+            return "none"
+        return ", ".join(p.describe() for p in self.parameters)
+
+    def to_json(self) -> dict:
+        return {"cell_index": self.cell_index, "parameters": [p.to_json() for p in self.parameters]}
+
+
+# --- reading the contract ---------------------------------------------------------------------
+
+
+def _annotation_type(node: ast.expr) -> tuple[str, bool]:
+    """Map an annotation to (type, nullable)."""
+    if isinstance(node, ast.Constant) and node.value is None:
+        return ANY, True
+    if isinstance(node, ast.Name):
+        name = node.id
+        if name in SCALAR_TYPES + CONTAINER_TYPES:
+            return name, False
+        if name in ("Any", "object"):
+            return ANY, False
+        if name in ("List", "Dict"):
+            return name.lower(), False
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # X | None
+        left, right = node.left, node.right
+        if isinstance(right, ast.Constant) and right.value is None:
+            return _annotation_type(left)[0], True
+        if isinstance(left, ast.Constant) and left.value is None:
+            return _annotation_type(right)[0], True
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+        outer = node.value.id
+        if outer == "Optional":
+            return _annotation_type(node.slice)[0], True
+        if outer in ("list", "List"):
+            inner, _ = _annotation_type(node.slice)
+            return (f"list[{inner}]" if inner in SCALAR_TYPES else "list"), False
+        if outer in ("dict", "Dict"):
+            return "dict", False
+    return ANY, False
+
+
+def _infer_type(value: Any) -> str:
+    for typ in (bool, int, float, str, list, dict):  # bool before int: True is an int
+        if isinstance(value, typ):
+            return typ.__name__
+    return ANY
+
+
+def _comments(source: str) -> dict[int, str]:
+    """Comment text by line number."""
+    found: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                found[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return found
+
+
+def _help_for(stmt: ast.stmt, comments: dict[int, str], lines: list[str]) -> str:
+    end = stmt.end_lineno or stmt.lineno
+    if end in comments:
+        return comments[end]
+    above = []
+    line = stmt.lineno - 1
+    while line >= 1 and line in comments and lines[line - 1].lstrip().startswith("#"):
+        above.insert(0, comments[line])
+        line -= 1
+    return " ".join(above)
+
+
+def parse_cell(source: str, where: str = "parameters cell") -> tuple[Parameter, ...]:
+    """Parameters declared by the source of a parameters cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise NotebookError(f"{where}: syntax error at line {e.lineno}: {e.msg}") from None
+    comments = _comments(source)
+    lines = source.splitlines()
+    found: dict[str, Parameter] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            name, value_node = stmt.target.id, stmt.value
+            typ, nullable = _annotation_type(stmt.annotation)
+        elif isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            name, value_node = stmt.targets[0].id, stmt.value
+            typ, nullable = None, False
+        else:
+            continue
+        expression = None
+        default: Any = None
+        if value_node is not None:
+            try:
+                default = ast.literal_eval(value_node)
+            except ValueError:
+                expression = ast.get_source_segment(source, value_node)
+        if typ is None:
+            if expression is not None:
+                typ = ANY
+            elif default is None:
+                typ, nullable = ANY, True
+            else:
+                typ = _infer_type(default)
+        elif default is None and expression is None:
+            nullable = True
+        found[name] = Parameter(name, typ, default, _help_for(stmt, comments, lines), nullable, expression)
+    return tuple(found.values())
+
+
+def read_contract(node: Any, path: Path | str = "notebook") -> Contract:
+    """The contract of a notebook node; at most one code cell may be tagged ``parameters``."""
+    tagged = [
+        i for i, cell in enumerate(node.cells)
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
+    ]
+    if not tagged:
+        return Contract(parameters=(), cell_index=None)
+    if len(tagged) > 1:
+        raise NotebookError(f"{path}: {len(tagged)} cells are tagged 'parameters' (cells {tagged}); keep one")
+    index = tagged[0]
+    params = parse_cell(node.cells[index].source, f"{path}: parameters cell (cell {index})")
+    return Contract(parameters=params, cell_index=index)
+
+
+# --- validating values ------------------------------------------------------------------------
+
+
+def _from_text(param: Parameter, text: str) -> Any:
+    """Coerce a command-line string to the parameter's type (ValueError when it does not fit)."""
+    import yaml
+
+    if param.nullable and text.strip().lower() in _NULL:
+        return None
+    typ = param.type
+    if typ == "str":
+        return text
+    if typ == "int":
+        return int(text.strip())
+    if typ == "float":
+        return float(text.strip())
+    if typ == "bool":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError("expected true or false")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        if typ == ANY:
+            return text
+        raise ValueError(f"not a YAML/JSON {typ}") from None
+    if typ == ANY:
+        return value if value is not None or text.strip().lower() in _NULL else text
+    return _check(param, value)
+
+
+def _check(param: Parameter, value: Any) -> Any:
+    """Check an already-typed value (from YAML or JSON) against the parameter's type."""
+    typ = param.type
+    if value is None:
+        if param.nullable or typ == ANY:
+            return None
+        raise ValueError("null is not allowed")
+    if typ == ANY:
+        return value
+    if typ == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError("expected true or false")
+    if isinstance(value, bool):
+        raise ValueError(f"expected {typ}, got a boolean")
+    if typ == "int" and isinstance(value, int):
+        return value
+    if typ == "float" and isinstance(value, (int, float)):
+        return float(value)
+    if typ == "str":
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"expected a string, got {type(value).__name__} {value!r} (quote it)")
+    if typ == "dict" and isinstance(value, dict):
+        return value
+    if typ.startswith("list") and isinstance(value, list):
+        if typ != "list":
+            inner = Parameter(param.name, typ[5:-1], None)
+            return [_check(inner, item) for item in value]
+        return value
+    raise ValueError(f"expected {typ}, got {type(value).__name__}")
+
+
+def validate(
+    contract: Contract,
+    texts: dict[str, str] | None = None,
+    values: dict[str, Any] | None = None,
+    where: str = "notebook",
+) -> dict[str, Any]:
+    """Typed values for the requested parameters, or ParameterError listing every problem.
+
+    ``texts`` are command-line strings (coerced); ``values`` come typed from YAML/JSON (checked;
+    a string for a non-string parameter is coerced like a command-line value). Texts win.
+    """
+    requested: dict[str, tuple[str, Any]] = {}
+    for name, value in (values or {}).items():
+        requested[str(name)] = ("value", value)
+    for name, text in (texts or {}).items():
+        requested[name] = ("text", text)
+    if not requested:
+        return {}
+    if contract.cell_index is None:
+        raise ParameterError(
+            f"{where}: has no cell tagged 'parameters', so it takes no parameters "
+            f"(got {', '.join(sorted(requested))}); tag the cell that sets defaults 'parameters'"
+        )
+    problems, result = [], {}
+    for name, (kind, raw) in requested.items():
+        param = contract.get(name)
+        if param is None:
+            problems.append(f"unknown parameter {name!r}")
+            continue
+        try:
+            if kind == "text" or (isinstance(raw, str) and param.type not in ("str", ANY)):
+                result[name] = _from_text(param, raw)
+            else:
+                result[name] = _check(param, raw)
+        except ValueError as e:
+            detail = str(e).split("\n")[0]
+            problems.append(f"{name}={raw!r} does not fit {param.type}: {detail}")
+    if problems:
+        raise ParameterError(f"{where}: {'; '.join(problems)}. Declared parameters: {contract.describe()}")
+    return result
+
+
+def load_values_file(path: Path) -> dict[str, Any]:
+    """Parameter values from a YAML or JSON file (a mapping of name to value)."""
+    import yaml
+
+    if not path.is_file():
+        raise ParameterError(f"{path}: no such parameters file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ParameterError(f"{path}: not valid YAML/JSON: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: expected a mapping of parameter names to values")
+    return data

@@ -1,0 +1,413 @@
+"""Run a notebook as a tracked training job: validate, execute a copy with Papermill, track.
+
+The parent process owns the MLflow run. It creates the run in a background thread while
+Papermill starts the kernel; the first (injected) cell waits for the run id and attaches the
+kernel to it, so plain ``mlflow.log_metric(...)`` or ``mlflow.sklearn.autolog()`` in the
+notebook land in that run. The parent then logs artifacts and sets the true terminal status.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import secrets
+import signal
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import gitinfo, notebooks, params, tracking
+from .exceptions import BadInput, Cd4mlError, TrackingError
+from .project import Project
+
+INJECTED_TAG = "cd4ml-injected"
+HANDOFF_TIMEOUT = 300.0
+
+ATTACH_CELL = '''\
+# Injected by cd4ml-nb: attach this kernel to the MLflow run created for this execution.
+def _cd4ml_attach(handoff, timeout):
+    import json, os, time
+    import mlflow
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(handoff):
+        if time.monotonic() > deadline:
+            raise RuntimeError("cd4ml-nb: the MLflow run was not created in time")
+        time.sleep(0.02)
+    with open(handoff) as f:
+        run = json.load(f)
+    if run.get("error"):
+        raise RuntimeError("cd4ml-nb: " + run["error"])
+    os.environ.update(MLFLOW_TRACKING_URI=run["tracking_uri"], MLFLOW_EXPERIMENT_ID=run["experiment_id"])
+    import logging
+    for name in ("mlflow.store", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(run["tracking_uri"])
+    mlflow.start_run(run_id=run["run_id"])
+_cd4ml_attach({handoff!r}, {timeout!r})
+del _cd4ml_attach
+'''
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: handled like Ctrl-C, recorded as such."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced; ``status`` is the MLflow terminal status."""
+
+    run_id: str | None
+    status: str  # FINISHED, FAILED or KILLED
+    experiment: str
+    experiment_id: str | None
+    notebook: str
+    output_dir: Path
+    executed: Path | None
+    html: Path | None
+    tracking_uri: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    error: str | None = None
+    failed_cell: int | None = None
+    git_branch: str | None = None
+    git_commit: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"FINISHED": 0, "KILLED": 130}.get(self.status, 1)
+
+    def to_json(self) -> dict:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for key in ("output_dir", "executed", "html"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return data
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a run did not finish."""
+
+    status: str
+    reason: str
+    message: str
+    cell: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+
+
+def default_kernelspec() -> dict[str, str]:
+    """The current environment's Python kernel."""
+    return {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def _kernel_name(project: Project, nb: notebooks.Notebook, warn: Callable[[str], None]) -> str:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    name = project.config.kernel_name or nb.node.metadata.get("kernelspec", {}).get("name")
+    if not name:
+        warn(f"{nb.path.name} names no kernel; running it on this environment's Python kernel (python3)")
+        name = "python3"
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        available = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+        raise BadInput(f"{nb.path}: kernel {name!r} is not installed (available: {available})") from None
+    return name
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated` while a run executes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while the run is being finalised, so it is never left RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+class _Tracker(threading.Thread):
+    """Creates the MLflow run while the kernel starts, then hands it to the kernel."""
+
+    def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path):
+        super().__init__(name="cd4ml-tracker", daemon=True)
+        self.project, self.experiment, self.run_name = project, experiment, run_name
+        self.tags, self.values, self.handoff = tags, values, handoff
+        self.client = None
+        self.experiment_id: str | None = None
+        self.run_id: str | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.client = tracking.client(self.project)
+            self.experiment_id = tracking.ensure_experiment(self.client, self.project, self.experiment)
+            run = tracking.create_run(self.client, self.experiment_id, self.run_name, self.tags, self.values)
+            self.run_id = run.info.run_id
+            payload = {"run_id": self.run_id, "experiment_id": self.experiment_id,
+                       "tracking_uri": self.project.tracking_uri}
+        except BaseException as e:  # reported to the kernel and re-raised in the main thread
+            self.error = e
+            payload = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
+        tmp = self.handoff.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, self.handoff)
+        if self.error is None:
+            try:  # warm up what finalising needs while the notebook runs
+                import nbconvert  # noqa: F401
+            except ImportError:
+                pass
+
+
+def _source_index(exec_index: int, contract: params.Contract, injected_params: bool) -> int:
+    """Map a cell index of the executed copy back to the source notebook."""
+    index = exec_index - 1  # the attach cell
+    if injected_params and contract.cell_index is not None and index > contract.cell_index:
+        index -= 1
+    return index
+
+
+def _last_started_cell(executed: Path) -> int | None:
+    try:
+        nb = json.loads(executed.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    started = [i for i, c in enumerate(nb.get("cells", [])) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return started[-1] if started else None
+
+
+def _classify(error: BaseException, executed: Path, contract: params.Contract, injected: bool) -> Failure:
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, Terminated):
+        return Failure("KILLED", "terminated", "stopped by SIGTERM")
+    if isinstance(error, KeyboardInterrupt):
+        return Failure("KILLED", "interrupted", "interrupted (Ctrl-C)")
+    if isinstance(error, PapermillExecutionError):
+        if error.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel's process group too
+            return Failure("KILLED", "interrupted", "interrupted (Ctrl-C)")
+        if error.cell_index == 0:  # the attach cell: tracking could not be set up
+            return Failure("FAILED", "tracking", f"could not attach the kernel to MLflow: {error.evalue}")
+        cell = _source_index(error.cell_index, contract, injected)
+        return Failure("FAILED", "cell-exception", f"cell index {cell} raised {error.ename}: {error.evalue}",
+                       cell, error.ename, error.evalue)
+    started = _last_started_cell(executed)
+    cell = _source_index(started, contract, injected) if started is not None else None
+    where = f" in cell index {cell}" if cell is not None else ""
+    if isinstance(error, DeadKernelError):
+        return Failure("FAILED", "kernel-died", f"the kernel died{where}", cell)
+    if isinstance(error, CellTimeoutError):
+        return Failure("FAILED", "timeout", f"cell timed out{where}: {str(error).splitlines()[0]}", cell)
+    if isinstance(error, (RuntimeError, TimeoutError)) and "kernel" in str(error).lower():
+        return Failure("FAILED", "kernel-start", f"the kernel did not start: {str(error).splitlines()[0]}")
+    return Failure("FAILED", "error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+
+def _render_html(executed: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    nb = nbformat.read(executed, as_version=4)
+    exporter = HTMLExporter()
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_cell_tags={INJECTED_TAG}), enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
+    html = executed.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def _run_dir(project: Project, stem: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = project.ensure_state_dir() / "runs" / f"{stamp}-{stem}-{secrets.token_hex(2)}"
+    path.mkdir(parents=True)
+    return path
+
+
+def run_notebook(
+    path: str | os.PathLike,
+    parameters: dict[str, Any] | None = None,
+    *,
+    parameter_texts: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    timeout: float | None = None,
+    html: bool | None = None,
+    progress: bool = True,
+    project: Project | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Execute a notebook (``.ipynb`` or its paired ``.py``) as a tracked MLflow run.
+
+    Parameters
+    ----------
+    path : the notebook; either side of a pair.
+    parameters : typed values (as from YAML/JSON), checked against the notebook's contract.
+    parameter_texts : command-line strings, coerced to the declared types.
+    tracking_uri, experiment : override the project's store and the branch experiment.
+    timeout : seconds each cell may run.
+    html : render and log an HTML copy (default from config).
+
+    Returns the :class:`RunResult`; a run that failed is a result with status FAILED, not an
+    exception. Bad input raises :class:`BadInput` before any kernel starts or run is created.
+    """
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=2))
+    path = Path(path)
+    if project is None:
+        project = Project.discover(path if path.exists() else Path.cwd(), tracking_uri=tracking_uri)
+    nb = notebooks.read(path.resolve())
+    contract = params.read_contract(nb.node, nb.path)
+    values = params.validate(contract, parameter_texts, parameters, where=str(path))
+    kernel = _kernel_name(project, nb, warn)
+    git = gitinfo.inspect(nb.path)
+    if git is None:
+        warn(f"{nb.path} is not in a git repository: the run gets no branch or commit tags")
+    elif git.commit is None:
+        warn(f"{git.root}: no commit yet: the run gets no commit tag")
+    experiment = experiment or tracking.experiment_name(project, git)
+    tracking.check_server(project.tracking_uri)
+
+    import papermill
+
+    rel = project.relative(nb.path)
+    source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
+    out_dir = _run_dir(project, nb.path.stem)
+    executed = out_dir / f"{nb.path.stem}.ipynb"
+    handoff = out_dir / ".run.json"
+    tags = tracking.provenance_tags(project, git, rel)
+    tags.update({
+        tracking.SOURCE_SHA: hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
+        tracking.OUTPUT_DIR: str(out_dir),
+        tracking.KERNEL: kernel,
+    })
+    tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff)
+
+    run_copy = copy.deepcopy(nb.node)
+    if not run_copy.metadata.get("kernelspec"):
+        run_copy.metadata["kernelspec"] = default_kernelspec()
+    import nbformat
+
+    attach = nbformat.v4.new_code_cell(ATTACH_CELL.format(handoff=str(handoff), timeout=HANDOFF_TIMEOUT))
+    attach.metadata["tags"] = [INJECTED_TAG]
+    attach.metadata["jupyter"] = {"source_hidden": True}
+    run_copy.cells.insert(0, attach)
+
+    failure: Failure | None = None
+    cell_timeout = timeout if timeout is not None else (project.config.cell_timeout or None)
+    with _signals_as_interrupts():
+        try:
+            tracker.start()
+            papermill.execute_notebook(
+                run_copy,
+                str(executed),
+                parameters=values or None,
+                kernel_name=kernel,
+                progress_bar=progress,
+                cwd=str(nb.path.parent),
+                execution_timeout=cell_timeout,
+                timeout_func=lambda cell: None if INJECTED_TAG in cell.metadata.get("tags", []) else cell_timeout,
+            )
+        except (Exception, KeyboardInterrupt) as e:
+            failure = _classify(e, executed, contract, bool(values))
+        finally:
+            with _shielded():
+                result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
+                                 source_text, git, values, html, warn)
+    return result
+
+
+def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, source_text, git, values,
+            html, warn) -> RunResult:
+    """Log artifacts and set the terminal status; runs with signals ignored."""
+    tracker.join()
+    handoff = out_dir / ".run.json"
+    if handoff.exists():
+        handoff.unlink()
+    if tracker.error is not None:
+        error = tracker.error
+        if isinstance(error, Cd4mlError):
+            raise error
+        raise TrackingError(f"MLflow: {error}") from error
+    c, run_id = tracker.client, tracker.run_id
+    status = failure.status if failure else "FINISHED"
+    html_path = None
+    end_tags: dict[str, Any] = {}
+    try:
+        artifacts = []
+        if executed.exists():
+            artifacts.append(executed)
+            if html if html is not None else project.config.html:
+                try:
+                    html_path = _render_html(executed)
+                    artifacts.append(html_path)
+                except Exception as e:  # a render problem must not lose the run
+                    warn(f"HTML render failed: {e}")
+        source_copy = out_dir / f"{nb.path.stem}.source.py"
+        source_copy.write_text(source_text, encoding="utf-8")
+        artifacts.append(source_copy)
+        if git is not None and git.dirty:
+            patch = out_dir / "uncommitted.diff"
+            patch.write_text(git.diff, encoding="utf-8")
+            artifacts.append(patch)
+        for artifact in artifacts:
+            c.log_artifact(run_id, str(artifact))
+    except Exception as e:
+        warn(f"could not log artifacts: {e}")
+        end_tags["cd4ml.artifacts.error"] = str(e)
+    if failure:
+        end_tags.update({
+            tracking.REASON: failure.reason,
+            "cd4ml.status.message": failure.message,
+            tracking.FAILED_CELL: failure.cell,
+            tracking.FAILED_ENAME: failure.ename,
+            tracking.FAILED_EVALUE: failure.evalue,
+        })
+    tracking.end_run(c, run_id, status, end_tags)
+    metrics = dict(c.get_run(run_id).data.metrics)
+    return RunResult(
+        run_id=run_id,
+        status=status,
+        experiment=experiment,
+        experiment_id=tracker.experiment_id,
+        notebook=rel,
+        output_dir=out_dir,
+        executed=executed if executed.exists() else None,
+        html=html_path,
+        tracking_uri=project.tracking_uri,
+        parameters=values,
+        metrics=metrics,
+        reason=failure.reason if failure else None,
+        error=failure.message if failure else None,
+        failed_cell=failure.cell if failure else None,
+        git_branch=git.branch if git else None,
+        git_commit=git.commit if git else None,
+    )

@@ -1,0 +1,296 @@
+"""MLflow: the project's store, one experiment per git branch, runs and their lifecycle.
+
+Nothing here imports mlflow at module import time; each function imports it when called.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .exceptions import BadInput, TrackingError
+from . import gitinfo
+from .gitinfo import GitInfo
+from .project import Project
+
+# Tags (MLflow system tags the MLflow UI shows natively, and ours under `cd4ml.`).
+GIT_COMMIT = "mlflow.source.git.commit"
+GIT_BRANCH = "mlflow.source.git.branch"
+GIT_REPO_URL = "mlflow.source.git.repoURL"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
+RUN_NAME = "mlflow.runName"
+DIRTY = "cd4ml.git.dirty"
+SOURCE_SHA = "cd4ml.notebook.source_sha256"
+NOTEBOOK = "cd4ml.notebook"
+REASON = "cd4ml.status.reason"
+FAILED_CELL = "cd4ml.failed_cell"
+FAILED_ENAME = "cd4ml.failed_cell.ename"
+FAILED_EVALUE = "cd4ml.failed_cell.evalue"
+OUTPUT_DIR = "cd4ml.output_dir"
+RUNNER = "cd4ml.runner"  # host:pid of the process that owns the run
+KERNEL = "cd4ml.kernel"
+
+HEALTH_TIMEOUT = 15.0
+MAX_TAG_VALUE = 5000
+MAX_PARAM_VALUE = 6000
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as listed by ``cd4ml-nb runs`` (serialises to JSON for the frontend)."""
+
+    run_id: str
+    experiment: str
+    status: str
+    start_time: float | None
+    end_time: float | None
+    notebook: str | None
+    commit: str | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+
+def experiment_name(project: Project, git: GitInfo | None) -> str:
+    """The experiment for this branch, from the configured template."""
+    branch = git.branch if git else None
+    if branch is None:
+        branch = "detached" if git else "no-git"
+    try:
+        return project.config.experiment_template.format(branch=branch, project=project.root.name)
+    except (KeyError, IndexError, ValueError) as e:
+        raise BadInput(
+            f"experiment_template {project.config.experiment_template!r}: {e!r}; "
+            "use the fields {branch} and {project}"
+        ) from None
+
+
+def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
+    """For an http(s) tracking URI, raise TrackingError unless the server answers in time."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except urllib.error.HTTPError as e:
+        problem = f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        problem = str(getattr(e, "reason", e))
+    raise TrackingError(
+        f"MLflow tracking server {uri} is not reachable ({problem}); start it (`cd4ml-nb ui` for the "
+        "local store, or `mlflow server`) or set --tracking-uri / MLFLOW_TRACKING_URI"
+    )
+
+
+@contextmanager
+def _store_lock(project: Project) -> Iterator[None]:
+    lock_path = project.ensure_state_dir() / "mlflow.db.lock"
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def client(project: Project):
+    """An MlflowClient on the project's store; the embedded store is created once under a lock."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow.store", "alembic"):  # store creation chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = project.tracking_uri
+    check_server(uri)
+    try:
+        if project.is_embedded_store:
+            with _store_lock(project):
+                c = MlflowClient(tracking_uri=uri)
+                c.search_experiments(max_results=1)  # creates and migrates the store
+            return c
+        return MlflowClient(tracking_uri=uri)
+    except TrackingError:
+        raise
+    except Exception as e:
+        raise TrackingError(f"MLflow store {uri}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "experiment"
+
+
+def ensure_experiment(c, project: Project, name: str) -> str:
+    """The id of experiment ``name``, created (with the project's artifact root) if missing."""
+    from mlflow.exceptions import MlflowException
+
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            c.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    location = (project.artifact_root / _slug(name)).as_uri() if project.is_embedded_store else None
+    try:
+        return c.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another process
+        found = c.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def clip(value: Any, limit: int = MAX_TAG_VALUE) -> str:
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def create_run(c, experiment_id: str, run_name: str, tags: dict[str, Any], params: dict[str, Any]):
+    """Create a RUNNING run with its tags and parameters; returns the MLflow Run."""
+    from mlflow.entities import Param, RunTag
+
+    run = c.create_run(experiment_id, run_name=run_name, tags={k: clip(v) for k, v in tags.items() if v is not None})
+    if params:
+        c.log_batch(
+            run.info.run_id,
+            params=[Param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in params.items()],
+            tags=[RunTag("cd4ml.params.json", clip(_json(params)))],
+        )
+    return run
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _param_text(value: Any) -> str:
+    return value if isinstance(value, str) else _json(value)
+
+
+def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
+    """Set the terminal status (FINISHED, FAILED, KILLED) and the tags explaining it."""
+    for key, value in (tags or {}).items():
+        if value is not None:
+            c.set_tag(run_id, key, clip(value))
+    c.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
+
+
+def summarize(run) -> RunSummary:
+    tags = run.data.tags
+    return RunSummary(
+        run_id=run.info.run_id,
+        experiment=run.info.experiment_id,
+        status=run.info.status,
+        start_time=run.info.start_time / 1000 if run.info.start_time else None,
+        end_time=run.info.end_time / 1000 if run.info.end_time else None,
+        notebook=tags.get(NOTEBOOK) or tags.get(SOURCE_NAME),
+        commit=tags.get(GIT_COMMIT),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        reason=tags.get(REASON),
+    )
+
+
+def list_runs(project: Project, experiment: str, notebook: str | None = None, limit: int = 100) -> list[RunSummary]:
+    """Runs of one experiment, newest first, optionally of one notebook (project-relative path)."""
+    c = client(project)
+    found = c.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = c.search_runs([found.experiment_id], max_results=1000 if notebook else limit,
+                         order_by=["attributes.start_time DESC"])
+    summaries = [summarize(r) for r in runs]
+    if notebook:
+        summaries = [s for s in summaries if s.notebook == notebook]
+    return summaries[:limit]
+
+
+def provenance_tags(project: Project, git: GitInfo | None, notebook: str | None) -> dict[str, Any]:
+    """The tags every run carries: source, git provenance and the owning process."""
+    tags: dict[str, Any] = {
+        SOURCE_TYPE: "NOTEBOOK",
+        RUNNER: f"{socket.gethostname()}:{os.getpid()}",
+    }
+    if notebook:
+        tags.update({SOURCE_NAME: notebook, NOTEBOOK: notebook})
+    if git is not None:
+        tags.update({
+            GIT_COMMIT: git.commit,
+            GIT_BRANCH: git.branch,
+            GIT_REPO_URL: git.remote_url,
+            DIRTY: str(git.dirty).lower(),
+            "cd4ml.git.base_branch": project.base_branch,
+            "cd4ml.git.merge_base": gitinfo.merge_base(git.root, project.base_branch),
+        })
+    return tags
+
+
+def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None = None,
+          experiment: str | None = None):
+    """Track an interactive session the way ``cd4ml-nb run`` tracks a job.
+
+    Points MLflow at the project's store and this branch's experiment and starts a run with the
+    same provenance tags, so ``mlflow.log_metric`` and autologging in cells run by hand are
+    recorded. Inside ``cd4ml-nb run`` (or when a run is already active) it returns that run.
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        return active
+    where = Path(notebook) if notebook else Path(os.environ.get("JPY_SESSION_NAME") or Path.cwd())
+    if not where.exists():
+        where = Path.cwd()
+    project = Project.discover(where, tracking_uri=tracking_uri)
+    git = gitinfo.inspect(project.root if where.is_dir() else where)
+    c = client(project)
+    experiment = experiment or experiment_name(project, git)
+    experiment_id = ensure_experiment(c, project, experiment)
+    mlflow.set_tracking_uri(project.tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    rel = project.relative(where) if where.is_file() else None
+    tags = {k: clip(v) for k, v in provenance_tags(project, git, rel).items() if v is not None}
+    tags["cd4ml.interactive"] = "true"
+    return mlflow.start_run(experiment_id=experiment_id, run_name=where.stem if rel else "interactive", tags=tags)
+
+
+def reconcile_orphans(project: Project, experiment: str) -> list[str]:
+    """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner process on this host is gone."""
+    c = client(project)
+    found = c.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    host = socket.gethostname()
+    fixed = []
+    for run in c.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        owner = run.data.tags.get(RUNNER, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        end_run(c, run.info.run_id, "FAILED", {REASON: "orphaned",
+                                               "cd4ml.status.message": f"runner process {owner} is gone"})
+        fixed.append(run.info.run_id)
+    return fixed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,40 @@
+"""Shared fixtures: real git repositories, real MLflow stores, a real Jupyter server."""
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"cd4ml_nb": True},
+            "allow_unauthenticated_access": False,
+        }
+    }
+
+
+# pytest-asyncio 1.x runs tests in a different loop from pytest-jupyter's
+# session fixtures; re-create the server in the test's loop
+# (same workaround as jupyterlab-git's tests/conftest.py).
+@pytest.fixture
+async def http_server(http_server_port, jp_web_app):
+    import tornado.httpserver
+
+    server = tornado.httpserver.HTTPServer(jp_web_app)
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def http_server_client(http_server):
+    from contextlib import closing
+
+    from pytest_jupyter.pytest_tornasync import AsyncHTTPServerClient
+
+    client = AsyncHTTPServerClient(http_server=http_server)
+    with closing(client) as context:
+        yield context
