@@ -90,10 +90,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if s.missing:
             what = f"{ipynb if s.missing == 'ipynb' else text} is missing"
         elif s.conflict:
-            what = f"both sides changed since the {s.basis}"
+            what = f"both sides changed since {s.basis}"
         else:
             newer = ipynb if s.newer == "ipynb" else text
-            what = f"inputs differ; {newer} looks newer (by {s.basis})"
+            what = f"inputs differ; {newer} looks newer (compared with {s.basis})"
         _say(f"OUT OF SYNC  {ipynb} <-> {text}: {what}")
     if bad:
         _say(f"{len(bad)} of {len(states)} pair(s) out of sync; run `cd4ml-nb sync PATH` to reconcile")

@@ -219,8 +219,8 @@ def compare(pair: Pair, project: Project) -> PairState:
     if d_ipynb == d_text:
         return PairState(pair, True, None, False, None, "content")
     base = _load_record(project).get(project.relative(pair.ipynb))
-    basis = "last cd4ml-nb sync"
-    if base not in (d_ipynb, d_text):
+    basis = "the last cd4ml-nb sync"
+    if base is None:
         base, basis = _committed_digest(project, pair), "git HEAD"
     if base is not None:
         ipynb_changed, text_changed = d_ipynb != base, d_text != base
@@ -228,7 +228,7 @@ def compare(pair: Pair, project: Project) -> PairState:
             return PairState(pair, False, None, True, None, basis)
         return PairState(pair, False, "ipynb" if ipynb_changed else "text", False, None, basis)
     newer = "ipynb" if pair.ipynb.stat().st_mtime >= pair.text.stat().st_mtime else "text"
-    return PairState(pair, False, newer, False, None, "modification time")
+    return PairState(pair, False, newer, False, None, "modification times")
 
 
 def diff(pair: Pair) -> str:
@@ -326,7 +326,7 @@ def sync_pair(pair: Pair, project: Project) -> str:
         return "in sync"
     if state.conflict:
         raise PairConflict(
-            f"{project.relative(pair.ipynb)} and {project.relative(pair.text)} both changed since the "
+            f"{project.relative(pair.ipynb)} and {project.relative(pair.text)} both changed since "
             f"{state.basis}; nothing was written. Edit one side to match the other (diff below), then sync",
             diff(pair),
         )
