@@ -32,7 +32,7 @@ def test_help_is_light():
 
 
 def test_lazy_public_api_resolves():
-    assert loaded_after("import cd4ml_nb\ncd4ml_nb.run_notebook\ncd4ml_nb.track") != []
+    assert loaded_after("import cd4ml_nb\ncd4ml_nb.run_notebook\ncd4ml_nb.track") == []
     import cd4ml_nb
 
     assert callable(cd4ml_nb.run_notebook) and callable(cd4ml_nb.track)
