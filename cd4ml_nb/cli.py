@@ -165,16 +165,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from . import gitinfo, tracking
+    from . import tracking
 
     project = _project(".", args.tracking_uri)
-    if args.branch:
-        experiment = project.config.experiment_template.format(branch=args.branch, project=project.root.name)
-    else:
-        experiment = tracking.experiment_name(project, gitinfo.inspect(project.root))
+    experiment = tracking.branch_experiment(project, args.branch)
     notebook = project.relative(Path(args.notebook)) if args.notebook else None
     tracking.reconcile_orphans(project, experiment)
-    runs = tracking.list_runs(project, experiment, notebook, limit=args.limit)
+    runs = tracking.runs_page(project, experiment, notebook, args.limit).runs
     if args.json:
         from dataclasses import asdict
 

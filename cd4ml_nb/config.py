@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Float, TraitError, Unicode
+from traitlets import Bool, Float, Int, TraitError, Unicode
 from traitlets.config import Configurable
 
 from .exceptions import ConfigError
@@ -51,6 +51,9 @@ class Cd4mlConfig(Configurable):
     kernel_name = Unicode(
         "", help="Kernel to run notebooks with. Empty: the notebook's own, else python3."
     ).tag(config=True)
+    max_jobs = Int(2, help="Notebook jobs the JupyterLab extension runs at once; more wait queued.").tag(
+        config=True
+    )
     mlflow_ui_url = Unicode(
         "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
     ).tag(config=True)

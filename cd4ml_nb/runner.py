@@ -101,6 +101,38 @@ class Failure:
     evalue: str | None = None
 
 
+ProgressCallback = Callable[[int, int], None]
+
+
+def _progress_engine(on_progress: ProgressCallback | None):
+    """A Papermill engine reporting (cells done, total) after each cell."""
+    from papermill.engines import NBClientEngine, NotebookExecutionManager
+
+    class Manager(NotebookExecutionManager):
+        def cell_complete(self, cell, cell_index=None, **kwargs):
+            super().cell_complete(cell, cell_index=cell_index, **kwargs)
+            if on_progress is not None and cell_index is not None:
+                on_progress(cell_index + 1, len(self.nb.cells))
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                             autosave_cell_every=30, **kwargs):
+            nb_man = Manager(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                             autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            if on_progress is not None:
+                on_progress(0, len(nb.cells))
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    return Engine
+
+
 def default_kernelspec() -> dict[str, str]:
     """The current environment's Python kernel."""
     return {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -157,8 +189,10 @@ def _shielded() -> Iterator[None]:
 class _Tracker(threading.Thread):
     """Creates the MLflow run while the kernel starts, then hands it to the kernel."""
 
-    def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path):
+    def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path,
+                 on_started: Callable[[str, str], None] | None = None):
         super().__init__(name="cd4ml-tracker", daemon=True)
+        self.on_started = on_started
         self.project, self.experiment, self.run_name = project, experiment, run_name
         self.tags, self.values, self.handoff = tags, values, handoff
         self.client = None
@@ -180,6 +214,8 @@ class _Tracker(threading.Thread):
         tmp = self.handoff.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, self.handoff)
+        if self.error is None and self.on_started is not None:
+            self.on_started(self.run_id, self.experiment_id)
         if self.error is None:
             try:  # warm up what finalising needs while the notebook runs
                 import nbconvert  # noqa: F401
@@ -265,6 +301,8 @@ def run_notebook(
     progress: bool = True,
     project: Project | None = None,
     warn: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_started: Callable[[str, str], None] | None = None,
 ) -> RunResult:
     """Execute a notebook (``.ipynb`` or its paired ``.py``) as a tracked MLflow run.
 
@@ -276,6 +314,8 @@ def run_notebook(
     tracking_uri, experiment : override the project's store and the branch experiment.
     timeout : seconds each cell may run.
     html : render and log an HTML copy (default from config).
+    on_progress : called with (cells done, total) as the notebook executes.
+    on_started : called with (run id, experiment id) once the MLflow run exists.
 
     Returns the :class:`RunResult`; a run that failed is a result with status FAILED, not an
     exception. Bad input raises :class:`BadInput` before any kernel starts or run is created.
@@ -297,6 +337,7 @@ def run_notebook(
     tracking.check_server(project.tracking_uri)
 
     import papermill
+    from papermill.engines import papermill_engines
 
     rel = project.relative(nb.path)
     source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
@@ -309,7 +350,7 @@ def run_notebook(
         tracking.OUTPUT_DIR: str(out_dir),
         tracking.KERNEL: kernel,
     })
-    tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff)
+    tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff, on_started)
 
     run_copy = copy.deepcopy(nb.node)
     if not run_copy.metadata.get("kernelspec"):
@@ -323,6 +364,8 @@ def run_notebook(
 
     failure: Failure | None = None
     cell_timeout = timeout if timeout is not None else (project.config.cell_timeout or None)
+    engine = f"cd4ml-{secrets.token_hex(4)}"  # one per run: runs may share a process
+    papermill_engines.register(engine, _progress_engine(on_progress))
     with _signals_as_interrupts():
         try:
             tracker.start()
@@ -331,6 +374,7 @@ def run_notebook(
                 str(executed),
                 parameters=values or None,
                 kernel_name=kernel,
+                engine_name=engine,
                 progress_bar=progress,
                 cwd=str(nb.path.parent),
                 execution_timeout=cell_timeout,
@@ -339,6 +383,7 @@ def run_notebook(
         except (Exception, KeyboardInterrupt) as e:
             failure = _classify(e, executed, contract, bool(values))
         finally:
+            papermill_engines._engines.pop(engine, None)
             with _shielded():
                 result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
                                  source_text, git, values, html, warn)

@@ -204,20 +204,6 @@ def summarize(run) -> RunSummary:
     )
 
 
-def list_runs(project: Project, experiment: str, notebook: str | None = None, limit: int = 100) -> list[RunSummary]:
-    """Runs of one experiment, newest first, optionally of one notebook (project-relative path)."""
-    c = client(project)
-    found = c.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    runs = c.search_runs([found.experiment_id], max_results=1000 if notebook else limit,
-                         order_by=["attributes.start_time DESC"])
-    summaries = [summarize(r) for r in runs]
-    if notebook:
-        summaries = [s for s in summaries if s.notebook == notebook]
-    return summaries[:limit]
-
-
 def provenance_tags(project: Project, git: GitInfo | None, notebook: str | None) -> dict[str, Any]:
     """The tags every run carries: source, git provenance and the owning process."""
     tags: dict[str, Any] = {
@@ -267,15 +253,22 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
     return mlflow.start_run(experiment_id=experiment_id, run_name=where.stem if rel else "interactive", tags=tags)
 
 
-def reconcile_orphans(project: Project, experiment: str) -> list[str]:
-    """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner process on this host is gone."""
+def reconcile_orphans(project: Project, experiment: str | None = None) -> list[str]:
+    """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner process on this host is gone.
+
+    Looks in one experiment, or in all of them when ``experiment`` is None.
+    """
     c = client(project)
-    found = c.get_experiment_by_name(experiment)
-    if found is None:
+    if experiment is None:
+        ids = [e.experiment_id for e in c.search_experiments()]
+    else:
+        found = c.get_experiment_by_name(experiment)
+        ids = [found.experiment_id] if found is not None else []
+    if not ids:
         return []
     host = socket.gethostname()
     fixed = []
-    for run in c.search_runs([found.experiment_id], filter_string="attributes.status = 'RUNNING'"):
+    for run in c.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
         owner = run.data.tags.get(RUNNER, "")
         owner_host, _, pid = owner.rpartition(":")
         if owner_host != host or not pid.isdigit() or _alive(int(pid)):
@@ -294,3 +287,38 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    runs: list[RunSummary]
+    next_page_token: str | None
+
+
+def branch_experiment(project: Project, branch: str | None) -> str:
+    """The experiment of ``branch`` (default: the current branch)."""
+    if branch is None:
+        return experiment_name(project, gitinfo.inspect(project.root))
+    return project.config.experiment_template.format(branch=branch, project=project.root.name)
+
+
+def runs_page(project: Project, experiment: str, notebook: str | None, limit: int,
+              page_token: str | None = None) -> RunsPage:
+    """One page of an experiment's runs, newest first, optionally of one notebook."""
+    c = client(project)
+    found = c.get_experiment_by_name(experiment)
+    if found is None:
+        return RunsPage([], None)
+    query = ""
+    if notebook:
+        if "'" in notebook or "\\" in notebook:
+            raise BadInput(f"{notebook!r}: quotes and backslashes are not supported in run filters")
+        query = f"tags.`{NOTEBOOK}` = '{notebook}'"
+    try:
+        page = c.search_runs([found.experiment_id], filter_string=query, max_results=limit,
+                             order_by=["attributes.start_time DESC"], page_token=page_token)
+    except Exception as e:
+        if page_token:
+            raise BadInput(f"invalid page_token: {str(e).splitlines()[0]}") from None
+        raise
+    return RunsPage([summarize(r) for r in page], page.token or None)

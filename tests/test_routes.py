@@ -8,17 +8,52 @@ from tornado.httpclient import HTTPClientError
 
 from cd4ml_nb.routes import NAMESPACE, ROUTES
 
-from nbfactory import commit_all, init_repo
+from nbfactory import commit_all, init_repo, percent, write_ipynb
 
 METHODS = ("get", "post", "put", "patch", "delete")
+
+
+SCORE = percent(
+    "import time, mlflow\ntime.sleep(pause)\nmlflow.log_metric('score', alpha * 2)",
+    parameters="alpha: float = 0.5  # weight\npause: float = 0.0",
+)
 
 
 @pytest.fixture
 def jp_root_dir(tmp_path):
     root = init_repo(tmp_path / "served", branch="try-random-forest")
+    write_ipynb(root / "score.ipynb", SCORE)
     (root / "README.md").write_text("x\n")
     commit_all(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+async def call(jp_fetch, *parts, method="GET", body=None, params=None):
+    """(status, json) of a request, errors included."""
+    try:
+        response = await jp_fetch(NAMESPACE, *parts, method=method, params=params,
+                                  body=None if body is None else json.dumps(body), allow_nonstandard_methods=True)
+    except HTTPClientError as e:
+        return e.code, json.loads(e.response.body) if e.response is not None and e.response.body else {}
+    return response.code, json.loads(response.body) if response.body else {}
+
+
+async def wait_job(jp_fetch, job_id, timeout=180):
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        code, job = await call(jp_fetch, "jobs", job_id)
+        assert code == 200
+        if job["state"] in ("finished", "failed", "killed") or time.monotonic() > deadline:
+            return job
+        await asyncio.sleep(0.3)
 
 
 async def test_status_reports_branch_and_store(jp_fetch, jp_root_dir, monkeypatch):
@@ -47,7 +82,8 @@ async def test_every_route_refuses_requests_without_credentials(http_server_clie
         for headers in ({}, {"Authorization": "token wrong"}):
             with pytest.raises(HTTPClientError) as info:
                 await http_server_client.fetch(
-                    f"{jp_base_url}{NAMESPACE}/{path}", method=method.upper(), body=body, headers=headers
+                    f"{jp_base_url}{NAMESPACE}/{path.replace('([^/]+)', '0123456789ab')}",
+                    method=method.upper(), body=body, headers=headers, follow_redirects=False,
                 )
             assert info.value.code in (401, 403), (path, method, headers)
 
@@ -61,3 +97,143 @@ def test_every_verb_is_decorated_authenticated_then_authorized(path, handler):
         assert _has_tornado_web_authenticated(method), f"{handler.__name__}.{name} lacks @tornado.web.authenticated"
         inner = method.__wrapped__
         assert inner.__code__.co_qualname.startswith("authorized"), f"{handler.__name__}.{name} lacks @authorized"
+
+
+async def test_pairing_and_params(jp_fetch, jp_root_dir):
+    code, state = await call(jp_fetch, "pairing", params={"path": "score.ipynb"})
+    assert code == 200 and state["paired"] is False
+    code, state = await call(jp_fetch, "pairing", method="POST", body={"path": "score.ipynb"})
+    assert code == 200 and state["paired"] and state["in_sync"] and state["text"] == "score.py"
+    assert (jp_root_dir / "score.py").exists()
+    code, contract = await call(jp_fetch, "params", params={"path": "score.py"})
+    assert code == 200
+    assert [(p["name"], p["type"], p["default"], p["help"]) for p in contract["parameters"]] == [
+        ("alpha", "float", 0.5, "weight"), ("pause", "float", 0.0, "")]
+
+
+async def test_job_runs_like_the_cli_and_lists(jp_fetch, jp_root_dir):
+    from mlflow.tracking import MlflowClient
+
+    code, reply = await call(jp_fetch, "jobs", method="POST", body={"path": "score.ipynb", "parameters": {"alpha": 2}})
+    assert code == 202
+    job = await wait_job(jp_fetch, reply["id"])
+    assert job["state"] == "finished", job
+    assert job["metrics"] == {"score": 4.0} and job["progress"]["done"] == job["progress"]["total"] > 0
+    c = MlflowClient(f"sqlite:///{jp_root_dir / '.cd4ml' / 'mlflow.db'}")
+    run = c.get_run(job["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.source.git.branch"] == "try-random-forest"
+    assert run.data.tags["mlflow.source.name"] == "score.ipynb"
+    assert {"score.ipynb", "score.html", "score.source.py"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+    code, listing = await call(jp_fetch, "jobs")
+    assert [j["id"] for j in listing["jobs"]] == [reply["id"]]
+    code, runs = await call(jp_fetch, "runs", params={"notebook": "score.ipynb"})
+    assert code == 200 and runs["experiment"] == "try-random-forest"
+    assert [r["run_id"] for r in runs["runs"]] == [job["run_id"]] and runs["next_page_token"] is None
+    response = await jp_fetch(NAMESPACE, "jobs", reply["id"], "html")
+    assert response.headers["Content-Security-Policy"].startswith("sandbox")
+
+
+async def test_cancel_mid_run_ends_killed(jp_fetch, jp_root_dir):
+    import asyncio
+
+    from mlflow.tracking import MlflowClient
+
+    code, reply = await call(jp_fetch, "jobs", method="POST", body={"path": "score.ipynb", "parameters": {"pause": 60}})
+    assert code == 202
+    for _ in range(600):
+        code, job = await call(jp_fetch, "jobs", reply["id"])
+        if job["run_id"] and job["progress"]["done"] >= 2:
+            break
+        await asyncio.sleep(0.2)
+    code, cancelled = await call(jp_fetch, "jobs", reply["id"], method="DELETE")
+    assert code == 200
+    job = await wait_job(jp_fetch, reply["id"])
+    assert job["state"] == "killed"
+    run = MlflowClient(f"sqlite:///{jp_root_dir / '.cd4ml' / 'mlflow.db'}").get_run(job["run_id"])
+    assert run.info.status == "KILLED"
+
+
+async def test_invalid_parameters_are_400_and_start_nothing(jp_fetch, jp_root_dir):
+    code, reply = await call(jp_fetch, "jobs", method="POST",
+                             body={"path": "score.ipynb", "parameters": {"alpha": "abc", "x=1\nimport os": 1}})
+    assert code == 400
+    assert "alpha='abc' does not fit float" in reply["message"] and "unknown parameter" in reply["message"]
+    code, listing = await call(jp_fetch, "jobs")
+    assert listing["jobs"] == []
+
+
+@pytest.fixture
+def corpus(jp_root_dir, tmp_path):
+    """Paths that must never reach outside the root, and a sentinel outside it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_ipynb(outside / "secret.ipynb", SCORE)
+    sibling = tmp_path / "served2"
+    sibling.mkdir()
+    write_ipynb(sibling / "x.ipynb", SCORE)
+    (jp_root_dir / "escape").symlink_to(outside, target_is_directory=True)
+    (jp_root_dir / ".hidden").mkdir()
+    write_ipynb(jp_root_dir / ".hidden" / "h.ipynb", SCORE)
+    return [
+        "../outside/secret.ipynb", "%2e%2e/outside/secret.ipynb", "..%2foutside%2fsecret.ipynb",
+        str(outside / "secret.ipynb"), "/etc/passwd", "C:/Windows/win.ini", "..\\outside\\secret.ipynb",
+        "../served2/x.ipynb", "escape/secret.ipynb", ".hidden/h.ipynb", "score.ipynb\x00.txt", "",
+    ]
+
+
+async def test_traversal_corpus_is_refused(jp_fetch, jp_root_dir, corpus, tmp_path):
+    from nbfactory import digest_tree
+
+    before_outside = digest_tree(tmp_path / "outside")
+    before_root = digest_tree(jp_root_dir)
+    for path in corpus:
+        for parts, method, kwargs in (
+            (("pairing",), "GET", {"params": {"path": path}}),
+            (("params",), "GET", {"params": {"path": path}}),
+            (("runs",), "GET", {"params": {"notebook": path}} if path else {"params": {"notebook": "../x"}}),
+            (("pairing",), "POST", {"body": {"path": path}}),
+            (("jobs",), "POST", {"body": {"path": path, "parameters": {}}}),
+        ):
+            code, reply = await call(jp_fetch, *parts, method=method, **kwargs)
+            assert 400 <= code < 500, (path, parts, method, code, reply)
+    assert digest_tree(tmp_path / "outside") == before_outside
+    assert digest_tree(jp_root_dir) == before_root
+    assert not (tmp_path / "outside" / "secret.py").exists()
+    code, listing = await call(jp_fetch, "jobs")
+    assert listing["jobs"] == []
+
+
+async def test_cookie_post_without_xsrf_is_refused(http_server_client, jp_base_url, jp_serverapp, jp_root_dir):
+    """A browser-style (cookie) POST without the XSRF token is 403; with it, it is accepted."""
+    from http.cookies import SimpleCookie
+    from urllib.parse import urlencode
+
+    token = jp_serverapp.identity_provider.token
+    login = await http_server_client.fetch(f"{jp_base_url}login", raise_error=False)
+    jar = SimpleCookie()
+    for header in login.headers.get_list("Set-Cookie"):
+        jar.load(header)
+    xsrf = jar["_xsrf"].value
+    response = await http_server_client.fetch(
+        f"{jp_base_url}login", method="POST", body=urlencode({"password": token, "_xsrf": xsrf}),
+        headers={"Cookie": f"_xsrf={xsrf}"}, follow_redirects=False, raise_error=False,
+    )
+    for header in response.headers.get_list("Set-Cookie"):
+        jar.load(header)
+    cookies = "; ".join(f"{k}={m.value}" for k, m in jar.items())
+    url = f"{jp_base_url}{NAMESPACE}/pairing"
+    body = json.dumps({"path": "score.ipynb"})
+    refused = await http_server_client.fetch(url, method="POST", body=body, headers={"Cookie": cookies},
+                                             raise_error=False)
+    assert refused.code == 403
+    assert not (jp_root_dir / "score.py").exists()
+    cross = await http_server_client.fetch(url, method="POST", body=body, raise_error=False,
+                                           headers={"Cookie": cookies, "X-XSRFToken": xsrf,
+                                                    "Origin": "http://evil.example.com"})
+    assert cross.code in (403, 404)
+    assert not (jp_root_dir / "score.py").exists()
+    accepted = await http_server_client.fetch(url, method="POST", body=body, raise_error=False,
+                                              headers={"Cookie": cookies, "X-XSRFToken": xsrf})
+    assert accepted.code == 200, accepted.body
+    assert (jp_root_dir / "score.py").exists()

@@ -4,9 +4,118 @@
 import { ServerConnection } from '@jupyterlab/services';
 
 import { requestAPI } from './request';
-import { IStatus } from './tokens';
+import {
+  IJob,
+  IJobRequest,
+  IPairing,
+  IParamsContract,
+  IRunsPage,
+  IRunsQuery,
+  IStatus,
+  JobState
+} from './tokens';
+
+/** A query string from the defined entries, `''` when there are none. */
+export function queryString(
+  query: Record<string, string | number | undefined | null>
+): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== undefined && value !== null && value !== '') {
+      params.append(key, String(value));
+    }
+  }
+  const text = params.toString();
+  return text ? `?${text}` : '';
+}
+
+function json(method: string, body: unknown): RequestInit {
+  return { method, body: JSON.stringify(body) };
+}
 
 /** `GET /cd4ml-nb/status`: package version, git branch and tracking store. */
 export function getStatus(settings: ServerConnection.ISettings): Promise<IStatus> {
   return requestAPI<IStatus>('status', settings, { method: 'GET' });
+}
+
+/** `GET /cd4ml-nb/pairing?path=P`: whether the notebook is paired and in sync. */
+export function getPairing(
+  settings: ServerConnection.ISettings,
+  path: string
+): Promise<IPairing> {
+  return requestAPI<IPairing>(`pairing${queryString({ path })}`, settings, {
+    method: 'GET'
+  });
+}
+
+/**
+ * `POST /cd4ml-nb/pairing`: pair the notebook with a `.py` and create the missing side.
+ *
+ * @throws {Cd4mlRequestError} 409 when the other side exists with different inputs
+ */
+export function pairNotebook(
+  settings: ServerConnection.ISettings,
+  path: string
+): Promise<IPairing> {
+  return requestAPI<IPairing>('pairing', settings, json('POST', { path }));
+}
+
+/** `GET /cd4ml-nb/params?path=P`: the notebook's parameter contract. */
+export function getParams(
+  settings: ServerConnection.ISettings,
+  path: string
+): Promise<IParamsContract> {
+  return requestAPI<IParamsContract>(`params${queryString({ path })}`, settings, {
+    method: 'GET'
+  });
+}
+
+/**
+ * `POST /cd4ml-nb/jobs`: run a notebook as a tracked experiment.
+ *
+ * @returns the new job's id (the server answers 202 before the kernel starts)
+ * @throws {Cd4mlRequestError} 400 listing every value that does not fit
+ */
+export function submitJob(
+  settings: ServerConnection.ISettings,
+  request: IJobRequest
+): Promise<{ id: string }> {
+  return requestAPI<{ id: string }>('jobs', settings, json('POST', request));
+}
+
+/** `GET /cd4ml-nb/jobs`: every job the server knows, newest first. */
+export async function listJobs(settings: ServerConnection.ISettings): Promise<IJob[]> {
+  const data = await requestAPI<{ jobs: IJob[] }>('jobs', settings, { method: 'GET' });
+  return data.jobs;
+}
+
+/** `GET /cd4ml-nb/jobs/ID`: one job, with its progress. */
+export function getJob(settings: ServerConnection.ISettings, id: string): Promise<IJob> {
+  return requestAPI<IJob>(`jobs/${encodeURIComponent(id)}`, settings, {
+    method: 'GET'
+  });
+}
+
+/** `DELETE /cd4ml-nb/jobs/ID`: cancel a job (its kernel stops, its run ends KILLED). */
+export function cancelJob(
+  settings: ServerConnection.ISettings,
+  id: string
+): Promise<{ id: string; state: JobState }> {
+  return requestAPI<{ id: string; state: JobState }>(
+    `jobs/${encodeURIComponent(id)}`,
+    settings,
+    { method: 'DELETE' }
+  );
+}
+
+/** `GET /cd4ml-nb/runs`: a page of a branch's MLflow runs, newest first. */
+export function getRuns(
+  settings: ServerConnection.ISettings,
+  query: IRunsQuery = {}
+): Promise<IRunsPage> {
+  return requestAPI<IRunsPage>(
+    `runs${queryString({ ...query })}`,
+    settings,
+    { method: 'GET' }
+  );
 }

@@ -1,9 +1,14 @@
 /**
  * Contracts shared by the frontend and the cd4ml_nb server extension.
  *
- * These types mirror the JSON payloads returned under `/cd4ml-nb/…`;
- * keep them in step with `cd4ml_nb/routes.py`.
+ * The payload interfaces mirror the JSON returned under `/cd4ml-nb/…`;
+ * keep them in step with `cd4ml_nb/routes.py`. Every string in them comes
+ * from the server (paths, branch names, parameter values, errors) and is
+ * untrusted: views render it as text only.
  */
+import { Token } from '@lumino/coreutils';
+import { IDisposable } from '@lumino/disposable';
+import { ISignal } from '@lumino/signaling';
 
 /** URL namespace of every cd4ml_nb REST endpoint. */
 export const API_NAMESPACE = 'cd4ml-nb';
@@ -20,4 +25,257 @@ export interface IStatus {
   tracking_uri: string;
   /** URL of an MLflow UI for this store, when one is known. */
   mlflow_ui_url: string | null;
+}
+
+/** Side of a notebook pair. */
+export type PairSide = 'ipynb' | 'text';
+
+/** Payload of `GET /cd4ml-nb/pairing?path=P` and `POST /cd4ml-nb/pairing`. */
+export interface IPairing {
+  /** The path asked about (server-root relative). */
+  path: string;
+  /** Whether the notebook is paired (by its metadata or a `jupytext.toml`). */
+  paired: boolean;
+  /** Path of the `.ipynb` side, when known. */
+  ipynb: string | null;
+  /** Path of the text (`.py`) side, when known. */
+  text: string | null;
+  /** Jupytext formats, e.g. `ipynb,py:percent`. */
+  formats: string | null;
+  /** Whether both sides have the same inputs; `null` when one side is missing. */
+  in_sync: boolean | null;
+  /** The side that looks newer when out of sync. */
+  newer: PairSide | null;
+  /** Both sides changed since the last sync. */
+  conflict: boolean;
+  /** The side that does not exist yet. */
+  missing: PairSide | null;
+  /** What "changed" was decided against (sync record, git HEAD, mtime). */
+  basis: string | null;
+}
+
+/** Types a notebook parameter can declare (see `cd4ml_nb/params.py`). */
+export type ParameterType =
+  | 'int'
+  | 'float'
+  | 'str'
+  | 'bool'
+  | 'list'
+  | 'dict'
+  | 'list[int]'
+  | 'list[float]'
+  | 'list[str]'
+  | 'list[bool]'
+  | 'any';
+
+/** One declared parameter of a notebook's `parameters` cell. */
+export interface IParameter {
+  name: string;
+  /** Declared or inferred type; unknown strings are treated like `any`. */
+  type: ParameterType | string;
+  /** Literal default (JSON); the source text when `expression` is set. */
+  default: unknown;
+  /** Help from the line's comment. */
+  help: string;
+  /** Whether `None` is allowed. */
+  nullable: boolean;
+  /** Source of a default that is not a literal (e.g. `np.arange(3)`). */
+  expression: string | null;
+}
+
+/** Payload of `GET /cd4ml-nb/params?path=P`. */
+export interface IParamsContract {
+  /** Index of the cell tagged `parameters`; `null` when there is none. */
+  cell_index: number | null;
+  parameters: IParameter[];
+}
+
+/** Lifecycle of a job. */
+export type JobState = 'queued' | 'running' | 'finished' | 'failed' | 'killed';
+
+/** States a job never leaves. */
+export const TERMINAL_JOB_STATES: ReadonlyArray<JobState> = [
+  'finished',
+  'failed',
+  'killed'
+];
+
+/** Whether a job state is final. */
+export function isTerminal(state: JobState | string): boolean {
+  return (TERMINAL_JOB_STATES as ReadonlyArray<string>).includes(state);
+}
+
+/** Body of `POST /cd4ml-nb/jobs`. */
+export interface IJobRequest {
+  /** Notebook to run (server-root relative; either side of a pair). */
+  path: string;
+  /** Typed values (JSON) by parameter name; absent names keep their defaults. */
+  parameters: Record<string, unknown>;
+}
+
+/** A notebook run started from the server: `GET /cd4ml-nb/jobs/ID`. */
+export interface IJob {
+  id: string;
+  path: string;
+  parameters: Record<string, unknown>;
+  state: JobState;
+  /** Cells executed so far, of the total. */
+  progress: { done: number; total: number };
+  /** MLflow run id, once the run exists. */
+  run_id: string | null;
+  /** MLflow experiment id of the run. */
+  experiment: string | null;
+  /** Why the job failed or was killed. */
+  error: string | null;
+  /** Server-root-relative path of the executed notebook (openable in Lab). */
+  executed: string | null;
+  /** Server-root-relative path of its HTML render. */
+  html: string | null;
+  /** Creation time, epoch seconds. */
+  created: number;
+  /** Metrics the run logged. */
+  metrics: Record<string, number>;
+}
+
+/** One MLflow run, as listed by `GET /cd4ml-nb/runs`. */
+export interface IRun {
+  run_id: string;
+  /** MLflow experiment id. */
+  experiment: string;
+  /** MLflow status: RUNNING, FINISHED, FAILED, KILLED, SCHEDULED. */
+  status: string;
+  /** Epoch seconds. */
+  start_time: number | null;
+  end_time: number | null;
+  notebook: string | null;
+  commit: string | null;
+  params: Record<string, string>;
+  metrics: Record<string, number>;
+  /** `cd4ml.status.reason` of a run that did not finish. */
+  reason: string | null;
+}
+
+/** Payload of `GET /cd4ml-nb/runs`. */
+export interface IRunsPage {
+  /** The branch's experiment (`null` when it has none yet). */
+  experiment: string | null;
+  runs: IRun[];
+  next_page_token: string | null;
+}
+
+/** Query of `GET /cd4ml-nb/runs`. */
+export interface IRunsQuery {
+  /** Branch whose experiment is listed; the current branch when absent. */
+  branch?: string;
+  /** Only runs of this notebook. */
+  notebook?: string;
+  page_token?: string;
+  max_results?: number;
+}
+
+/** A run with the branch it was listed under, as the runs table shows it. */
+export interface IBranchRun extends IRun {
+  /** Branch name (`null` when the server root is not in git). */
+  branch: string | null;
+  /** Whether it belongs to the current branch or the base branch. */
+  side: 'current' | 'base';
+}
+
+/** The runs listed for one branch. */
+export interface IRunsSection {
+  branch: string | null;
+  side: 'current' | 'base';
+  runs: IRun[];
+  nextPageToken: string | null;
+  error: string | null;
+}
+
+/** State of one field of the parameter form. */
+export interface IFieldState {
+  parameter: IParameter;
+  /** What the input holds: text, or a boolean for a checkbox. */
+  raw: string | boolean;
+  /** Inline validation message, `null` when the value fits. */
+  error: string | null;
+  /** Whether the value differs from the notebook's default (it is then sent). */
+  changed: boolean;
+}
+
+/** What part of the experiments model changed. */
+export type ExperimentsChange =
+  | 'status'
+  | 'notebook'
+  | 'pairing'
+  | 'params'
+  | 'form'
+  | 'job'
+  | 'runs'
+  | 'metric';
+
+/**
+ * State behind the Experiments panel and the status-bar item.
+ */
+export interface IExperimentsModel extends IDisposable {
+  /** Emitted with what changed. */
+  readonly changed: ISignal<IExperimentsModel, ExperimentsChange>;
+
+  readonly status: IStatus | null;
+  readonly statusError: string | null;
+
+  /** Path of the notebook experiments are run for (server-root relative). */
+  readonly notebookPath: string | null;
+  readonly pairing: IPairing | null;
+  readonly pairingError: string | null;
+  /** Whether a pairing request is on its way. */
+  readonly pairingBusy: boolean;
+
+  readonly contract: IParamsContract | null;
+  readonly contractError: string | null;
+  readonly fields: ReadonlyArray<IFieldState>;
+
+  /** The job shown: the last one started here, or the newest one of this notebook. */
+  readonly job: IJob | null;
+  /** Why the last submit, cancel or poll failed. */
+  readonly jobError: string | null;
+  /** Whether a submit is on its way. */
+  readonly submitting: boolean;
+  /** Whether the job shown is queued or running. */
+  readonly jobActive: boolean;
+
+  readonly runs: ReadonlyArray<IRunsSection>;
+  readonly runsLoading: boolean;
+  /** Runs of both branches, with their branch. */
+  readonly allRuns: ReadonlyArray<IBranchRun>;
+  /** Every metric name the runs logged, sorted. */
+  readonly metricNames: ReadonlyArray<string>;
+  /** The metric charted and shown first in the table. */
+  readonly metric: string | null;
+
+  refreshStatus(): Promise<void>;
+  setNotebook(path: string | null): Promise<void>;
+  refreshPairing(): Promise<void>;
+  pair(): Promise<void>;
+  refreshParams(): Promise<void>;
+  setValue(name: string, raw: string | boolean): void;
+  resetValues(): void;
+  /** The values that differ from the defaults, or `null` (and messages shown) when some do not fit. */
+  collectValues(): Record<string, unknown> | null;
+  run(): Promise<IJob | null>;
+  cancel(): Promise<void>;
+  refreshRuns(): Promise<void>;
+  loadMoreRuns(side: 'current' | 'base'): Promise<void>;
+  setMetric(name: string | null): void;
+}
+
+/** The experiments model, shared by the panel, the status bar and the commands. */
+export const IExperimentsModel = new Token<IExperimentsModel>(
+  'cd4ml-nb:IExperimentsModel',
+  'State of the cd4ml_nb experiments panel: branch, pairing, parameters, jobs and runs.'
+);
+
+/** Command ids. */
+export namespace CommandIDs {
+  export const run = 'cd4ml-nb:run';
+  export const pair = 'cd4ml-nb:pair';
+  export const show = 'cd4ml-nb:show';
 }
