@@ -237,3 +237,34 @@ async def test_cookie_post_without_xsrf_is_refused(http_server_client, jp_base_u
                                               headers={"Cookie": cookies, "X-XSRFToken": xsrf})
     assert accepted.code == 200, accepted.body
     assert (jp_root_dir / "score.py").exists()
+
+
+@pytest.fixture
+def orphan(jp_root_dir):
+    """A RUNNING run whose runner process is gone, in the store before the server starts."""
+    import socket
+    import subprocess
+    import sys
+
+    from cd4ml_nb import tracking
+    from cd4ml_nb.project import Project
+
+    project = Project.discover(jp_root_dir)
+    c = tracking.client(project)
+    exp = tracking.ensure_experiment(c, project, "try-random-forest")
+    pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run = tracking.create_run(c, exp, "ghost", {tracking.RUNNER: f"{socket.gethostname()}:{pid.stdout.strip()}"}, {})
+    return c, run.info.run_id
+
+
+async def test_server_start_marks_orphaned_runs_failed(orphan, jp_fetch):
+    import asyncio
+
+    c, run_id = orphan
+    await jp_fetch(NAMESPACE, "status")  # the server (and its reconcile thread) is up
+    for _ in range(100):
+        run = c.get_run(run_id)
+        if run.info.status != "RUNNING":
+            break
+        await asyncio.sleep(0.1)
+    assert run.info.status == "FAILED" and run.data.tags["cd4ml.status.reason"] == "orphaned"

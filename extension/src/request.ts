@@ -13,10 +13,14 @@ import { API_NAMESPACE } from './tokens';
  * error body) when it sent one, otherwise the HTTP status text.
  */
 export class Cd4mlRequestError extends ServerConnection.ResponseError {
-  constructor(response: Response, message: string, traceback = '') {
+  constructor(response: Response, message: string, traceback = '', body: unknown = null) {
     super(response, message, traceback);
     this.name = 'Cd4mlRequestError';
+    this.body = body;
   }
+
+  /** The decoded error body (e.g. `{"message": …, "diff": …}` of a pairing conflict). */
+  readonly body: unknown;
 
   /** HTTP status code of the failed response. */
   get status(): number {
@@ -72,7 +76,7 @@ export async function requestAPI<T>(
             ? data
             : `${response.status} ${response.statusText}`;
     const traceback = typeof body.traceback === 'string' ? body.traceback : '';
-    throw new Cd4mlRequestError(response, message, traceback);
+    throw new Cd4mlRequestError(response, message, traceback, data ?? null);
   }
 
   return data as T;

@@ -226,6 +226,8 @@ export interface IExperimentsModel extends IDisposable {
   readonly notebookPath: string | null;
   readonly pairing: IPairing | null;
   readonly pairingError: string | null;
+  /** The diff the server sent when pairing was refused (the other side differs). */
+  readonly pairingDiff: string | null;
   /** Whether a pairing request is on its way. */
   readonly pairingBusy: boolean;
 
@@ -254,6 +256,8 @@ export interface IExperimentsModel extends IDisposable {
   refreshStatus(): Promise<void>;
   setNotebook(path: string | null): Promise<void>;
   refreshPairing(): Promise<void>;
+  /** Re-read what a save can change: the pairing state and the parameter contract. */
+  refreshNotebook(): Promise<void>;
   pair(): Promise<void>;
   refreshParams(): Promise<void>;
   setValue(name: string, raw: string | boolean): void;

@@ -1,0 +1,144 @@
+/**
+ * Runs as the table and the chart show them: merged across branches, sorted,
+ * with their metric names and MLflow links.
+ */
+import { IBranchRun, IRunsSection } from './tokens';
+
+/** Columns the runs table sorts by; `metric:NAME` sorts by a metric, `param:NAME` by a parameter. */
+export type RunSortKey = 'branch' | 'status' | 'start_time' | 'params' | string;
+
+export type SortDirection = 'asc' | 'desc';
+
+/** The runs of every section, each with its branch, newest first. */
+export function mergeRuns(sections: ReadonlyArray<IRunsSection>): IBranchRun[] {
+  const rows: IBranchRun[] = [];
+  const seen = new Set<string>();
+  for (const section of sections) {
+    for (const run of section.runs) {
+      if (seen.has(run.run_id)) {
+        continue; // base == current, or a run listed on two pages
+      }
+      seen.add(run.run_id);
+      rows.push({ ...run, branch: section.branch, side: section.side });
+    }
+  }
+  return sortRuns(rows, 'start_time', 'desc');
+}
+
+/** Every metric name the runs logged, sorted. */
+export function metricNames(runs: ReadonlyArray<IBranchRun>): string[] {
+  const names = new Set<string>();
+  for (const run of runs) {
+    for (const name of Object.keys(run.metrics ?? {})) {
+      names.add(name);
+    }
+  }
+  return [...names].sort();
+}
+
+/** `k=v` of every parameter, sorted by name. */
+export function formatParams(params: Record<string, unknown> | null | undefined): string {
+  return Object.keys(params ?? {})
+    .sort()
+    .map(key => `${key}=${String((params as Record<string, unknown>)[key])}`)
+    .join(', ');
+}
+
+function sortValue(run: IBranchRun, key: RunSortKey): string | number | null {
+  if (key.startsWith('metric:')) {
+    const value = run.metrics?.[key.slice('metric:'.length)];
+    return typeof value === 'number' && !Number.isNaN(value) ? value : null;
+  }
+  if (key.startsWith('param:')) {
+    const value = run.params?.[key.slice('param:'.length)];
+    return value === undefined ? null : String(value);
+  }
+  switch (key) {
+    case 'branch':
+      return run.branch ?? '';
+    case 'status':
+      return run.status;
+    case 'start_time':
+      return run.start_time;
+    case 'params':
+      return formatParams(run.params);
+    default:
+      return null;
+  }
+}
+
+/**
+ * A sorted copy of the runs. Runs without the value go last in either direction;
+ * ties keep the newest first.
+ */
+export function sortRuns(
+  runs: ReadonlyArray<IBranchRun>,
+  key: RunSortKey,
+  direction: SortDirection
+): IBranchRun[] {
+  const sign = direction === 'asc' ? 1 : -1;
+  return runs
+    .map((run, index) => ({ run, index, value: sortValue(run, key) }))
+    .sort((a, b) => {
+      if (a.value === null || b.value === null) {
+        if (a.value === b.value) {
+          return (b.run.start_time ?? 0) - (a.run.start_time ?? 0) || a.index - b.index;
+        }
+        return a.value === null ? 1 : -1;
+      }
+      let order: number;
+      if (typeof a.value === 'number' && typeof b.value === 'number') {
+        order = a.value - b.value;
+      } else {
+        order = String(a.value).localeCompare(String(b.value), undefined, { numeric: true });
+      }
+      return (
+        sign * order ||
+        (b.run.start_time ?? 0) - (a.run.start_time ?? 0) ||
+        a.index - b.index
+      );
+    })
+    .map(item => item.run);
+}
+
+/**
+ * Link to a run's page in the MLflow UI, or `null` when no UI is configured
+ * (or its URL is not http(s)).
+ */
+export function mlflowRunUrl(
+  mlflowUiUrl: string | null | undefined,
+  experimentId: string | null | undefined,
+  runId: string | null | undefined
+): string | null {
+  if (!mlflowUiUrl || !experimentId || !runId || !/^https?:\/\//i.test(mlflowUiUrl)) {
+    return null;
+  }
+  const base = mlflowUiUrl.replace(/\/+$/, '');
+  return `${base}/#/experiments/${encodeURIComponent(experimentId)}/runs/${encodeURIComponent(runId)}`;
+}
+
+/** A local date and time for epoch seconds. */
+export function formatTime(epochSeconds: number | null | undefined): string {
+  if (epochSeconds === null || epochSeconds === undefined) {
+    return '';
+  }
+  const date = new Date(epochSeconds * 1000);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return (
+    `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`
+  );
+}
+
+/** A metric value with at most 4 significant decimals. */
+export function formatMetric(value: number | null | undefined): string {
+  if (value === null || value === undefined || Number.isNaN(value)) {
+    return '';
+  }
+  if (Number.isInteger(value)) {
+    return String(value);
+  }
+  return Math.abs(value) >= 1e6 || Math.abs(value) < 1e-4
+    ? value.toExponential(3)
+    : String(Number(value.toPrecision(5)));
+}
