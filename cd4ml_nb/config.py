@@ -101,15 +101,16 @@ def load_config(
             f"(allowed: {', '.join(sorted(allowed))})"
         )
     config = Cd4mlConfig(parent=parent)
-    values = dict(table)
+    pyproject = f"{root / 'pyproject.toml'}: [tool.cd4ml_nb]"
+    values = {key: (value, pyproject) for key, value in table.items()}
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+        values["tracking_uri"] = (os.environ["MLFLOW_TRACKING_URI"], "environment MLFLOW_TRACKING_URI")
     if tracking_uri:
-        values["tracking_uri"] = tracking_uri
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for key, value in values.items():
+        values["tracking_uri"] = (tracking_uri, "option --tracking-uri")
+    values.update({k: (v, f"option {k}") for k, v in overrides.items() if v is not None})
+    for key, (value, source) in values.items():
         try:
             setattr(config, key, value)
         except TraitError as e:
-            raise ConfigError(f"cd4ml_nb setting {key!r}: {e}") from None
+            raise ConfigError(f"{source} {key} = {value!r}: {str(e).splitlines()[0]}") from None
     return config

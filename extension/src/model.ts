@@ -1,0 +1,694 @@
+/**
+ * State of the Experiments panel: the branch, the active notebook's pairing and
+ * parameter form, the job being run and the runs of this branch against the base branch.
+ *
+ * Views listen to `changed` and read the state; they never call the REST API themselves.
+ */
+import { ServerConnection } from '@jupyterlab/services';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import {
+  cancelJob,
+  getJob,
+  getPairing,
+  getParams,
+  getRuns,
+  getStatus,
+  listJobs,
+  pairNotebook,
+  submitJob
+} from './api';
+import { defaultRaw, isDefault, parseValue } from './parameters';
+import { Cd4mlRequestError } from './request';
+import { mergeRuns, metricNames } from './runs';
+import {
+  ExperimentsChange,
+  IBranchRun,
+  IExperimentsModel,
+  IFieldState,
+  IJob,
+  IPairing,
+  IParamsContract,
+  IRunsSection,
+  IStatus,
+  isTerminal
+} from './tokens';
+
+/** Options of {@link ExperimentsModel}. */
+export interface IExperimentsModelOptions {
+  /** Connection to the Jupyter server (base URL, token). */
+  settings: ServerConnection.ISettings;
+  /** Milliseconds between two polls of a running job (default 1000). */
+  pollInterval?: number;
+  /** Runs asked for per branch and page (default 50). */
+  pageSize?: number;
+}
+
+/** The message of an error, for display. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) {
+    return error.message || error.name;
+  }
+  return String(error);
+}
+
+function httpStatus(error: unknown): number | null {
+  return error instanceof Cd4mlRequestError ? error.status : null;
+}
+
+/** Paths compare equal whatever their leading `./` or `/`. */
+export function samePath(a: string | null | undefined, b: string | null | undefined): boolean {
+  const norm = (p: string) => p.replace(/^(\.\/|\/)+/, '');
+  return !!a && !!b && norm(a) === norm(b);
+}
+
+/** Short state of a pairing for labels: `paired ✓`, `out of sync`, … */
+export function describePairing(pairing: IPairing | null): string {
+  if (!pairing) {
+    return '';
+  }
+  if (!pairing.paired) {
+    return 'not paired';
+  }
+  if (pairing.conflict) {
+    return 'conflict';
+  }
+  if (pairing.missing) {
+    return pairing.missing === 'text' ? 'paired, .py missing' : 'paired, .ipynb missing';
+  }
+  if (pairing.in_sync === false) {
+    return 'out of sync';
+  }
+  return 'paired ✓';
+}
+
+/**
+ * The experiments model: one per JupyterLab, shared by the panel, the status bar
+ * and the commands.
+ */
+export class ExperimentsModel implements IExperimentsModel {
+  constructor(options: IExperimentsModelOptions) {
+    this._settings = options.settings;
+    this._pollInterval = options.pollInterval ?? 1000;
+    this._pageSize = options.pageSize ?? 50;
+  }
+
+  get changed(): ISignal<IExperimentsModel, ExperimentsChange> {
+    return this._changed;
+  }
+
+  get isDisposed(): boolean {
+    return this._isDisposed;
+  }
+
+  get status(): IStatus | null {
+    return this._status;
+  }
+
+  get statusError(): string | null {
+    return this._statusError;
+  }
+
+  get notebookPath(): string | null {
+    return this._notebookPath;
+  }
+
+  get pairing(): IPairing | null {
+    return this._pairing;
+  }
+
+  get pairingError(): string | null {
+    return this._pairingError;
+  }
+
+  get pairingDiff(): string | null {
+    return this._pairingDiff;
+  }
+
+  get pairingBusy(): boolean {
+    return this._pairingBusy;
+  }
+
+  get contract(): IParamsContract | null {
+    return this._contract;
+  }
+
+  get contractError(): string | null {
+    return this._contractError;
+  }
+
+  get fields(): ReadonlyArray<IFieldState> {
+    return this._fields;
+  }
+
+  get job(): IJob | null {
+    return this._job;
+  }
+
+  get jobError(): string | null {
+    return this._jobError;
+  }
+
+  get submitting(): boolean {
+    return this._submitting;
+  }
+
+  get jobActive(): boolean {
+    return this._job !== null && !isTerminal(this._job.state);
+  }
+
+  get runs(): ReadonlyArray<IRunsSection> {
+    return this._runs;
+  }
+
+  get runsLoading(): boolean {
+    return this._runsLoading;
+  }
+
+  get allRuns(): ReadonlyArray<IBranchRun> {
+    if (this._allRuns === null) {
+      this._allRuns = mergeRuns(this._runs);
+    }
+    return this._allRuns;
+  }
+
+  get metricNames(): ReadonlyArray<string> {
+    return metricNames(this.allRuns);
+  }
+
+  get metric(): string | null {
+    return this._metric;
+  }
+
+  /** Read `GET /cd4ml-nb/status`; the runs are re-read when the branch changed. */
+  async refreshStatus(): Promise<void> {
+    const before = this._status;
+    try {
+      this._status = await getStatus(this._settings);
+      this._statusError = null;
+    } catch (error) {
+      this._statusError = errorMessage(error);
+    }
+    if (this._isDisposed) {
+      return;
+    }
+    this._emit('status');
+    const now = this._status;
+    if (
+      before &&
+      now &&
+      (before.branch !== now.branch || before.base_branch !== now.base_branch)
+    ) {
+      await this.refreshRuns();
+    }
+  }
+
+  /**
+   * Follow another notebook (or none): its pairing, parameters, last job and runs are read.
+   */
+  async setNotebook(path: string | null): Promise<void> {
+    if (path === this._notebookPath) {
+      return;
+    }
+    this._notebookPath = path;
+    this._generation++;
+    this._pairing = null;
+    this._pairingError = null;
+    this._pairingDiff = null;
+    this._contract = null;
+    this._contractError = null;
+    this._fields = [];
+    this._runs = [];
+    this._allRuns = null;
+    if (!this.jobActive) {
+      this._stopPolling();
+      this._job = null;
+      this._jobError = null;
+    }
+    this._emit('notebook');
+    this._emit('pairing');
+    this._emit('params');
+    this._emit('job');
+    this._emit('runs');
+    if (path === null) {
+      return;
+    }
+    await Promise.all([
+      this.refreshPairing(),
+      this.refreshParams(),
+      this.refreshRuns(),
+      this._findJob(path)
+    ]);
+  }
+
+  async refreshPairing(): Promise<void> {
+    const path = this._notebookPath;
+    if (path === null) {
+      return;
+    }
+    const generation = this._generation;
+    let pairing: IPairing | null = null;
+    let error: string | null = null;
+    try {
+      pairing = await getPairing(this._settings, path);
+    } catch (reason) {
+      error = errorMessage(reason);
+    }
+    if (generation !== this._generation || this._isDisposed) {
+      return;
+    }
+    this._pairing = pairing;
+    this._pairingError = error;
+    this._emit('pairing');
+  }
+
+  async refreshNotebook(): Promise<void> {
+    await Promise.all([this.refreshPairing(), this.refreshParams()]);
+  }
+
+  /** `POST /cd4ml-nb/pairing` for the notebook; a refusal keeps the server's message and diff. */
+  async pair(): Promise<void> {
+    const path = this._notebookPath;
+    if (path === null || this._pairingBusy) {
+      return;
+    }
+    const generation = this._generation;
+    this._pairingBusy = true;
+    this._pairingError = null;
+    this._pairingDiff = null;
+    this._emit('pairing');
+    try {
+      const pairing = await pairNotebook(this._settings, path);
+      if (generation === this._generation) {
+        this._pairing = pairing;
+      }
+    } catch (reason) {
+      if (generation === this._generation) {
+        this._pairingError = errorMessage(reason);
+        const body = reason instanceof Cd4mlRequestError ? reason.body : null;
+        const diff = (body as { diff?: unknown } | null)?.diff;
+        this._pairingDiff = typeof diff === 'string' && diff ? diff : null;
+      }
+    } finally {
+      this._pairingBusy = false;
+      if (!this._isDisposed) {
+        this._emit('pairing');
+      }
+    }
+  }
+
+  /**
+   * Read the parameter contract. Values the user changed are kept for parameters
+   * that still exist with the same type.
+   */
+  async refreshParams(): Promise<void> {
+    const path = this._notebookPath;
+    if (path === null) {
+      return;
+    }
+    const generation = this._generation;
+    let contract: IParamsContract | null = null;
+    let error: string | null = null;
+    try {
+      contract = await getParams(this._settings, path);
+    } catch (reason) {
+      error = errorMessage(reason);
+    }
+    if (generation !== this._generation || this._isDisposed) {
+      return;
+    }
+    const previous = new Map(this._fields.map(field => [field.parameter.name, field]));
+    this._contract = contract;
+    this._contractError = error;
+    this._fields = (contract?.parameters ?? []).map(parameter => {
+      const old = previous.get(parameter.name);
+      if (old && old.changed && old.parameter.type === parameter.type) {
+        return this._field(parameter, old.raw);
+      }
+      return { parameter, raw: defaultRaw(parameter), error: null, changed: false };
+    });
+    this._emit('params');
+  }
+
+  /** Set what a form input holds; it is checked at once. */
+  setValue(name: string, raw: string | boolean): void {
+    const index = this._fields.findIndex(field => field.parameter.name === name);
+    if (index < 0) {
+      return;
+    }
+    const fields = [...this._fields];
+    fields[index] = this._field(fields[index].parameter, raw);
+    this._fields = fields;
+    this._emit('form');
+  }
+
+  /** Put every input back to the notebook's default. */
+  resetValues(): void {
+    this._fields = this._fields.map(field => ({
+      parameter: field.parameter,
+      raw: defaultRaw(field.parameter),
+      error: null,
+      changed: false
+    }));
+    this._emit('params');
+  }
+
+  collectValues(): Record<string, unknown> | null {
+    const values: Record<string, unknown> = {};
+    let valid = true;
+    this._fields = this._fields.map(field => {
+      const checked = this._field(field.parameter, field.raw);
+      const parsed = parseValue(field.parameter, field.raw);
+      if (!parsed.ok) {
+        valid = false;
+      } else if (checked.changed) {
+        values[field.parameter.name] = parsed.value;
+      }
+      return checked;
+    });
+    this._emit('form');
+    return valid ? values : null;
+  }
+
+  /**
+   * Run the notebook as a tracked experiment with the changed values, then follow the job.
+   *
+   * @returns the job, or `null` when nothing was started (values that do not fit,
+   * a job already running, or the server refused it: see `jobError`)
+   */
+  async run(): Promise<IJob | null> {
+    const path = this._notebookPath;
+    if (path === null || this._submitting || this.jobActive) {
+      return null;
+    }
+    const values = this.collectValues();
+    if (values === null) {
+      this._jobError = 'Some parameters do not fit their type: see the messages above.';
+      this._emit('job');
+      return null;
+    }
+    this._stopPolling();
+    this._submitting = true;
+    this._jobError = null;
+    this._emit('job');
+    try {
+      const { id } = await submitJob(this._settings, { path, parameters: values });
+      this._job = {
+        id,
+        path,
+        parameters: values,
+        state: 'queued',
+        progress: { done: 0, total: 0 },
+        run_id: null,
+        experiment: null,
+        error: null,
+        executed: null,
+        html: null,
+        created: Date.now() / 1000,
+        metrics: {}
+      };
+      this._startPolling(id);
+      return this._job;
+    } catch (reason) {
+      this._jobError = errorMessage(reason);
+      return null;
+    } finally {
+      this._submitting = false;
+      if (!this._isDisposed) {
+        this._emit('job');
+      }
+    }
+  }
+
+  /** `DELETE /cd4ml-nb/jobs/ID` for the job shown; polling goes on until it has ended. */
+  async cancel(): Promise<void> {
+    const job = this._job;
+    if (job === null || isTerminal(job.state)) {
+      return;
+    }
+    try {
+      const answer = await cancelJob(this._settings, job.id);
+      if (this._job?.id !== job.id || this._isDisposed) {
+        return;
+      }
+      if (!isTerminal(this._job.state)) {
+        this._job = { ...this._job, state: answer.state };
+        this._emit('job');
+      }
+      // Read the job at once, then every interval until it has ended.
+      this._startPolling(job.id);
+    } catch (reason) {
+      this._jobError = `Cancel failed: ${errorMessage(reason)}`;
+      this._emit('job');
+    }
+  }
+
+  /** Read the runs of this notebook on the current branch and on the base branch. */
+  async refreshRuns(): Promise<void> {
+    const path = this._notebookPath;
+    if (path === null) {
+      return;
+    }
+    if (this._status === null) {
+      await this.refreshStatus();
+    }
+    const generation = ++this._runsGeneration;
+    const status = this._status;
+    const current = status?.branch ?? null;
+    const base = status?.base_branch || null;
+    this._runsLoading = true;
+    this._emit('runs');
+    const loads = [this._loadSection('current', current, path, undefined)];
+    if (base && base !== current) {
+      loads.push(this._loadSection('base', base, path, base));
+    }
+    const sections = await Promise.all(loads);
+    if (
+      generation !== this._runsGeneration ||
+      path !== this._notebookPath ||
+      this._isDisposed
+    ) {
+      return;
+    }
+    this._runs = sections;
+    this._runsLoading = false;
+    this._allRuns = null;
+    this._pickMetric();
+    this._emit('runs');
+  }
+
+  /** Read the next page of one branch's runs. */
+  async loadMoreRuns(side: 'current' | 'base'): Promise<void> {
+    const path = this._notebookPath;
+    const section = this._runs.find(s => s.side === side);
+    if (path === null || !section || !section.nextPageToken) {
+      return;
+    }
+    const generation = this._runsGeneration;
+    const more = await this._loadSection(
+      side,
+      section.branch,
+      path,
+      side === 'base' ? section.branch ?? undefined : undefined,
+      section.nextPageToken
+    );
+    if (generation !== this._runsGeneration || this._isDisposed) {
+      return;
+    }
+    this._runs = this._runs.map(s =>
+      s.side === side
+        ? {
+            ...s,
+            runs: [...s.runs, ...more.runs],
+            nextPageToken: more.error ? s.nextPageToken : more.nextPageToken,
+            error: more.error
+          }
+        : s
+    );
+    this._allRuns = null;
+    this._pickMetric();
+    this._emit('runs');
+  }
+
+  setMetric(name: string | null): void {
+    if (name === this._metric) {
+      return;
+    }
+    this._metric = name;
+    this._emit('metric');
+  }
+
+  dispose(): void {
+    if (this._isDisposed) {
+      return;
+    }
+    this._isDisposed = true;
+    this._stopPolling();
+    Signal.clearData(this);
+  }
+
+  private _field(parameter: IFieldState['parameter'], raw: string | boolean): IFieldState {
+    const parsed = parseValue(parameter, raw);
+    return {
+      parameter,
+      raw,
+      error: parsed.ok ? null : parsed.error,
+      changed: !isDefault(parameter, parsed)
+    };
+  }
+
+  private async _loadSection(
+    side: 'current' | 'base',
+    branch: string | null,
+    notebook: string,
+    queryBranch: string | undefined,
+    pageToken?: string
+  ): Promise<IRunsSection> {
+    try {
+      const page = await getRuns(this._settings, {
+        branch: queryBranch,
+        notebook,
+        page_token: pageToken,
+        max_results: this._pageSize
+      });
+      return {
+        branch,
+        side,
+        runs: page.runs ?? [],
+        nextPageToken: page.next_page_token ?? null,
+        error: null
+      };
+    } catch (reason) {
+      // A branch without an experiment yet has no runs: not an error to show.
+      const error = httpStatus(reason) === 404 ? null : errorMessage(reason);
+      return { branch, side, runs: [], nextPageToken: null, error };
+    }
+  }
+
+  private _pickMetric(): void {
+    const names = this.metricNames;
+    if (this._metric !== null && names.includes(this._metric)) {
+      return;
+    }
+    const fromJob = Object.keys(this._job?.metrics ?? {}).find(name => names.includes(name));
+    const next = fromJob ?? names[0] ?? null;
+    if (next !== this._metric) {
+      this._metric = next;
+      this._emit('metric');
+    }
+  }
+
+  /** Show the newest job of this notebook the server knows (after a reload, say). */
+  private async _findJob(path: string): Promise<void> {
+    if (this.jobActive) {
+      return;
+    }
+    const generation = this._generation;
+    let jobs: IJob[];
+    try {
+      jobs = await listJobs(this._settings);
+    } catch (reason) {
+      console.debug('cd4ml-nb: could not list jobs', reason);
+      return;
+    }
+    if (generation !== this._generation || this.jobActive || this._isDisposed) {
+      return;
+    }
+    const job = jobs.find(candidate => samePath(candidate.path, path)) ?? null;
+    if (job === null) {
+      return;
+    }
+    this._job = job;
+    this._emit('job');
+    if (!isTerminal(job.state)) {
+      this._startPolling(job.id);
+    }
+  }
+
+  private _startPolling(id: string): void {
+    this._stopPolling();
+    const token = ++this._pollToken;
+    let failures = 0;
+    const tick = async (): Promise<void> => {
+      this._timer = null;
+      if (token !== this._pollToken || this._isDisposed) {
+        return;
+      }
+      try {
+        const job = await getJob(this._settings, id);
+        if (token !== this._pollToken || this._isDisposed) {
+          return;
+        }
+        failures = 0;
+        this._job = job;
+        if (this._jobError?.startsWith('Lost contact')) {
+          this._jobError = null;
+        }
+        this._emit('job');
+        if (isTerminal(job.state)) {
+          this._pollToken++;
+          void this.refreshRuns();
+          return;
+        }
+      } catch (reason) {
+        if (token !== this._pollToken || this._isDisposed) {
+          return;
+        }
+        if (httpStatus(reason) === 404) {
+          this._jobError = `The server no longer knows job ${id}.`;
+          if (this._job?.id === id && !isTerminal(this._job.state)) {
+            this._job = null;
+          }
+          this._emit('job');
+          return;
+        }
+        failures++;
+        this._jobError = `Lost contact with the job: ${errorMessage(reason)}`;
+        this._emit('job');
+      }
+      const delay = this._pollInterval * Math.min(2 ** failures, 10);
+      this._timer = setTimeout(() => void tick(), delay);
+    };
+    void tick();
+  }
+
+  private _stopPolling(): void {
+    this._pollToken++;
+    if (this._timer !== null) {
+      clearTimeout(this._timer);
+      this._timer = null;
+    }
+  }
+
+  private _emit(change: ExperimentsChange): void {
+    this._changed.emit(change);
+  }
+
+  private _settings: ServerConnection.ISettings;
+  private _pollInterval: number;
+  private _pageSize: number;
+  private _changed = new Signal<IExperimentsModel, ExperimentsChange>(this);
+  private _isDisposed = false;
+  private _generation = 0;
+  private _runsGeneration = 0;
+  private _pollToken = 0;
+  private _timer: ReturnType<typeof setTimeout> | null = null;
+
+  private _status: IStatus | null = null;
+  private _statusError: string | null = null;
+  private _notebookPath: string | null = null;
+  private _pairing: IPairing | null = null;
+  private _pairingError: string | null = null;
+  private _pairingDiff: string | null = null;
+  private _pairingBusy = false;
+  private _contract: IParamsContract | null = null;
+  private _contractError: string | null = null;
+  private _fields: IFieldState[] = [];
+  private _job: IJob | null = null;
+  private _jobError: string | null = null;
+  private _submitting = false;
+  private _runs: IRunsSection[] = [];
+  private _runsLoading = false;
+  private _allRuns: IBranchRun[] | null = null;
+  private _metric: string | null = null;
+}
