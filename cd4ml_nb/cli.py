@@ -218,6 +218,196 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+# --- assessment: compare, gate, report, promote, ci -------------------------------------------
+
+
+class _MetricAction(argparse.Action):
+    """`--metric M` starts a gate rule; `--goal` and `--max-regression` apply to the last one."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        specs = list(getattr(namespace, "gate_specs", None) or [])
+        if self.dest == "metric":
+            specs.append({"metric": value})
+        elif not specs:
+            parser.error(f"{option_string} must follow a --metric")
+        else:
+            specs[-1][self.dest] = value
+        namespace.gate_specs = specs
+
+
+def _gate_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    g = p.add_argument_group("gate rules (repeat --metric for several, each with its own goal and tolerance)")
+    g.add_argument("--metric", action=_MetricAction, dest="metric", metavar="M", required=required)
+    g.add_argument("--goal", action=_MetricAction, dest="goal", metavar="minimize|maximize")
+    g.add_argument("--max-regression", action=_MetricAction, dest="max_regression", metavar="X",
+                   help="allowed regression: absolute (0.05) or relative to the base (2%%)")
+    g.add_argument("--against", metavar="models:/NAME@ALIAS", help="compare with a registered model's run")
+    g.add_argument("--runs", choices=["latest", "best"], default="latest", help="which runs to compare")
+    g.add_argument("--min-runs", type=int, default=1, metavar="K", help="mean over the K latest runs per side")
+    p.set_defaults(gate_specs=[])
+
+
+def _specs(raw: list[dict]):
+    from .compare import GateSpec, parse_tolerance
+
+    specs = []
+    for item in raw:
+        unknown = set(item) - {"metric", "goal", "max_regression"}
+        if unknown or "metric" not in item:
+            raise BadInput(f"gate rule {item!r}: use metric, goal and max_regression")
+        tolerance, relative = parse_tolerance(str(item.get("max_regression", "0")))
+        specs.append(GateSpec(str(item["metric"]), str(item.get("goal", "")), tolerance, relative))
+    return specs
+
+
+def _run_gate(project, args):
+    from .compare import gate
+
+    return gate(project, _specs(args.gate_specs), branch=getattr(args, "branch", None), base=args.base,
+                against=args.against, runs=args.runs, min_runs=args.min_runs)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import report
+    from .compare import compare
+
+    project = _project(".", args.tracking_uri)
+    comparison = compare(project, args.branch, args.base, args.metric_names or None, args.runs,
+                         goals=dict(project.config.metric_goals))
+    if args.json:
+        _say(json.dumps(comparison.to_json(), indent=2))
+        return 0
+    if args.format == "markdown":
+        _say(report.markdown(project, comparison, report.CodeDiff((), "", ())).split("## Code:")[0].rstrip())
+        return 0
+    _say(f"branch {comparison.branch!r} against base {comparison.base!r} ({comparison.runs} runs)")
+    if not comparison.notebooks:
+        _say("no FINISHED runs on either branch yet; start with `cd4ml-nb run NOTEBOOK`")
+    for nb in comparison.notebooks:
+        _say(f"\n{nb.notebook}: base run {nb.base.run_id if nb.base else '-'}, branch run "
+             f"{nb.branch.run_id if nb.branch else '-'}")
+        rows = [(d.metric, d.goal, report._fmt(d.base), report._fmt(d.branch), report._fmt(d.delta),
+                 report._pct(d.relative)) for d in nb.deltas]
+        _table(["metric", "goal", "base", "branch", "delta", "delta %"], rows)
+        best = [(m, report._fmt(nb.best_base.metrics.get(m) if nb.best_base else None),
+                 report._fmt(nb.best_branch.metrics.get(m) if nb.best_branch else None))
+                for m in (d.metric for d in nb.deltas[:1])]
+        if best and args.runs == "latest":
+            _say(f"best runs by {best[0][0]}: base {best[0][1]}, branch {best[0][2]}")
+        for key, (a, b) in nb.params_changed.items():
+            _say(f"  parameter {key}: {a} -> {b}")
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    project = _project(".", args.tracking_uri)
+    result = _run_gate(project, args)
+    for check in result.checks:
+        _say(check.describe())
+    _say("gate passed" if result.passed else "gate FAILED: the branch regressed beyond the tolerance")
+    return result.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+    from .compare import compare
+
+    project = _project(".", args.tracking_uri)
+    gate_result = _run_gate(project, args) if args.gate_specs else None
+    comparison = compare(project, args.branch, args.base, [s["metric"] for s in args.gate_specs] or None,
+                         args.runs, args.min_runs, goals=dict(project.config.metric_goals))
+    code = report.code_diff(project, comparison.base)
+    text = (report.html_report if args.format == "html" else report.markdown)(project, comparison, code, gate_result)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        _say(f"wrote {args.output}")
+    else:
+        _say(text)
+    return gate_result.exit_code if gate_result else 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from .compare import promote
+
+    project = _project(".", args.tracking_uri)
+    if args.if_gate_passes:
+        if not args.gate_specs:
+            raise BadInput("--if-gate-passes needs gate rules: --metric M [--goal G] [--max-regression X]")
+        result = _run_gate(project, args)
+        for check in result.checks:
+            _say(check.describe())
+        if not result.passed:
+            _say(f"not promoted: the gate failed, {args.model}@{args.alias} is unchanged")
+            return 1
+    version, source = promote(project, args.run_id, args.model, args.alias)
+    _say(f"registered {source} as {args.model} version {version}; models:/{args.model}@{args.alias} -> v{version}")
+    return 0
+
+
+def cmd_ci(args: argparse.Namespace) -> int:
+    """check pairs (3) -> smoke runs (4) -> nbval (5) -> gate (6; 7 cannot evaluate) -> report."""
+    import subprocess
+
+    from . import pairing, params, report
+    from .compare import CannotEvaluate, compare, gate
+    from .runner import run_notebook
+
+    project = _project(".", args.tracking_uri)
+    cfg = project.config
+
+    def step(name: str) -> None:
+        _say(f"\n== ci: {name} ==")
+
+    step("pairs in sync")
+    states = [pairing.compare(p, project) for p in pairing.discover_pairs([project.root], project)]
+    bad = [s for s in states if not s.in_sync]
+    for s in bad:
+        _say(f"OUT OF SYNC {project.relative(s.pair.ipynb)} <-> {project.relative(s.pair.text)}")
+    if bad:
+        _say("ci FAILED at the pair check: run `cd4ml-nb sync` and commit")
+        return 3
+    _say(f"{len(states)} pair(s) in sync")
+    notebooks_ = [project.confine(n) for n in cfg.ci_notebooks]
+    values = params.load_values_file(project.root / cfg.ci_params) if cfg.ci_params else None
+    step("smoke runs")
+    for nb in notebooks_:
+        result = run_notebook(nb, values, project=project, progress=False, warn=_warn)
+        _say(f"{project.relative(nb)}: {result.status} run {result.run_id} " +
+             " ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())))
+        if result.status != "FINISHED":
+            _say(f"ci FAILED at the smoke run of {project.relative(nb)}: {result.error}")
+            return 4
+    if cfg.ci_nbval and notebooks_:
+        step("nbval")
+        ipynbs = [str(n.with_suffix(".ipynb")) for n in notebooks_]
+        done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                               "-o", "addopts=", "-o", "testpaths=", *ipynbs], cwd=project.root)
+        if done.returncode != 0:
+            _say("ci FAILED at nbval")
+            return 5
+    gate_result = None
+    if cfg.ci_gate:
+        step("gate")
+        try:
+            gate_result = gate(project, _specs(list(cfg.ci_gate)))
+        except CannotEvaluate as e:
+            _say(f"ci cannot evaluate the gate: {e}")
+            return 7
+        for check in gate_result.checks:
+            _say(check.describe())
+    step("report")
+    comparison = compare(project, goals=dict(cfg.metric_goals))
+    text = report.markdown(project, comparison, report.code_diff(project, comparison.base), gate_result)
+    out = project.root / cfg.ci_report
+    out.write_text(text, encoding="utf-8")
+    _say(f"wrote {project.relative(out)}")
+    if gate_result is not None and not gate_result.passed:
+        _say("ci FAILED at the gate")
+        return 6
+    _say("ci passed")
+    return 0
+
+
 # --- plumbing ---------------------------------------------------------------------------------
 
 
@@ -274,6 +464,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, metavar="N")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("compare", cmd_compare, "compare a branch's runs with the base branch's, per notebook")
+    p.add_argument("--branch", metavar="B", help="default: the current branch")
+    p.add_argument("--base", metavar="BRANCH", help="default: base_branch from config (main or master)")
+    p.add_argument("--metric", dest="metric_names", action="append", metavar="M", help="default: metrics both logged")
+    p.add_argument("--runs", choices=["latest", "best"], default="latest")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--format", choices=["text", "markdown"], default="text")
+    p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("gate", cmd_gate, "exit 1 when the branch regressed beyond the tolerance (2: cannot evaluate)")
+    p.add_argument("--branch", metavar="B", help="default: the current branch")
+    p.add_argument("--base", metavar="BRANCH", help="default: base_branch from config")
+    _gate_options(p, required=True)
+    p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("report", cmd_report, "review report: metric deltas, parameter diff, paired .py diff, run links")
+    p.add_argument("--branch", metavar="B", help="default: the current branch")
+    p.add_argument("--base", metavar="BRANCH", help="default: base_branch from config")
+    p.add_argument("--format", choices=["markdown", "html"], default="markdown")
+    p.add_argument("-o", "--output", metavar="FILE")
+    _gate_options(p)
+    p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("promote", cmd_promote, "register a run's model in the MLflow registry and move an alias to it")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--model", required=True, metavar="NAME")
+    p.add_argument("--alias", default="champion")
+    p.add_argument("--if-gate-passes", action="store_true", help="promote only if the gate rules pass")
+    p.add_argument("--base", metavar="BRANCH")
+    _gate_options(p)
+    p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs, nbval, gate, report ([tool.cd4ml_nb] ci_*)")
+    p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("ui", cmd_ui, "open the MLflow UI on the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)

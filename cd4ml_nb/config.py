@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Float, Int, TraitError, Unicode
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode
 from traitlets.config import Configurable
 
 from .exceptions import ConfigError
@@ -54,6 +54,16 @@ class Cd4mlConfig(Configurable):
     max_jobs = Int(2, help="Notebook jobs the JupyterLab extension runs at once; more wait queued.").tag(
         config=True
     )
+    metric_goals = Dict(
+        value_trait=Unicode(), help="minimize or maximize per metric name (default: inferred from the name)."
+    ).tag(config=True)
+    ci_notebooks = List(Unicode(), help="Notebooks `cd4ml-nb ci` smoke-runs, relative to the root.").tag(config=True)
+    ci_params = Unicode("", help="YAML/JSON parameters file for the smoke runs of `cd4ml-nb ci`.").tag(config=True)
+    ci_nbval = Bool(True, help="`cd4ml-nb ci` runs nbval (--nbval-lax) on the notebooks.").tag(config=True)
+    ci_gate = List(
+        Dict(), help="Gate rules of `cd4ml-nb ci`: tables {metric, goal, max_regression}."
+    ).tag(config=True)
+    ci_report = Unicode("cd4ml-report.md", help="Where `cd4ml-nb ci` writes the review report.").tag(config=True)
     mlflow_ui_url = Unicode(
         "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
     ).tag(config=True)

@@ -118,10 +118,10 @@ def client(project: Project):
     try:
         if project.is_embedded_store:
             with _store_lock(project):
-                c = MlflowClient(tracking_uri=uri)
+                c = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 c.search_experiments(max_results=1)  # creates and migrates the store
             return c
-        return MlflowClient(tracking_uri=uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
     except TrackingError:
         raise
     except Exception as e:

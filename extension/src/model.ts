@@ -220,9 +220,8 @@ export class ExperimentsModel implements IExperimentsModel {
     this._fields = [];
     this._runs = [];
     this._allRuns = null;
+    // The job shown stays (labelled with its notebook) until one of this notebook is found.
     if (!this.jobActive) {
-      this._stopPolling();
-      this._job = null;
       this._jobError = null;
     }
     this._emit('notebook');

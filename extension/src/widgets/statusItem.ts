@@ -1,9 +1,11 @@
 /**
- * Status-bar item: shows the git branch experiments are tracked under.
+ * Status-bar item: the git branch experiments are tracked under, and the active
+ * notebook's pairing state, e.g. `cd4ml: try-random-forest · paired ✓`.
  */
 import { Widget } from '@lumino/widgets';
 
-import { IStatus } from '../tokens';
+import { describePairing } from '../model';
+import { ExperimentsChange, IExperimentsModel } from '../tokens';
 
 const ITEM_CLASS = 'cd4ml-nb-StatusItem';
 const ERROR_CLASS = 'cd4ml-nb-mod-error';
@@ -15,21 +17,43 @@ const ERROR_CLASS = 'cd4ml-nb-mod-error';
  * `textContent` and `title`, never as HTML.
  */
 export class StatusItem extends Widget {
-  constructor() {
+  constructor(model: IExperimentsModel) {
     super({ node: document.createElement('div') });
+    this._model = model;
     this.addClass(ITEM_CLASS);
     this._label = document.createElement('span');
     this._label.className = 'cd4ml-nb-StatusItem-label';
-    this.node.appendChild(this._label);
-    this._label.textContent = 'cd4ml: …';
-    this.node.title = 'cd4ml: loading status';
+    this._pairing = document.createElement('span');
+    this._pairing.className = 'cd4ml-nb-StatusItem-pairing';
+    this._pairing.setAttribute('data-testid', 'cd4ml-status-pairing');
+    this.node.append(this._label, this._pairing);
+    model.changed.connect(this._onChange, this);
+    this.render();
   }
 
-  /** Show a status payload from `GET /cd4ml-nb/status`. */
-  showStatus(status: IStatus): void {
+  /** Show the model's branch and pairing state. */
+  render(): void {
+    const model = this._model;
+    const status = model.status;
+    if (status === null) {
+      if (model.statusError !== null) {
+        this.addClass(ERROR_CLASS);
+        this._label.textContent = 'cd4ml: unavailable';
+        this._pairing.textContent = '';
+        this.node.title = `cd4ml_nb server extension did not answer: ${model.statusError}`;
+      } else {
+        this._label.textContent = 'cd4ml: …';
+        this.node.title = 'cd4ml: loading status';
+      }
+      return;
+    }
     this.removeClass(ERROR_CLASS);
     this._label.textContent =
       status.branch === null ? 'cd4ml: no git' : `cd4ml: ${status.branch}`;
+    const pairing = model.notebookPath !== null ? describePairing(model.pairing) : '';
+    this._pairing.textContent = pairing ? ` · ${pairing}` : '';
+    this.toggleClass('cd4ml-nb-mod-out-of-sync', pairing !== '' && pairing !== 'paired ✓');
+
     const lines = [
       status.branch === null
         ? 'Branch: none (not a git repository)'
@@ -40,17 +64,31 @@ export class StatusItem extends Widget {
     if (status.mlflow_ui_url) {
       lines.push(`MLflow UI: ${status.mlflow_ui_url}`);
     }
+    if (model.notebookPath !== null) {
+      lines.push(`Notebook: ${model.notebookPath}${pairing ? ` (${pairing})` : ''}`);
+    }
+    if (model.statusError !== null) {
+      lines.push(`Last refresh failed: ${model.statusError}`);
+    }
     lines.push(`cd4ml_nb ${status.version}`);
     this.node.title = lines.join('\n');
   }
 
-  /** Show that the status could not be read. */
-  showError(reason: unknown): void {
-    this.addClass(ERROR_CLASS);
-    this._label.textContent = 'cd4ml: unavailable';
-    const message = reason instanceof Error ? reason.message : String(reason);
-    this.node.title = `cd4ml_nb server extension did not answer: ${message}`;
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._model.changed.disconnect(this._onChange, this);
+    super.dispose();
   }
 
+  private _onChange(_: IExperimentsModel, change: ExperimentsChange): void {
+    if (change === 'status' || change === 'notebook' || change === 'pairing') {
+      this.render();
+    }
+  }
+
+  private _model: IExperimentsModel;
   private _label: HTMLSpanElement;
+  private _pairing: HTMLSpanElement;
 }

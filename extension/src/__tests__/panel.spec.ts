@@ -1,0 +1,208 @@
+import { Widget } from '@lumino/widgets';
+
+import { ExperimentsModel } from '../model';
+import { ExperimentsPanel } from '../widgets/experimentsPanel';
+import { StatusItem } from '../widgets/statusItem';
+import { FakeServer, waitFor } from './fakeServer';
+import { CONTRACT, NOTEBOOK, STATUS, exampleServer, job, pairing, run } from './fixtures';
+
+const MARKUP = '<img src=x onerror="window.__cd4mlInjected=1">';
+
+function byTestId<T extends HTMLElement = HTMLElement>(root: HTMLElement, id: string): T {
+  const node = root.querySelector(`[data-testid="${id}"]`);
+  if (!node) {
+    throw new Error(`no [data-testid="${id}"]`);
+  }
+  return node as T;
+}
+
+describe('ExperimentsPanel', () => {
+  let server: FakeServer;
+  let model: ExperimentsModel;
+  let panel: ExperimentsPanel;
+  let runs: number;
+  let opened: string[];
+
+  beforeEach(async () => {
+    server = exampleServer();
+    model = new ExperimentsModel({ settings: server.settings, pollInterval: 10 });
+    opened = [];
+    runs = 0;
+    panel = new ExperimentsPanel(model, {
+      run: () => {
+        runs++;
+        void model.run();
+      },
+      openPath: path => opened.push(path)
+    });
+    Widget.attach(panel, document.body);
+    await model.refreshStatus();
+    await model.setNotebook(NOTEBOOK);
+  });
+
+  afterEach(() => {
+    panel.dispose();
+    model.dispose();
+  });
+
+  it('shows the branches, the pairing state and one input per parameter', () => {
+    expect(byTestId(panel.node, 'cd4ml-branch').textContent).toBe('try-random-forest');
+    expect(byTestId(panel.node, 'cd4ml-base-branch').textContent).toBe('main');
+    expect(byTestId(panel.node, 'cd4ml-notebook-path').textContent).toBe(NOTEBOOK);
+    expect(byTestId(panel.node, 'cd4ml-pairing').textContent).toBe('paired ✓');
+    expect(panel.node.querySelector('[data-testid="cd4ml-pair-button"]')).toBeNull();
+
+    const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
+    expect(depth.value).toBe('8');
+    const verbose = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-verbose');
+    expect(verbose.type).toBe('checkbox');
+    expect(byTestId<HTMLTextAreaElement>(panel.node, 'cd4ml-param-layers').tagName).toBe('TEXTAREA');
+    expect(CONTRACT.parameters.every(p => panel.node.querySelector(`[data-testid="cd4ml-param-${p.name}"]`))).toBe(true);
+  });
+
+  it('validates inline as the user types', () => {
+    const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
+    depth.value = 'deep';
+    depth.dispatchEvent(new Event('input'));
+    expect(byTestId(panel.node, 'cd4ml-param-error-max_depth').textContent).toMatch(/whole number/);
+    expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).toContain('cd4ml-nb-mod-invalid');
+    depth.value = '3';
+    depth.dispatchEvent(new Event('input'));
+    expect(byTestId(panel.node, 'cd4ml-param-error-max_depth').textContent).toBe('');
+    expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).toContain('cd4ml-nb-mod-changed');
+  });
+
+  it('runs, shows progress, then the links', async () => {
+    let polls = 0;
+    server.on('POST', 'jobs', [202, { id: 'job-1' }]);
+    server.on('GET', 'jobs/job-1', () => {
+      polls++;
+      return polls < 2
+        ? [200, job({ progress: { done: 5, total: 10 } })]
+        : [200, job({ state: 'finished', progress: { done: 10, total: 10 }, metrics: { nwrmsle: 0.41 } })];
+    });
+    const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
+    depth.value = '3';
+    depth.dispatchEvent(new Event('input'));
+    byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button').click();
+    expect(runs).toBe(1);
+    await waitFor(() => byTestId(panel.node, 'cd4ml-job-state').textContent === 'running');
+    expect(byTestId(panel.node, 'cd4ml-progress').getAttribute('aria-valuenow')).toBe('5');
+    expect(byTestId(panel.node, 'cd4ml-progress-text').textContent).toBe('5 / 10 cells');
+    expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button').disabled).toBe(true);
+    expect(byTestId(panel.node, 'cd4ml-cancel-button').hidden).toBe(false);
+
+    await waitFor(() => byTestId(panel.node, 'cd4ml-job-state').textContent === 'finished');
+    expect(byTestId(panel.node, 'cd4ml-cancel-button').hidden).toBe(true);
+    expect(byTestId(panel.node, 'cd4ml-job-metrics').textContent).toContain('nwrmsle');
+    byTestId<HTMLButtonElement>(panel.node, 'cd4ml-open-executed').click();
+    expect(opened).toEqual(['.cd4ml/runs/x/train.ipynb']);
+    const link = byTestId<HTMLAnchorElement>(panel.node, 'cd4ml-mlflow-link');
+    expect(link.hidden).toBe(false);
+    expect(link.getAttribute('href')).toBe('http://127.0.0.1:5000/#/experiments/1/runs/run-new');
+    expect(link.getAttribute('rel')).toBe('noopener noreferrer');
+    expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button').disabled).toBe(false);
+  });
+
+  it('has no MLflow link without an MLflow UI URL', async () => {
+    server.on('GET', 'status', [200, { ...STATUS, mlflow_ui_url: null }]);
+    server.on('POST', 'jobs', [202, { id: 'job-1' }]);
+    server.on('GET', 'jobs/job-1', [200, job({ state: 'finished' })]);
+    await model.refreshStatus();
+    await model.run();
+    await waitFor(() => model.job?.state === 'finished');
+    expect(byTestId(panel.node, 'cd4ml-mlflow-link').hidden).toBe(true);
+    expect(byTestId(panel.node, 'cd4ml-mlflow-link').hasAttribute('href')).toBe(false);
+  });
+
+  it('lists the runs of both branches, sorts on a header click, charts the chosen metric', () => {
+    const table = byTestId<HTMLTableElement>(panel.node, 'cd4ml-runs-table');
+    const ids = () => Array.from(table.querySelectorAll('tbody tr')).map(tr => tr.getAttribute('data-run-id'));
+    expect(ids()).toEqual(['cur-1', 'base-1']);
+    const headers = Array.from(table.querySelectorAll('th')).map(th => th.getAttribute('data-sort-key'));
+    expect(headers).toEqual(['branch', 'status', 'metric:mae', 'metric:nwrmsle', 'params', 'start_time']);
+
+    const nwrmsle = table.querySelector<HTMLElement>('th[data-sort-key="metric:nwrmsle"]')!;
+    nwrmsle.click();
+    expect(ids()).toEqual(['cur-1', 'base-1']); // 0.5 < 0.7
+    expect(panel.table.sortDirection).toBe('asc');
+    table.querySelector<HTMLElement>('th[data-sort-key="metric:nwrmsle"]')!.click();
+    expect(ids()).toEqual(['base-1', 'cur-1']);
+    expect(table.querySelector('th[data-sort-key="metric:nwrmsle"]')!.getAttribute('aria-sort')).toBe('descending');
+
+    const select = byTestId<HTMLSelectElement>(panel.node, 'cd4ml-metric-select');
+    select.value = 'nwrmsle';
+    select.dispatchEvent(new Event('change'));
+    expect(model.metric).toBe('nwrmsle');
+    const points = panel.node.querySelectorAll('[data-testid="cd4ml-runs-chart"] circle');
+    expect(Array.from(points).map(p => p.getAttribute('data-side'))).toEqual(['base', 'current']);
+    expect(byTestId(panel.node, 'cd4ml-chart-legend').textContent).toBe('try-random-forestmain (base)');
+  });
+
+  it('renders untrusted strings as text only', async () => {
+    server.on('GET', 'status', [200, { ...STATUS, branch: MARKUP, base_branch: MARKUP }]);
+    server.on('GET', 'pairing', [200, pairing({ paired: false, missing: 'text' })]);
+    server.on('POST', 'pairing', [409, { message: MARKUP, diff: MARKUP }]);
+    server.on('GET', 'params', [
+      200,
+      {
+        cell_index: 0,
+        parameters: [{ name: 'x', type: 'str', default: MARKUP, help: MARKUP, nullable: false, expression: null }]
+      }
+    ]);
+    server.on('GET', 'runs', [
+      200,
+      { experiment: '1', runs: [run('r1', { params: { x: MARKUP }, status: MARKUP, reason: MARKUP })], next_page_token: null }
+    ]);
+    server.on('POST', 'jobs', [202, { id: 'j' }]);
+    server.on('GET', 'jobs/j', [200, job({ id: 'j', state: 'failed', error: MARKUP, path: MARKUP, parameters: { x: MARKUP } })]);
+
+    await model.refreshStatus();
+    await model.setNotebook(null);
+    await model.setNotebook(MARKUP);
+    await model.pair();
+    await model.run();
+    await waitFor(() => model.job?.state === 'failed');
+
+    const text = panel.node.textContent ?? '';
+    expect(text).toContain(MARKUP);
+    expect(byTestId(panel.node, 'cd4ml-job-error').textContent).toBe(MARKUP);
+    expect(byTestId(panel.node, 'cd4ml-pairing-error').textContent).toBe(MARKUP);
+    expect(panel.node.querySelectorAll('img')).toHaveLength(0);
+    expect((window as any).__cd4mlInjected).toBeUndefined();
+  });
+});
+
+describe('StatusItem', () => {
+  it('shows the branch and the pairing state as text', async () => {
+    const server = exampleServer();
+    server.on('GET', 'pairing', [200, pairing({ in_sync: false, newer: 'text' })]);
+    const model = new ExperimentsModel({ settings: server.settings });
+    const item = new StatusItem(model);
+    expect(item.node.textContent).toBe('cd4ml: …');
+    await model.refreshStatus();
+    expect(item.node.textContent).toBe('cd4ml: try-random-forest');
+    await model.setNotebook(NOTEBOOK);
+    expect(item.node.textContent).toBe('cd4ml: try-random-forest · out of sync');
+    expect(item.node.title).toContain('Base branch: main');
+    expect(item.node.title).toContain(`Notebook: ${NOTEBOOK} (out of sync)`);
+
+    server.on('GET', 'status', [200, { ...STATUS, branch: MARKUP }]);
+    await model.refreshStatus();
+    expect(item.node.textContent).toContain(MARKUP);
+    expect(item.node.querySelectorAll('img')).toHaveLength(0);
+    item.dispose();
+    model.dispose();
+  });
+
+  it('shows that the server did not answer', async () => {
+    const server = new FakeServer();
+    const model = new ExperimentsModel({ settings: server.settings });
+    const item = new StatusItem(model);
+    await model.refreshStatus();
+    expect(item.node.textContent).toBe('cd4ml: unavailable');
+    expect(item.hasClass('cd4ml-nb-mod-error')).toBe(true);
+    item.dispose();
+    model.dispose();
+  });
+});

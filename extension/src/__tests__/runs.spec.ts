@@ -1,0 +1,76 @@
+import {
+  formatMetric,
+  formatParams,
+  mergeRuns,
+  metricNames,
+  mlflowRunUrl,
+  sortRuns
+} from '../runs';
+import { IBranchRun } from '../tokens';
+import { run } from './fixtures';
+
+function row(id: string, side: 'current' | 'base', overrides = {}): IBranchRun {
+  return { ...run(id, overrides), branch: side === 'current' ? 'feature' : 'main', side };
+}
+
+describe('runs', () => {
+  const rows = [
+    row('a', 'current', { start_time: 3, status: 'FINISHED', metrics: { nwrmsle: 0.5 }, params: { max_depth: '3' } }),
+    row('b', 'base', { start_time: 1, status: 'FAILED', metrics: {}, params: { max_depth: '10' } }),
+    row('c', 'current', { start_time: 2, status: 'FINISHED', metrics: { nwrmsle: 0.4, r2: 0.9 }, params: {} })
+  ];
+
+  it('merges sections newest first, once per run', () => {
+    const merged = mergeRuns([
+      { branch: 'feature', side: 'current', runs: [run('x', { start_time: 5 }), run('y', { start_time: 1 })], nextPageToken: null, error: null },
+      { branch: 'main', side: 'base', runs: [run('z', { start_time: 3 }), run('x', { start_time: 5 })], nextPageToken: null, error: null }
+    ]);
+    expect(merged.map(r => [r.run_id, r.side])).toEqual([
+      ['x', 'current'],
+      ['z', 'base'],
+      ['y', 'current']
+    ]);
+  });
+
+  it('collects metric names', () => {
+    expect(metricNames(rows)).toEqual(['nwrmsle', 'r2']);
+  });
+
+  it('sorts by a metric, runs without it last in both directions', () => {
+    expect(sortRuns(rows, 'metric:nwrmsle', 'asc').map(r => r.run_id)).toEqual(['c', 'a', 'b']);
+    expect(sortRuns(rows, 'metric:nwrmsle', 'desc').map(r => r.run_id)).toEqual(['a', 'c', 'b']);
+  });
+
+  it('sorts by start time, status, branch and parameters', () => {
+    expect(sortRuns(rows, 'start_time', 'desc').map(r => r.run_id)).toEqual(['a', 'c', 'b']);
+    expect(sortRuns(rows, 'start_time', 'asc').map(r => r.run_id)).toEqual(['b', 'c', 'a']);
+    expect(sortRuns(rows, 'status', 'asc').map(r => r.run_id)).toEqual(['b', 'a', 'c']);
+    expect(sortRuns(rows, 'branch', 'asc').map(r => r.run_id)).toEqual(['a', 'c', 'b']);
+    // numeric-aware: max_depth=3 before max_depth=10
+    expect(sortRuns(rows, 'param:max_depth', 'asc').map(r => r.run_id)).toEqual(['a', 'b', 'c']);
+    expect(sortRuns(rows, 'params', 'asc').map(r => r.run_id)).toEqual(['c', 'a', 'b']);
+  });
+
+  it('does not change its input', () => {
+    const copy = [...rows];
+    sortRuns(rows, 'status', 'asc');
+    expect(rows).toEqual(copy);
+  });
+
+  it('links a run to the MLflow UI only when one is configured', () => {
+    expect(mlflowRunUrl('http://127.0.0.1:5000/', '3', 'abc')).toBe('http://127.0.0.1:5000/#/experiments/3/runs/abc');
+    expect(mlflowRunUrl(null, '3', 'abc')).toBeNull();
+    expect(mlflowRunUrl('http://x', null, 'abc')).toBeNull();
+    expect(mlflowRunUrl('javascript:alert(1)//', '3', 'abc')).toBeNull();
+    expect(mlflowRunUrl('https://m/x', '3', 'a/b')).toBe('https://m/x/#/experiments/3/runs/a%2Fb');
+  });
+
+  it('formats parameters and metrics', () => {
+    expect(formatParams({ b: '2', a: '1' })).toBe('a=1, b=2');
+    expect(formatParams(null)).toBe('');
+    expect(formatMetric(0.123456789)).toBe('0.12346');
+    expect(formatMetric(3)).toBe('3');
+    expect(formatMetric(0.00001234)).toBe('1.234e-5');
+    expect(formatMetric(undefined)).toBe('');
+  });
+});

@@ -1,0 +1,252 @@
+/**
+ * The left-sidebar Experiments panel: branch, the active notebook's pairing and
+ * parameter form, *Run experiment*, the job's progress, and this branch's runs
+ * against the base branch (table and chart).
+ *
+ * Every string from the server is rendered as text (see `components/dom.ts`).
+ */
+import { Widget } from '@lumino/widgets';
+
+import { button, h, replaceChildren } from '../components/dom';
+import { JobView } from '../components/jobView';
+import { PairingView } from '../components/pairingView';
+import { ParameterForm } from '../components/parameterForm';
+import { RunsChart } from '../components/runsChart';
+import { RunsTable } from '../components/runsTable';
+import { ExperimentsChange, IExperimentsModel } from '../tokens';
+
+/** What the panel asks of the application. */
+export interface IExperimentsPanelActions {
+  /** Run the notebook as an experiment (the `cd4ml-nb:run` command: saves first). */
+  run(): void;
+  /** Open a server-root-relative path in JupyterLab. */
+  openPath(path: string): void;
+}
+
+const PANEL_CLASS = 'cd4ml-nb-Panel';
+
+export class ExperimentsPanel extends Widget {
+  constructor(model: IExperimentsModel, actions: IExperimentsPanelActions) {
+    super();
+    this._model = model;
+    this.addClass(PANEL_CLASS);
+    this.node.setAttribute('data-testid', 'cd4ml-experiments-panel');
+
+    this._branch = h('section', { className: 'cd4ml-nb-Section cd4ml-nb-Branch', testid: 'cd4ml-branch-info' });
+    this._pairing = new PairingView(model);
+    this._form = new ParameterForm(model, () => actions.run());
+    this._runButton = button('Run experiment', () => actions.run(), {
+      testid: 'cd4ml-run-button',
+      title: 'Run this notebook with these parameters as a tracked MLflow run on this branch'
+    });
+    this._runButton.classList.add('jp-mod-accept', 'cd4ml-nb-RunButton');
+    this._resetButton = button('Reset', () => model.resetValues(), {
+      testid: 'cd4ml-reset-button',
+      title: 'Put every parameter back to the notebook default'
+    });
+    this._actions = h('div', { className: 'cd4ml-nb-Section cd4ml-nb-Actions' }, [
+      this._runButton,
+      this._resetButton
+    ]);
+    this._job = new JobView(model, { openPath: path => actions.openPath(path) });
+
+    this._metricSelect = h('select', {
+      className: 'jp-mod-styled cd4ml-nb-MetricSelect',
+      testid: 'cd4ml-metric-select',
+      attrs: { 'aria-label': 'Metric to chart' }
+    });
+    this._metricSelect.addEventListener('change', () =>
+      model.setMetric(this._metricSelect.value || null)
+    );
+    this._refresh = button('↻', () => void model.refreshRuns(), {
+      testid: 'cd4ml-runs-refresh',
+      title: 'Read the runs again'
+    });
+    this._runsStatus = h('div', { className: 'cd4ml-nb-RunsStatus' });
+    this._chart = new RunsChart(model);
+    this._table = new RunsTable(model);
+    this._more = h('div', { className: 'cd4ml-nb-Links' });
+    this._runs = h('section', { className: 'cd4ml-nb-Section cd4ml-nb-Runs', testid: 'cd4ml-runs' }, [
+      h('div', { className: 'cd4ml-nb-Row' }, [
+        h('h3', { className: 'cd4ml-nb-Heading', text: 'Runs' }),
+        h('label', { className: 'cd4ml-nb-Label', text: 'Metric' }),
+        this._metricSelect,
+        this._refresh
+      ]),
+      this._runsStatus,
+      this._chart.node,
+      h('div', { className: 'cd4ml-nb-TableScroll' }, [this._table.node]),
+      this._more
+    ]);
+
+    this.node.append(
+      h('header', { className: 'cd4ml-nb-Header' }, [h('h2', { text: 'Experiments' })]),
+      this._branch,
+      this._pairing.node,
+      this._form.node,
+      this._actions,
+      this._job.node,
+      this._runs
+    );
+    model.changed.connect(this._onChange, this);
+    this._renderAll();
+  }
+
+  /** The runs table (its sort state), for tests. */
+  get table(): RunsTable {
+    return this._table;
+  }
+
+  dispose(): void {
+    if (this.isDisposed) {
+      return;
+    }
+    this._model.changed.disconnect(this._onChange, this);
+    super.dispose();
+  }
+
+  private _onChange(_: IExperimentsModel, change: ExperimentsChange): void {
+    switch (change) {
+      case 'status':
+        this._renderBranch();
+        this._job.update();
+        this._renderRuns();
+        break;
+      case 'notebook':
+        this._renderAll();
+        break;
+      case 'pairing':
+        this._pairing.update();
+        break;
+      case 'params':
+        this._form.render();
+        this._renderActions();
+        break;
+      case 'form':
+        this._form.update();
+        break;
+      case 'job':
+        this._job.update();
+        this._renderActions();
+        break;
+      case 'runs':
+      case 'metric':
+        this._renderRuns();
+        break;
+    }
+  }
+
+  private _renderAll(): void {
+    this._renderBranch();
+    this._pairing.update();
+    this._form.render();
+    this._renderActions();
+    this._job.update();
+    this._renderRuns();
+  }
+
+  private _renderBranch(): void {
+    const status = this._model.status;
+    if (status === null) {
+      replaceChildren(this._branch, [
+        this._model.statusError
+          ? h('p', { className: 'cd4ml-nb-Error', testid: 'cd4ml-status-error', text: this._model.statusError })
+          : h('p', { className: 'cd4ml-nb-Hint', text: 'Reading the branch…' })
+      ]);
+      return;
+    }
+    this._branch.title = [
+      `Tracking URI: ${status.tracking_uri}`,
+      status.mlflow_ui_url ? `MLflow UI: ${status.mlflow_ui_url}` : '',
+      `cd4ml_nb ${status.version}`
+    ]
+      .filter(Boolean)
+      .join('\n');
+    replaceChildren(this._branch, [
+      h('div', { className: 'cd4ml-nb-Row' }, [
+        h('span', { className: 'cd4ml-nb-Label', text: 'Branch' }),
+        h('span', { className: 'cd4ml-nb-Swatch cd4ml-nb-mod-current' }),
+        h('span', {
+          className: 'cd4ml-nb-BranchName',
+          testid: 'cd4ml-branch',
+          text: status.branch ?? 'no git repository'
+        })
+      ]),
+      h('div', { className: 'cd4ml-nb-Row' }, [
+        h('span', { className: 'cd4ml-nb-Label', text: 'Base' }),
+        h('span', { className: 'cd4ml-nb-Swatch cd4ml-nb-mod-base' }),
+        h('span', { className: 'cd4ml-nb-BranchName', testid: 'cd4ml-base-branch', text: status.base_branch })
+      ])
+    ]);
+  }
+
+  private _renderActions(): void {
+    const model = this._model;
+    const noNotebook = model.notebookPath === null;
+    this._actions.hidden = noNotebook;
+    this._runButton.disabled = noNotebook || model.submitting || model.jobActive;
+    this._runButton.textContent = model.submitting
+      ? 'Starting…'
+      : model.jobActive
+        ? 'Running…'
+        : 'Run experiment';
+    this._resetButton.hidden = model.fields.length === 0;
+  }
+
+  private _renderRuns(): void {
+    const model = this._model;
+    this._runs.hidden = model.notebookPath === null;
+    if (model.notebookPath === null) {
+      return;
+    }
+    const names = model.metricNames;
+    replaceChildren(
+      this._metricSelect,
+      names.length
+        ? names.map(name => {
+            const option = h('option', { text: name, attrs: { value: name } });
+            option.selected = name === model.metric;
+            return option;
+          })
+        : [h('option', { text: '(no metrics)', attrs: { value: '' } })]
+    );
+    this._metricSelect.disabled = names.length === 0;
+    this._refresh.disabled = model.runsLoading;
+
+    const problems = model.runs
+      .filter(section => section.error)
+      .map(section => `${section.branch ?? 'this branch'}: ${section.error}`);
+    replaceChildren(this._runsStatus, [
+      model.runsLoading ? h('span', { className: 'cd4ml-nb-Hint', text: 'Loading runs…' }) : null,
+      ...problems.map(text => h('p', { className: 'cd4ml-nb-Error', testid: 'cd4ml-runs-error', text }))
+    ]);
+    this._chart.update();
+    this._table.update();
+    replaceChildren(
+      this._more,
+      model.runs
+        .filter(section => section.nextPageToken)
+        .map(section =>
+          button(`More runs of ${section.branch ?? 'this branch'}`, () => void model.loadMoreRuns(section.side), {
+            testid: `cd4ml-more-runs-${section.side}`
+          })
+        )
+    );
+  }
+
+  private _model: IExperimentsModel;
+  private _branch: HTMLElement;
+  private _pairing: PairingView;
+  private _form: ParameterForm;
+  private _runButton: HTMLButtonElement;
+  private _resetButton: HTMLButtonElement;
+  private _actions: HTMLElement;
+  private _job: JobView;
+  private _metricSelect: HTMLSelectElement;
+  private _refresh: HTMLButtonElement;
+  private _runsStatus: HTMLElement;
+  private _chart: RunsChart;
+  private _table: RunsTable;
+  private _more: HTMLElement;
+  private _runs: HTMLElement;
+}
