@@ -156,10 +156,15 @@ def _has_jupytext_header(path: Path) -> bool:
 
 
 def discover_pairs(paths: Iterable[Path], project: Project) -> list[Pair]:
-    """Every paired notebook under ``paths`` (each pair once)."""
+    """Every paired notebook under ``paths`` (each pair once).
+
+    Files named explicitly are always looked at; in folders, a ``.py`` is a candidate only with a
+    Jupytext header (a paired script without one is found through its ``.ipynb``).
+    """
+    paths = [Path(p).resolve() for p in paths]
     pairs: dict[Path, Pair] = {}
     for path in iter_candidates(paths, project):
-        if path.suffix == ".py" and not _has_jupytext_header(path):
+        if path.suffix == ".py" and path not in paths and not _has_jupytext_header(path):
             continue
         pair = find_pair(path, project)
         if pair is not None:

@@ -1,14 +1,18 @@
-"""Browser smoke test: real JupyterLab, real Chromium, the cd4ml status-bar item.
+"""Browser tests: real JupyterLab, real Chromium, the cd4ml status-bar item and Experiments panel.
 
 Starts ``jupyter lab`` (token auth, 127.0.0.1, free port) in a temporary git repository
 and drives Debian's ``chromium`` through Playwright with ``executable_path``: no browser
 is downloaded, so never run ``playwright install``. ``.ci/run`` installs both.
+
+The end-to-end test runs the example notebook as a branch experiment from the panel; with
+``CD4ML_SCREENSHOT_DIR`` set it also leaves ``experiments-panel.png`` there.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -17,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,10 @@ CHROMIUM_ARGS = [
 ]
 START_TIMEOUT_S = 120
 UI_TIMEOUT_MS = 120_000
+JOB_TIMEOUT_MS = 120_000
 STATUS_ITEM = "#cd4ml-nb-status"
+PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="cd4ml-nb-experiments"]'
+EXAMPLE = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 def _skip_reason() -> str | None:
@@ -80,12 +87,14 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
-def _make_repo(repo: Path, branch: str) -> None:
+def _make_repo(repo: Path, branch: str, prepare: Callable[[Path], None] | None = None) -> None:
     repo.mkdir()
     _git(repo, "init", "--quiet", "-b", "main")
     (repo / "README.md").write_text("# experiment\n", encoding="utf-8")
     _git(repo, "add", "README.md")
     _git(repo, "commit", "--quiet", "-m", "start")
+    if prepare is not None:
+        prepare(repo)
     _git(repo, "checkout", "--quiet", "-b", branch)
 
 
@@ -105,12 +114,20 @@ def _get_json(url: str, token: str) -> tuple[int, object]:
 
 
 @contextmanager
-def running_lab(tmp_path: Path, branch: str) -> Iterator[Lab]:
-    """A ``jupyter lab`` serving a fresh git repository checked out on ``branch``."""
+def running_lab(
+    tmp_path: Path, branch: str, prepare: Callable[[Path], None] | None = None
+) -> Iterator[Lab]:
+    """A ``jupyter lab`` serving a fresh git repository checked out on ``branch``.
+
+    ``prepare(repo)`` runs after the first commit on ``main``, before the branch is made
+    and the server starts.
+    """
     repo = tmp_path / "repo"
-    _make_repo(repo, branch)
+    _make_repo(repo, branch, prepare)
     home = tmp_path / "jupyter"
     env = dict(os.environ)
+    # The embedded store of the repository, whatever the calling shell points MLflow at.
+    env.pop("MLFLOW_TRACKING_URI", None)
     # Keep the user's own Jupyter config, settings and workspaces out of the test;
     # the installed cd4ml_nb config under sys.prefix still applies.
     env.update(
@@ -179,15 +196,16 @@ def browser():
 
 
 @contextmanager
-def open_lab(browser, lab: Lab):
-    """A page showing JupyterLab; on failure the console and server log are reported."""
-    context = browser.new_context()
+def open_lab(browser, lab: Lab, path: str = "", viewport: dict | None = None):
+    """A page showing JupyterLab (with ``path`` open); on failure the console and server log are reported."""
+    context = browser.new_context(viewport=viewport) if viewport else browser.new_context()
     page = context.new_page()
     console: list[str] = []
     page.on("console", lambda message: console.append(f"[{message.type}] {message.text}"))
     page.on("pageerror", lambda error: console.append(f"[pageerror] {error}"))
     try:
-        page.goto(f"{lab.url}/lab?token={lab.token}", wait_until="domcontentloaded")
+        tree = f"/tree/{path}" if path else ""
+        page.goto(f"{lab.url}/lab{tree}?token={lab.token}", wait_until="domcontentloaded")
         yield page
     except Exception as error:
         raise AssertionError(
@@ -227,3 +245,118 @@ def test_branch_name_is_rendered_as_text_not_html(browser, tmp_path: Path) -> No
             expect(item).to_contain_text(f"cd4ml: {branch}", timeout=UI_TIMEOUT_MS)
             assert item.locator("img").count() == 0
             assert page.evaluate("() => window.__cd4mlInjected === undefined")
+
+
+# --- the Experiments panel: run the example notebook as a branch experiment ----------------
+
+
+def _add_example(repo: Path) -> None:
+    """Commit a copy of the example notebooks on ``main`` and run it once there (the base run)."""
+    shutil.copytree(
+        EXAMPLE,
+        repo / "notebooks",
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", ".cd4ml", "*.pyc"),
+    )
+    _git(repo, "add", "notebooks")
+    _git(repo, "commit", "--quiet", "-m", "example notebook")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(
+        [sys.executable, "-m", "cd4ml_nb.cli", "run", "notebooks/train.ipynb",
+         "-f", "notebooks/smoke.yaml", "-q"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, f"base run on main failed:\n{done.stdout}\n{done.stderr}"
+
+
+def _save_screenshot(page, tmp_path: Path) -> Path:
+    shot = tmp_path / "experiments-panel.png"
+    page.screenshot(path=str(shot))
+    target = os.environ.get("CD4ML_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(target) / shot.name)
+    return shot
+
+
+def test_run_notebook_as_branch_experiment_from_the_panel(browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    branch = "try-random-forest"
+    notebook = "notebooks/train.ipynb"
+    with running_lab(tmp_path, branch, prepare=_add_example) as lab:
+        status, body = _get_json(f"{lab.url}/cd4ml-nb/params?path={notebook}", lab.token)
+        assert status == 200, f"GET /cd4ml-nb/params -> {status}: {body}\n{lab.log_tail()}"
+
+        with open_lab(browser, lab, path=notebook, viewport={"width": 1440, "height": 960}) as page:
+            # The notebook opens in the main area; the panel follows it.
+            expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=UI_TIMEOUT_MS)
+            page.locator(PANEL_TAB).click()
+            panel = page.get_by_test_id("cd4ml-experiments-panel")
+            expect(panel).to_be_visible(timeout=UI_TIMEOUT_MS)
+            expect(panel.get_by_test_id("cd4ml-branch")).to_have_text(branch, timeout=UI_TIMEOUT_MS)
+            expect(panel.get_by_test_id("cd4ml-base-branch")).to_have_text("main")
+            expect(panel.get_by_test_id("cd4ml-notebook-path")).to_have_text(notebook, timeout=UI_TIMEOUT_MS)
+            expect(panel.get_by_test_id("cd4ml-pairing")).to_have_text("paired ✓", timeout=UI_TIMEOUT_MS)
+            expect(page.locator(STATUS_ITEM)).to_contain_text(f"cd4ml: {branch} · paired ✓")
+
+            # The form comes from the parameters cell, with the notebook's defaults.
+            max_depth = panel.get_by_test_id("cd4ml-param-max_depth")
+            expect(max_depth).to_have_value("8", timeout=UI_TIMEOUT_MS)
+            expect(panel.get_by_test_id("cd4ml-param-model")).to_have_value("decision_tree")
+
+            # Inline validation before anything is sent.
+            max_depth.fill("three")
+            expect(panel.get_by_test_id("cd4ml-param-error-max_depth")).to_contain_text("whole number")
+            max_depth.fill("3")
+            expect(panel.get_by_test_id("cd4ml-param-error-max_depth")).to_have_text("")
+
+            # The base branch's run is listed already.
+            table = panel.get_by_test_id("cd4ml-runs-table")
+            expect(table.locator('tr[data-side="base"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
+
+            panel.get_by_test_id("cd4ml-run-button").click()
+            state = panel.get_by_test_id("cd4ml-job-state")
+            expect(state).to_have_attribute(
+                "data-state", re.compile("^(finished|failed|killed)$"), timeout=JOB_TIMEOUT_MS
+            )
+            job_error = panel.get_by_test_id("cd4ml-job-error")
+            assert state.text_content() == "finished", (
+                f"job ended {state.text_content()}: {job_error.text_content()}"
+            )
+            progress = panel.get_by_test_id("cd4ml-progress")
+            total = progress.get_attribute("data-total")
+            assert total and int(total) > 0 and progress.get_attribute("data-done") == total
+            expect(panel.get_by_test_id("cd4ml-job-params")).to_have_text("Parameters: max_depth=3")
+            expect(panel.get_by_test_id("cd4ml-open-executed")).to_be_visible()
+            run_id = panel.get_by_test_id("cd4ml-job-run-id").text_content()
+            assert run_id
+
+            # The run appears in the table with its metric and parameter, beside the base run.
+            row = table.locator(f'tr[data-run-id="{run_id}"]')
+            expect(row).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            expect(row).to_have_attribute("data-side", "current")
+            panel.get_by_test_id("cd4ml-metric-select").select_option("nwrmsle")
+            nwrmsle = row.locator('td[data-metric="nwrmsle"]')
+            expect(nwrmsle).to_have_text(re.compile(r"^\d+(\.\d+)?(e-?\d+)?$"))
+            expect(row.locator("td.cd4ml-nb-Params")).to_contain_text("max_depth=3")
+            chart = panel.get_by_test_id("cd4ml-runs-chart")
+            expect(chart.locator(f'circle[data-run-id="{run_id}"]')).to_have_count(1)
+            expect(chart.locator('circle[data-side="base"]')).to_have_count(1)
+
+            # Sorting by the metric puts the better (lower) run first, then reverses.
+            header = table.locator('th[data-sort-key="metric:nwrmsle"]')
+            header.click()
+            expect(header).to_have_attribute("aria-sort", "ascending")
+            values = [float(v) for v in table.locator('tbody td[data-metric="nwrmsle"]').all_text_contents()]
+            assert values == sorted(values), values
+
+            _save_screenshot(page, tmp_path)
+
+        # The server agrees: the run is in this branch's experiment with the value given.
+        status, body = _get_json(f"{lab.url}/cd4ml-nb/runs?notebook={notebook}", lab.token)
+        assert status == 200, body
+        runs = {r["run_id"]: r for r in body["runs"]}
+        assert run_id in runs, body
+        assert runs[run_id]["status"] == "FINISHED"
+        assert runs[run_id]["params"].get("max_depth") == "3"
+        assert "nwrmsle" in runs[run_id]["metrics"]

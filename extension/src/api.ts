@@ -1,10 +1,12 @@
 /**
  * Typed calls to the cd4ml_nb REST API, one function per endpoint.
  */
+import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 import { requestAPI } from './request';
 import {
+  API_NAMESPACE,
   IJob,
   IJobRequest,
   IPairing,
@@ -106,6 +108,14 @@ export function cancelJob(
     settings,
     { method: 'DELETE' }
   );
+}
+
+/**
+ * URL of `GET /cd4ml-nb/jobs/ID/html`: the executed notebook's HTML render, served
+ * sandboxed (CSP) for a browser tab; the session cookie authenticates it.
+ */
+export function jobHtmlUrl(settings: ServerConnection.ISettings, id: string): string {
+  return URLExt.join(settings.baseUrl, API_NAMESPACE, 'jobs', encodeURIComponent(id), 'html');
 }
 
 /** `GET /cd4ml-nb/runs`: a page of a branch's MLflow runs, newest first. */

@@ -14,6 +14,7 @@ import {
   getParams,
   getRuns,
   getStatus,
+  jobHtmlUrl,
   listJobs,
   pairNotebook,
   submitJob
@@ -515,6 +516,10 @@ export class ExperimentsModel implements IExperimentsModel {
     }
     this._metric = name;
     this._emit('metric');
+  }
+
+  jobHtmlUrl(): string | null {
+    return this._job?.html ? jobHtmlUrl(this._settings, this._job.id) : null;
   }
 
   dispose(): void {

@@ -269,6 +269,8 @@ export interface IExperimentsModel extends IDisposable {
   refreshRuns(): Promise<void>;
   loadMoreRuns(side: 'current' | 'base'): Promise<void>;
   setMetric(name: string | null): void;
+  /** URL of the HTML render of the job shown, when it has one. */
+  jobHtmlUrl(): string | null;
 }
 
 /** The experiments model, shared by the panel, the status bar and the commands. */

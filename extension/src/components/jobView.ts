@@ -59,7 +59,14 @@ export class JobView {
       text: 'Open in MLflow',
       attrs: { target: '_blank', rel: 'noopener noreferrer' }
     });
-    this._links = h('div', { className: 'cd4ml-nb-Links' }, [this._open, this._mlflow]);
+    this._html = h('a', {
+      className: 'cd4ml-nb-Link',
+      testid: 'cd4ml-html-link',
+      text: 'HTML render',
+      title: 'The executed notebook as HTML, in a new tab',
+      attrs: { target: '_blank', rel: 'noopener noreferrer' }
+    });
+    this._links = h('div', { className: 'cd4ml-nb-Links' }, [this._open, this._html, this._mlflow]);
     this._submitError = h('p', { className: 'cd4ml-nb-Error', testid: 'cd4ml-run-error' });
     this._body = h('div', {}, [
       h('div', { className: 'cd4ml-nb-Row' }, [
@@ -144,7 +151,14 @@ export class JobView {
       this._mlflow.removeAttribute('href');
     }
     show(this._mlflow, url !== null);
-    show(this._links, !!job.executed || url !== null);
+    const html = model.jobHtmlUrl();
+    if (html) {
+      this._html.setAttribute('href', html);
+    } else {
+      this._html.removeAttribute('href');
+    }
+    show(this._html, html !== null);
+    show(this._links, !!job.executed || url !== null || html !== null);
   }
 
   private _model: IExperimentsModel;
@@ -161,6 +175,7 @@ export class JobView {
   private _metrics: HTMLElement;
   private _open: HTMLButtonElement;
   private _mlflow: HTMLAnchorElement;
+  private _html: HTMLAnchorElement;
   private _links: HTMLElement;
   private _submitError: HTMLElement;
   private _body: HTMLElement;
