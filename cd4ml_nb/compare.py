@@ -191,7 +191,7 @@ def _by_notebook(runs: list) -> dict[str, list]:
 
     grouped: dict[str, list] = {}
     for run in runs:
-        name = run.data.tags.get(tracking.NOTEBOOK) or run.data.tags.get(tracking.SOURCE_NAME) or "(unknown)"
+        name = run.data.tags.get(tracking.NOTEBOOK) or "(interactive)"
         grouped.setdefault(name, []).append(run)
     return grouped
 

@@ -196,7 +196,7 @@ def summarize(run) -> RunSummary:
         status=run.info.status,
         start_time=run.info.start_time / 1000 if run.info.start_time else None,
         end_time=run.info.end_time / 1000 if run.info.end_time else None,
-        notebook=tags.get(NOTEBOOK) or tags.get(SOURCE_NAME),
+        notebook=tags.get(NOTEBOOK),
         commit=tags.get(GIT_COMMIT),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
@@ -224,6 +224,19 @@ def provenance_tags(project: Project, git: GitInfo | None, notebook: str | None)
     return tags
 
 
+def _session_notebook(notebook: str | os.PathLike | None) -> Path:
+    """The notebook being tracked: given, else the kernel's Jupyter session (JPY_SESSION_NAME,
+    relative to the server root while the kernel runs in the notebook's folder), else the cwd."""
+    if notebook:
+        return Path(notebook) if Path(notebook).exists() else Path.cwd()
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session:
+        for candidate in (Path(session), Path.cwd() / Path(session).name):
+            if candidate.is_file():
+                return candidate
+    return Path.cwd()
+
+
 def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None = None,
           experiment: str | None = None):
     """Track an interactive session the way ``cd4ml-nb run`` tracks a job.
@@ -237,9 +250,7 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
     active = mlflow.active_run()
     if active is not None:
         return active
-    where = Path(notebook) if notebook else Path(os.environ.get("JPY_SESSION_NAME") or Path.cwd())
-    if not where.exists():
-        where = Path.cwd()
+    where = _session_notebook(notebook)
     project = Project.discover(where, tracking_uri=tracking_uri)
     git = gitinfo.inspect(project.root if where.is_dir() else where)
     c = client(project)
@@ -250,6 +261,7 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
     rel = project.relative(where) if where.is_file() else None
     tags = {k: clip(v) for k, v in provenance_tags(project, git, rel).items() if v is not None}
     tags["cd4ml.interactive"] = "true"
+    tags.setdefault(SOURCE_NAME, "(interactive session)")
     return mlflow.start_run(experiment_id=experiment_id, run_name=where.stem if rel else "interactive", tags=tags)
 
 
