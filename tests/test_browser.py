@@ -135,7 +135,13 @@ def running_lab(
         JUPYTER_DATA_DIR=str(home / "data"),
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
         JUPYTER_PLATFORM_DIRS="0",
+        JUPYTERLAB_SETTINGS_DIR=str(home / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "lab-workspaces"),
     )
+    # No "would you like to get news?" toast over the page.
+    notification = home / "lab-settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    notification.parent.mkdir(parents=True, exist_ok=True)
+    notification.write_text(json.dumps({"fetchNews": "false"}), encoding="utf-8")
     token = secrets.token_hex(24)
     port = _free_port()
     log = tmp_path / "jupyter-lab.log"
@@ -268,6 +274,19 @@ def _add_example(repo: Path) -> None:
     assert done.returncode == 0, f"base run on main failed:\n{done.stdout}\n{done.stderr}"
 
 
+def _widen_left_sidebar(page, panel, width: int) -> None:
+    """Drag the handle between the left sidebar and the main area so the panel is ``width`` px wide."""
+    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
+    box, current = handle.bounding_box(), panel.bounding_box()
+    if not box or not current:
+        return
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + width - current["width"], y, steps=8)
+    page.mouse.up()
+
+
 def _save_screenshot(page, tmp_path: Path) -> Path:
     shot = tmp_path / "experiments-panel.png"
     page.screenshot(path=str(shot))
@@ -287,7 +306,7 @@ def test_run_notebook_as_branch_experiment_from_the_panel(browser, tmp_path: Pat
         status, body = _get_json(f"{lab.url}/cd4ml-nb/params?path={notebook}", lab.token)
         assert status == 200, f"GET /cd4ml-nb/params -> {status}: {body}\n{lab.log_tail()}"
 
-        with open_lab(browser, lab, path=notebook, viewport={"width": 1440, "height": 960}) as page:
+        with open_lab(browser, lab, path=notebook, viewport={"width": 1440, "height": 1200}) as page:
             # The notebook opens in the main area; the panel follows it.
             expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=UI_TIMEOUT_MS)
             page.locator(PANEL_TAB).click()
@@ -350,6 +369,8 @@ def test_run_notebook_as_branch_experiment_from_the_panel(browser, tmp_path: Pat
             values = [float(v) for v in table.locator('tbody td[data-metric="nwrmsle"]').all_text_contents()]
             assert values == sorted(values), values
 
+            _widen_left_sidebar(page, panel, 560)
+            panel.evaluate("node => { node.scrollTop = 0; }")
             _save_screenshot(page, tmp_path)
 
         # The server agrees: the run is in this branch's experiment with the value given.

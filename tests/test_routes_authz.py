@@ -24,8 +24,13 @@ def jp_server_config(jp_server_config):
     }
 
 
-@pytest.mark.parametrize("path", [p for p, _ in ROUTES])
-async def test_denied_by_the_authorizer(jp_fetch, path):
-    with pytest.raises(HTTPClientError) as info:
-        await jp_fetch(NAMESPACE, path)
-    assert info.value.code == 403
+@pytest.mark.parametrize("path, handler", ROUTES)
+async def test_denied_by_the_authorizer(jp_fetch, path, handler):
+    url = path.replace("([^/]+)", "0123456789ab")
+    for method in ("GET", "POST", "DELETE"):
+        if method.lower() not in handler.__dict__:
+            continue
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch(NAMESPACE, url, method=method, body="{}" if method == "POST" else None,
+                           allow_nonstandard_methods=True)
+        assert info.value.code == 403, (url, method)

@@ -125,7 +125,7 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new ExperimentsPanel(model, {
       run: () => void commands.execute(CommandIDs.run),
-      openPath: path => void commands.execute('docmanager:open', { path })
+      openPath: path => commands.execute('docmanager:open', { path })
     });
     panel.id = PANEL_ID;
     panel.title.icon = experimentsIcon;

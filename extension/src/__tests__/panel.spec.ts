@@ -33,7 +33,12 @@ describe('ExperimentsPanel', () => {
         runs++;
         void model.run();
       },
-      openPath: path => opened.push(path)
+      openPath: async path => {
+        opened.push(path);
+        if (path.includes('missing')) {
+          throw new Error('404 Not Found');
+        }
+      }
     });
     Widget.attach(panel, document.body);
     await model.refreshStatus();
@@ -102,6 +107,19 @@ describe('ExperimentsPanel', () => {
     expect(link.getAttribute('href')).toBe('http://127.0.0.1:5000/#/experiments/1/runs/run-new');
     expect(link.getAttribute('rel')).toBe('noopener noreferrer');
     expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button').disabled).toBe(false);
+    expect(byTestId<HTMLAnchorElement>(panel.node, 'cd4ml-html-link').getAttribute('href')).toBe(
+      'http://localhost:8888/base/cd4ml-nb/jobs/job-1/html'
+    );
+  });
+
+  it('says why the executed notebook could not be opened', async () => {
+    server.on('POST', 'jobs', [202, { id: 'job-1' }]);
+    server.on('GET', 'jobs/job-1', [200, job({ state: 'finished', executed: '.cd4ml/runs/missing/train.ipynb' })]);
+    await model.run();
+    await waitFor(() => model.job?.state === 'finished');
+    byTestId<HTMLButtonElement>(panel.node, 'cd4ml-open-executed').click();
+    await waitFor(() => !byTestId(panel.node, 'cd4ml-open-error').hidden);
+    expect(byTestId(panel.node, 'cd4ml-open-error').textContent).toMatch(/404 Not Found.*hidden folder/);
   });
 
   it('has no MLflow link without an MLflow UI URL', async () => {
@@ -120,7 +138,7 @@ describe('ExperimentsPanel', () => {
     const ids = () => Array.from(table.querySelectorAll('tbody tr')).map(tr => tr.getAttribute('data-run-id'));
     expect(ids()).toEqual(['cur-1', 'base-1']);
     const headers = Array.from(table.querySelectorAll('th')).map(th => th.getAttribute('data-sort-key'));
-    expect(headers).toEqual(['branch', 'status', 'metric:mae', 'metric:nwrmsle', 'params', 'start_time']);
+    expect(headers).toEqual(['branch', 'status', 'metric:mae', 'metric:nwrmsle', 'start_time', 'params']);
 
     const nwrmsle = table.querySelector<HTMLElement>('th[data-sort-key="metric:nwrmsle"]')!;
     nwrmsle.click();

@@ -12,8 +12,8 @@ import { button, h, replaceChildren } from './dom';
 
 /** What the view asks of the application. */
 export interface IJobViewActions {
-  /** Open a server-root-relative path in JupyterLab. */
-  openPath(path: string): void;
+  /** Open a server-root-relative path in JupyterLab (rejects when it cannot be opened). */
+  openPath(path: string): Promise<unknown>;
 }
 
 function show(node: HTMLElement, visible: boolean): void {
@@ -47,11 +47,23 @@ export class JobView {
     this._runLine = h('div', { className: 'cd4ml-nb-Hint' }, ['MLflow run ', this._runId]);
     this._error = h('pre', { className: 'cd4ml-nb-Error', testid: 'cd4ml-job-error' });
     this._metrics = h('dl', { className: 'cd4ml-nb-Metrics', testid: 'cd4ml-job-metrics' });
+    this._openError = h('p', { className: 'cd4ml-nb-Error cd4ml-nb-OpenError', testid: 'cd4ml-open-error' });
+    this._openError.hidden = true;
     this._open = button('Open executed notebook', () => {
       const executed = this._model.job?.executed;
-      if (executed) {
-        actions.openPath(executed);
+      if (!executed) {
+        return;
       }
+      this._openError.hidden = true;
+      actions.openPath(executed).catch(reason => {
+        const message = reason instanceof Error ? reason.message : String(reason);
+        this._openError.textContent =
+          `Could not open ${executed}: ${message}` +
+          (executed.split('/').some(part => part.startsWith('.'))
+            ? ' (it is in a hidden folder: use the HTML render, or start Jupyter with --ContentsManager.allow_hidden=True)'
+            : '');
+        this._openError.hidden = false;
+      });
     }, { testid: 'cd4ml-open-executed' });
     this._mlflow = h('a', {
       className: 'cd4ml-nb-Link',
@@ -81,7 +93,8 @@ export class JobView {
       this._runLine,
       this._error,
       this._metrics,
-      this._links
+      this._links,
+      this._openError
     ]);
     this.node.append(this._body, this._submitError);
   }
@@ -97,6 +110,10 @@ export class JobView {
     show(this._body, job !== null);
     if (job === null) {
       return;
+    }
+    if (job.id !== this._shownJobId) {
+      this._shownJobId = job.id;
+      this._openError.hidden = true;
     }
     const { done, total } = job.progress ?? { done: 0, total: 0 };
     const fraction = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
@@ -176,6 +193,8 @@ export class JobView {
   private _open: HTMLButtonElement;
   private _mlflow: HTMLAnchorElement;
   private _html: HTMLAnchorElement;
+  private _openError: HTMLElement;
+  private _shownJobId: string | null = null;
   private _links: HTMLElement;
   private _submitError: HTMLElement;
   private _body: HTMLElement;

@@ -179,17 +179,17 @@ export class RunsTable {
         })
       ),
       {
+        key: 'start_time',
+        label: 'Started',
+        cell: run => h('td', { className: 'cd4ml-nb-Time', text: formatTime(run.start_time) })
+      },
+      {
         key: 'params',
         label: 'Parameters',
         cell: run => {
           const text = formatParams(run.params);
           return h('td', { className: 'cd4ml-nb-Params', text, title: text });
         }
-      },
-      {
-        key: 'start_time',
-        label: 'Started',
-        cell: run => h('td', { className: 'cd4ml-nb-Time', text: formatTime(run.start_time) })
       }
     ];
     return columns;

@@ -19,8 +19,8 @@ import { ExperimentsChange, IExperimentsModel } from '../tokens';
 export interface IExperimentsPanelActions {
   /** Run the notebook as an experiment (the `cd4ml-nb:run` command: saves first). */
   run(): void;
-  /** Open a server-root-relative path in JupyterLab. */
-  openPath(path: string): void;
+  /** Open a server-root-relative path in JupyterLab (rejects when it cannot be opened). */
+  openPath(path: string): Promise<unknown>;
 }
 
 const PANEL_CLASS = 'cd4ml-nb-Panel';
@@ -37,7 +37,8 @@ export class ExperimentsPanel extends Widget {
     this._form = new ParameterForm(model, () => actions.run());
     this._runButton = button('Run experiment', () => actions.run(), {
       testid: 'cd4ml-run-button',
-      title: 'Run this notebook with these parameters as a tracked MLflow run on this branch'
+      title:
+        'Save the notebook, then run it with these parameters as a tracked MLflow run on this branch'
     });
     this._runButton.classList.add('jp-mod-accept', 'cd4ml-nb-RunButton');
     this._resetButton = button('Reset', () => model.resetValues(), {
@@ -51,7 +52,7 @@ export class ExperimentsPanel extends Widget {
     this._job = new JobView(model, { openPath: path => actions.openPath(path) });
 
     this._metricSelect = h('select', {
-      className: 'jp-mod-styled cd4ml-nb-MetricSelect',
+      className: 'cd4ml-nb-MetricSelect',
       testid: 'cd4ml-metric-select',
       attrs: { 'aria-label': 'Metric to chart' }
     });
