@@ -408,6 +408,96 @@ def cmd_ci(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- sweeps and team mode ----------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import notebooks, params, sweep
+
+    project = _project(Path(args.notebook) if Path(args.notebook).exists() else ".", args.tracking_uri)
+    nb = notebooks.read(Path(args.notebook).resolve())
+    contract = params.read_contract(nb.node, args.notebook)
+    spec = params.load_values_file(Path(args.file)) if args.file else {}
+    grid = {}
+    for item in args.grid or []:
+        name, sep, values = item.partition("=")
+        if not sep or not name or not values:
+            raise BadInput(f"--grid {item!r}: use NAME=V1,V2,...")
+        grid[name] = values.split(",")
+    trials = sweep.plan(contract, args.notebook, grid, _collect_texts(args.param), spec)
+    metric = args.metric or spec.get("metric")
+    goal = args.goal or spec.get("goal", "")
+    parallel = args.parallel or int(spec.get("parallel", 0))
+    max_failures = args.max_failures if args.max_failures is not None else spec.get("max_failures")
+    where = f"Dask at {args.dask}" if args.dask else f"{parallel or os.cpu_count()} local worker(s)"
+    _say(f"sweep of {nb.path.name}: {len(trials)} trial(s) on {where}")
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(trials), unit="trial", desc="Trials")
+
+    def on_trial(result, done: int, total: int) -> None:
+        if bar is not None:
+            bar.update(1)
+            if result.status != "FINISHED":
+                bar.write(f"trial {result.trial.index} {result.status}: {result.error}")
+
+    try:
+        result = sweep.run_sweep(nb.path, trials, project=project, parallel=parallel, dask=args.dask,
+                                 metric=metric, goal=goal, max_failures=max_failures, on_trial=on_trial)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        from dataclasses import asdict
+
+        _say(json.dumps({"parent_run_id": result.parent_run_id, "experiment": result.experiment,
+                         "best": asdict(result.best) if result.best else None,
+                         "trials": [asdict(r) for r in result.ranked()], "peak_rss_mb": result.peak_rss_mb},
+                        indent=2, default=str))
+        return result.exit_code
+    names = contract.names()
+    varied = [n for n in names if len({json.dumps(r.trial.values.get(n), default=str) for r in result.results}) > 1]
+    metrics = sorted({m for r in result.results for m in r.metrics})
+    rows = [(r.trial.index, r.status, r.run_id[:12], *(r.trial.values.get(n, "") for n in varied),
+             *(f"{r.metrics[m]:.4g}" if m in r.metrics else "-" for m in metrics)) for r in result.ranked()]
+    _say(f"\nparent run {result.parent_run_id} in experiment '{result.experiment}'"
+         + (f", trials sorted by {result.metric} ({result.goal})" if result.metric else ""))
+    _table(["trial", "status", "run", *varied, *metrics], rows)
+    if result.best and result.metric:
+        b = result.best
+        _say(f"best: trial {b.trial.index} ({', '.join(f'{k}={v!r}' for k, v in b.trial.values.items())}) "
+             f"{result.metric}={b.metrics[result.metric]:.6g}, run {b.run_id}")
+    for r in result.failed:
+        _say(f"trial {r.trial.index} {r.status}: {r.error} (run {r.run_id})")
+    _say(f"peak memory of this process: {result.peak_rss_mb:.0f} MB")
+    return result.exit_code
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    import subprocess
+
+    project = _project(".")
+    folder = project.ensure_state_dir() / "server"
+    folder.mkdir(exist_ok=True)
+    backend = args.backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    artifacts = Path(args.artifacts or folder / "artifacts").resolve()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+               "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", args.host,
+               "--port", str(args.port), "--workers", str(args.workers)]
+    uri = f"http://{args.host}:{args.port}"
+    _say(f"MLflow tracking server: backend {backend}, artifacts {artifacts}")
+    _say(f"use it with: export MLFLOW_TRACKING_URI={uri}   (or --tracking-uri {uri}); Ctrl-C stops it")
+    server = subprocess.Popen(command)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait()
+        return 0
+
+
 # --- plumbing ---------------------------------------------------------------------------------
 
 
@@ -499,6 +589,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs, nbval, gate, report ([tool.cd4ml_nb] ci_*)")
     p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("sweep", cmd_sweep, "run a grid/random sweep of a notebook's parameters, locally or on Dask")
+    p.add_argument("notebook", metavar="NOTEBOOK")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...", help="values to try (repeatable)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a fixed value")
+    p.add_argument("-f", "--file", metavar="SWEEP.yaml", help="parameters, grid, trials, random, metric, goal")
+    p.add_argument("--parallel", type=int, default=0, metavar="N", help="local trials at once (default: cores)")
+    p.add_argument("--dask", metavar="ADDRESS", help="run trials on a Dask scheduler (tcp://host:port)")
+    p.add_argument("--metric", metavar="M", help="sort trials by this metric")
+    p.add_argument("--goal", choices=["minimize", "maximize"])
+    p.add_argument("--max-failures", type=int, metavar="K", help="start no new trial after K failures")
+    p.add_argument("--tracking-uri", metavar="URI")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = add("server", cmd_server, "start an MLflow tracking server for the team (127.0.0.1 by default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", metavar="URI", help="sqlite:///... or postgresql://... "
+                   "(default: .cd4ml/server/mlflow.db)")
+    p.add_argument("--artifacts", metavar="DIR", help="artifact folder (default: .cd4ml/server/artifacts)")
+    p.add_argument("--workers", type=int, default=2)
 
     p = add("ui", cmd_ui, "open the MLflow UI on the project's store (127.0.0.1)")
     p.add_argument("--port", type=int, default=5000)

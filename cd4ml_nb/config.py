@@ -64,6 +64,9 @@ class Cd4mlConfig(Configurable):
         Dict(), help="Gate rules of `cd4ml-nb ci`: tables {metric, goal, max_regression}."
     ).tag(config=True)
     ci_report = Unicode("cd4ml-report.md", help="Where `cd4ml-nb ci` writes the review report.").tag(config=True)
+    health_timeout = Float(15.0, help="Seconds to wait for an http(s) tracking server's health check.").tag(
+        config=True
+    )
     mlflow_ui_url = Unicode(
         "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
     ).tag(config=True)

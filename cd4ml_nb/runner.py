@@ -104,8 +104,10 @@ class Failure:
 ProgressCallback = Callable[[int, int], None]
 
 
-def _progress_engine(on_progress: ProgressCallback | None):
-    """A Papermill engine reporting (cells done, total) after each cell."""
+def _engine(on_progress: ProgressCallback | None, holder: dict):
+    """A Papermill engine reporting (cells done, total) after each cell and exposing its client
+    (``holder["client"]``) so that a cancel can stop the kernel."""
+    from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, NotebookExecutionManager
 
     class Manager(NotebookExecutionManager):
@@ -115,6 +117,17 @@ def _progress_engine(on_progress: ProgressCallback | None):
                 on_progress(cell_index + 1, len(self.nb.cells))
 
     class Engine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
+            kwargs.pop("input_path", None)
+            kwargs.pop("timeout", None)
+            client = PapermillNotebookClient(
+                nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
+                log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+            holder["client"] = client
+            return client.execute()
+
         @classmethod
         def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
                              autosave_cell_every=30, **kwargs):
@@ -190,9 +203,9 @@ class _Tracker(threading.Thread):
     """Creates the MLflow run while the kernel starts, then hands it to the kernel."""
 
     def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path,
-                 on_started: Callable[[str, str], None] | None = None):
+                 on_started: Callable[[str, str], None] | None = None, existing_run: str | None = None):
         super().__init__(name="cd4ml-tracker", daemon=True)
-        self.on_started = on_started
+        self.on_started, self.existing_run = on_started, existing_run
         self.project, self.experiment, self.run_name = project, experiment, run_name
         self.tags, self.values, self.handoff = tags, values, handoff
         self.client = None
@@ -203,8 +216,12 @@ class _Tracker(threading.Thread):
     def run(self) -> None:
         try:
             self.client = tracking.client(self.project)
-            self.experiment_id = tracking.ensure_experiment(self.client, self.project, self.experiment)
-            run = tracking.create_run(self.client, self.experiment_id, self.run_name, self.tags, self.values)
+            if self.existing_run:
+                run = tracking.adopt_run(self.client, self.existing_run, self.tags, self.values)
+                self.experiment_id = run.info.experiment_id
+            else:
+                self.experiment_id = tracking.ensure_experiment(self.client, self.project, self.experiment)
+                run = tracking.create_run(self.client, self.experiment_id, self.run_name, self.tags, self.values)
             self.run_id = run.info.run_id
             payload = {"run_id": self.run_id, "experiment_id": self.experiment_id,
                        "tracking_uri": self.project.tracking_uri}
@@ -221,6 +238,17 @@ class _Tracker(threading.Thread):
                 import nbconvert  # noqa: F401
             except ImportError:
                 pass
+
+
+def _stop_on_cancel(cancel: threading.Event, finished: threading.Event, holder: dict) -> None:
+    """Kill the kernel when ``cancel`` is set before the run finishes."""
+    while not finished.is_set():
+        if cancel.wait(0.2):
+            client = holder.get("client")
+            process = getattr(getattr(getattr(client, "km", None), "provisioner", None), "process", None)
+            if process is not None:
+                process.kill()
+            return
 
 
 def _source_index(exec_index: int, contract: params.Contract, injected_params: bool) -> int:
@@ -303,6 +331,9 @@ def run_notebook(
     warn: Callable[[str], None] | None = None,
     on_progress: ProgressCallback | None = None,
     on_started: Callable[[str, str], None] | None = None,
+    run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunResult:
     """Execute a notebook (``.ipynb`` or its paired ``.py``) as a tracked MLflow run.
 
@@ -316,6 +347,9 @@ def run_notebook(
     html : render and log an HTML copy (default from config).
     on_progress : called with (cells done, total) as the notebook executes.
     on_started : called with (run id, experiment id) once the MLflow run exists.
+    run_id : a run created beforehand (a sweep trial) to use instead of creating one.
+    extra_tags : more tags for the run (e.g. ``mlflow.parentRunId``).
+    cancel : when set (from another thread), the kernel is stopped and the run ends KILLED.
 
     Returns the :class:`RunResult`; a run that failed is a result with status FAILED, not an
     exception. Bad input raises :class:`BadInput` before any kernel starts or run is created.
@@ -334,7 +368,7 @@ def run_notebook(
     elif git.commit is None:
         warn(f"{git.root}: no commit yet: the run gets no commit tag")
     experiment = experiment or tracking.experiment_name(project, git)
-    tracking.check_server(project.tracking_uri)
+    tracking.check_server(project.tracking_uri, project.config.health_timeout)
 
     import papermill
     from papermill.engines import papermill_engines
@@ -349,8 +383,9 @@ def run_notebook(
         tracking.SOURCE_SHA: hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
         tracking.OUTPUT_DIR: str(out_dir),
         tracking.KERNEL: kernel,
+        **(extra_tags or {}),
     })
-    tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff, on_started)
+    tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff, on_started, run_id)
 
     run_copy = copy.deepcopy(nb.node)
     if not run_copy.metadata.get("kernelspec"):
@@ -365,7 +400,11 @@ def run_notebook(
     failure: Failure | None = None
     cell_timeout = timeout if timeout is not None else (project.config.cell_timeout or None)
     engine = f"cd4ml-{secrets.token_hex(4)}"  # one per run: runs may share a process
-    papermill_engines.register(engine, _progress_engine(on_progress))
+    holder: dict[str, Any] = {}
+    papermill_engines.register(engine, _engine(on_progress, holder))
+    finished = threading.Event()
+    if cancel is not None:
+        threading.Thread(target=_stop_on_cancel, args=(cancel, finished, holder), daemon=True).start()
     with _signals_as_interrupts():
         try:
             tracker.start()
@@ -382,7 +421,10 @@ def run_notebook(
             )
         except (Exception, KeyboardInterrupt) as e:
             failure = _classify(e, executed, contract, bool(values))
+            if cancel is not None and cancel.is_set():
+                failure = Failure("KILLED", "cancelled", "cancelled", failure.cell)
         finally:
+            finished.set()
             papermill_engines._engines.pop(engine, None)
             with _shielded():
                 result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,

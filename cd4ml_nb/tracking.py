@@ -114,7 +114,7 @@ def client(project: Project):
     for name in ("mlflow.store", "alembic"):  # store creation chatter
         logging.getLogger(name).setLevel(logging.WARNING)
     uri = project.tracking_uri
-    check_server(uri)
+    check_server(uri, project.config.health_timeout)
     try:
         if project.is_embedded_store:
             with _store_lock(project):
@@ -168,6 +168,16 @@ def create_run(c, experiment_id: str, run_name: str, tags: dict[str, Any], param
             tags=[RunTag("cd4ml.params.json", clip(_json(params)))],
         )
     return run
+
+
+def adopt_run(c, run_id: str, tags: dict[str, Any], params: dict[str, Any]):
+    """Use a run created beforehand (a sweep trial): mark it RUNNING and give it tags and params."""
+    from mlflow.entities import Param, RunTag
+
+    c.update_run(run_id, status="RUNNING")
+    c.log_batch(run_id, params=[Param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in params.items()],
+                tags=[RunTag(k, clip(v)) for k, v in tags.items() if v is not None])
+    return c.get_run(run_id)
 
 
 def _json(value: Any) -> str:

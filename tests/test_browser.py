@@ -370,7 +370,10 @@ def test_run_notebook_as_branch_experiment_from_the_panel(browser, tmp_path: Pat
             assert values == sorted(values), values
 
             _widen_left_sidebar(page, panel, 560)
-            panel.evaluate("node => { node.scrollTop = 0; }")
+            panel.evaluate(
+                "node => { node.scrollTop = 0;"
+                " node.querySelectorAll('.cd4ml-nb-TableScroll').forEach(n => { n.scrollLeft = 0; }); }"
+            )
             _save_screenshot(page, tmp_path)
 
         # The server agrees: the run is in this branch's experiment with the value given.

@@ -16,7 +16,7 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { Poll } from '@lumino/polling';
 
 import { experimentsIcon } from './icons';
-import { ExperimentsModel, samePath } from './model';
+import { ExperimentsModel } from './model';
 import { CommandIDs, IExperimentsModel } from './tokens';
 import { ExperimentsPanel } from './widgets/experimentsPanel';
 import { StatusItem } from './widgets/statusItem';
@@ -61,6 +61,7 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
     if (tracker) {
       let followed: NotebookPanel | null = null;
       const onSaved = () => void model.refreshNotebook();
+      const onDirty = () => model.setNotebookDirty(followed?.context.model.dirty ?? false);
       const onRenamed = () => {
         if (followed) {
           void model.setNotebook(serverPath(app, followed));
@@ -70,6 +71,7 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
         if (followed) {
           followed.context.fileChanged.disconnect(onSaved);
           followed.context.pathChanged.disconnect(onRenamed);
+          followed.model?.stateChanged.disconnect(onDirty);
         }
         followed = panel;
         if (panel) {
@@ -77,6 +79,15 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
           panel.context.pathChanged.connect(onRenamed);
         }
         void model.setNotebook(panel ? serverPath(app, panel) : null);
+        if (panel) {
+          // After setNotebook, which starts clean: the document may be dirty already.
+          void panel.context.ready.then(() => {
+            if (followed === panel) {
+              panel.model?.stateChanged.connect(onDirty);
+              onDirty();
+            }
+          });
+        }
       };
       tracker.currentChanged.connect((_, panel) => follow(panel));
       follow(tracker.currentWidget);
@@ -113,11 +124,10 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Run notebooks as branch experiments and compare their runs with the base branch.',
   autoStart: true,
   requires: [IExperimentsModel],
-  optional: [INotebookTracker, ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer],
   activate: (
     app: JupyterFrontEnd,
     model: IExperimentsModel,
-    tracker: INotebookTracker | null,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null
   ) => {
@@ -138,24 +148,13 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
 
     const show = () => shell.activateById(PANEL_ID);
 
-    /** Save the followed notebook when it has unsaved changes: the run reads the file. */
-    const saveFollowed = async () => {
-      const notebook = tracker?.find(
-        candidate => samePath(serverPath(app, candidate), model.notebookPath)
-      );
-      if (notebook && notebook.context.model.dirty && !notebook.context.model.readOnly) {
-        await notebook.context.save();
-      }
-    };
-
     commands.addCommand(CommandIDs.run, {
       label: 'Run as experiment',
       caption: 'Run the active notebook as a tracked MLflow run on this branch',
       icon: experimentsIcon,
       isEnabled: () => model.notebookPath !== null && !model.jobActive && !model.submitting,
-      execute: async () => {
+      execute: () => {
         show();
-        await saveFollowed();
         return model.run();
       }
     });
@@ -163,10 +162,9 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
       label: 'Pair notebook with .py',
       caption: 'Pair the active notebook with a percent-format .py script (Jupytext)',
       isEnabled: () => model.notebookPath !== null && !model.pairingBusy,
-      execute: async () => {
+      execute: () => {
         show();
-        await saveFollowed();
-        await model.pair();
+        return model.pair();
       }
     });
     commands.addCommand(CommandIDs.show, {

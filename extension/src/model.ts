@@ -114,6 +114,10 @@ export class ExperimentsModel implements IExperimentsModel {
     return this._notebookPath;
   }
 
+  get notebookDirty(): boolean {
+    return this._notebookDirty;
+  }
+
   get pairing(): IPairing | null {
     return this._pairing;
   }
@@ -212,6 +216,7 @@ export class ExperimentsModel implements IExperimentsModel {
       return;
     }
     this._notebookPath = path;
+    this._notebookDirty = false;
     this._generation++;
     this._pairing = null;
     this._pairingError = null;
@@ -239,6 +244,13 @@ export class ExperimentsModel implements IExperimentsModel {
       this.refreshRuns(),
       this._findJob(path)
     ]);
+  }
+
+  setNotebookDirty(dirty: boolean): void {
+    if (dirty !== this._notebookDirty) {
+      this._notebookDirty = dirty;
+      this._emit('dirty');
+    }
   }
 
   async refreshPairing(): Promise<void> {
@@ -681,6 +693,7 @@ export class ExperimentsModel implements IExperimentsModel {
   private _status: IStatus | null = null;
   private _statusError: string | null = null;
   private _notebookPath: string | null = null;
+  private _notebookDirty = false;
   private _pairing: IPairing | null = null;
   private _pairingError: string | null = null;
   private _pairingDiff: string | null = null;

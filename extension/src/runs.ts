@@ -130,6 +130,11 @@ export function formatTime(epochSeconds: number | null | undefined): string {
   );
 }
 
+/** `MM-DD HH:MM` (local) for epoch seconds, for narrow columns. */
+export function formatShortTime(epochSeconds: number | null | undefined): string {
+  return formatTime(epochSeconds).slice(5, 16);
+}
+
 /** A metric value with at most 4 significant decimals. */
 export function formatMetric(value: number | null | undefined): string {
   if (value === null || value === undefined || Number.isNaN(value)) {

@@ -210,7 +210,8 @@ export type ExperimentsChange =
   | 'form'
   | 'job'
   | 'runs'
-  | 'metric';
+  | 'metric'
+  | 'dirty';
 
 /**
  * State behind the Experiments panel and the status-bar item.
@@ -224,6 +225,8 @@ export interface IExperimentsModel extends IDisposable {
 
   /** Path of the notebook experiments are run for (server-root relative). */
   readonly notebookPath: string | null;
+  /** Whether the open notebook has unsaved changes (a run reads the saved file). */
+  readonly notebookDirty: boolean;
   readonly pairing: IPairing | null;
   readonly pairingError: string | null;
   /** The diff the server sent when pairing was refused (the other side differs). */
@@ -255,6 +258,7 @@ export interface IExperimentsModel extends IDisposable {
 
   refreshStatus(): Promise<void>;
   setNotebook(path: string | null): Promise<void>;
+  setNotebookDirty(dirty: boolean): void;
   refreshPairing(): Promise<void>;
   /** Re-read what a save can change: the pairing state and the parameter contract. */
   refreshNotebook(): Promise<void>;

@@ -7,6 +7,7 @@ import {
   getParams,
   getRuns,
   getStatus,
+  jobHtmlUrl,
   listJobs,
   pairNotebook,
   queryString,
@@ -129,6 +130,10 @@ describe('api', () => {
     const error = await getStatus(settings).catch(e => e);
     expect(error).toBeInstanceOf(Cd4mlRequestError);
     expect(error.message).toBe('Bad Gateway');
+  });
+
+  it('jobHtmlUrl points at the sandboxed HTML route', () => {
+    expect(jobHtmlUrl(server.settings, 'abc123')).toBe('http://localhost:8888/base/cd4ml-nb/jobs/abc123/html');
   });
 
   it('queryString drops empty entries', () => {

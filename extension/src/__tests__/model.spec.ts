@@ -122,6 +122,15 @@ describe('ExperimentsModel', () => {
       expect(model.contract).toEqual(CONTRACT);
     });
 
+    it('tracks unsaved changes of the notebook, clean again for another one', async () => {
+      await model.setNotebook(NOTEBOOK);
+      model.setNotebookDirty(true);
+      expect(model.notebookDirty).toBe(true);
+      expect(changes[changes.length - 1]).toBe('dirty');
+      await model.setNotebook('other.ipynb');
+      expect(model.notebookDirty).toBe(false);
+    });
+
     it('clears everything for no notebook', async () => {
       await model.setNotebook(NOTEBOOK);
       await model.setNotebook(null);

@@ -65,6 +65,12 @@ describe('ExperimentsPanel', () => {
     expect(CONTRACT.parameters.every(p => panel.node.querySelector(`[data-testid="cd4ml-param-${p.name}"]`))).toBe(true);
   });
 
+  it('warns that unsaved changes are not part of a run', () => {
+    expect(byTestId(panel.node, 'cd4ml-unsaved').hidden).toBe(true);
+    model.setNotebookDirty(true);
+    expect(byTestId(panel.node, 'cd4ml-unsaved').hidden).toBe(false);
+  });
+
   it('validates inline as the user types', () => {
     const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
     depth.value = 'deep';

@@ -1,6 +1,8 @@
 import {
   formatMetric,
   formatParams,
+  formatShortTime,
+  formatTime,
   mergeRuns,
   metricNames,
   mlflowRunUrl,
@@ -72,5 +74,9 @@ describe('runs', () => {
     expect(formatMetric(3)).toBe('3');
     expect(formatMetric(0.00001234)).toBe('1.234e-5');
     expect(formatMetric(undefined)).toBe('');
+    const epoch = new Date(2026, 0, 2, 3, 4, 5).getTime() / 1000;
+    expect(formatTime(epoch)).toBe('2026-01-02 03:04:05');
+    expect(formatShortTime(epoch)).toBe('01-02 03:04');
+    expect(formatTime(null)).toBe('');
   });
 });

@@ -5,9 +5,11 @@ import { formatMetric, formatTime } from '../runs';
 import { IBranchRun, IExperimentsModel } from '../tokens';
 import { h, replaceChildren, svg } from './dom';
 
-const WIDTH = 280;
-const HEIGHT = 120;
-const PAD = { left: 44, right: 8, top: 8, bottom: 14 };
+const WIDTH = 320;
+const HEIGHT = 130;
+const PAD = { left: 46, right: 12, top: 10, bottom: 16 };
+/** Room between the axes and the outermost points. */
+const INSET = 8;
 
 export class RunsChart {
   constructor(model: IExperimentsModel) {
@@ -47,8 +49,11 @@ export class RunsChart {
     }
     const plotW = WIDTH - PAD.left - PAD.right;
     const plotH = HEIGHT - PAD.top - PAD.bottom;
-    const x = (i: number) => PAD.left + (points.length === 1 ? plotW / 2 : (i * plotW) / (points.length - 1));
-    const y = (v: number) => PAD.top + plotH - ((v - low) / (high - low)) * plotH;
+    const spanW = plotW - 2 * INSET;
+    const spanH = plotH - 2 * INSET;
+    const x = (i: number) =>
+      PAD.left + INSET + (points.length === 1 ? spanW / 2 : (i * spanW) / (points.length - 1));
+    const y = (v: number) => PAD.top + INSET + spanH - ((v - low) / (high - low)) * spanH;
     const lastJobRun = model.job?.run_id ?? null;
 
     const chart = svg(
@@ -56,7 +61,8 @@ export class RunsChart {
       {
         class: 'cd4ml-nb-ChartSvg',
         viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
-        width: '100%',
+        width: WIDTH,
+        height: HEIGHT,
         role: 'img',
         'aria-label': `${metric} per run`
       },
@@ -69,10 +75,10 @@ export class RunsChart {
           x2: PAD.left + plotW,
           y2: PAD.top + plotH
         }),
-        svg('text', { class: 'cd4ml-nb-AxisLabel', x: PAD.left - 4, y: PAD.top + 4, 'text-anchor': 'end' }, [
+        svg('text', { class: 'cd4ml-nb-AxisLabel', x: PAD.left - 4, y: y(high) + 3, 'text-anchor': 'end' }, [
           formatMetric(high)
         ]),
-        svg('text', { class: 'cd4ml-nb-AxisLabel', x: PAD.left - 4, y: PAD.top + plotH, 'text-anchor': 'end' }, [
+        svg('text', { class: 'cd4ml-nb-AxisLabel', x: PAD.left - 4, y: y(low) + 3, 'text-anchor': 'end' }, [
           formatMetric(low)
         ]),
         svg('text', {

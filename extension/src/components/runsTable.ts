@@ -7,6 +7,7 @@ import {
   SortDirection,
   formatMetric,
   formatParams,
+  formatShortTime,
   formatTime,
   mlflowRunUrl,
   sortRuns
@@ -181,14 +182,23 @@ export class RunsTable {
       {
         key: 'start_time',
         label: 'Started',
-        cell: run => h('td', { className: 'cd4ml-nb-Time', text: formatTime(run.start_time) })
+        cell: run =>
+          h('td', {
+            className: 'cd4ml-nb-Time',
+            text: formatShortTime(run.start_time),
+            title: formatTime(run.start_time)
+          })
       },
       {
         key: 'params',
         label: 'Parameters',
         cell: run => {
-          const text = formatParams(run.params);
-          return h('td', { className: 'cd4ml-nb-Params', text, title: text });
+          const names = Object.keys(run.params ?? {}).sort();
+          return h(
+            'td',
+            { className: 'cd4ml-nb-Params', title: formatParams(run.params) },
+            names.map(name => h('div', { text: `${name}=${run.params[name]}` }))
+          );
         }
       }
     ];

@@ -17,7 +17,7 @@ import { ExperimentsChange, IExperimentsModel } from '../tokens';
 
 /** What the panel asks of the application. */
 export interface IExperimentsPanelActions {
-  /** Run the notebook as an experiment (the `cd4ml-nb:run` command: saves first). */
+  /** Run the notebook as an experiment (the `cd4ml-nb:run` command). */
   run(): void;
   /** Open a server-root-relative path in JupyterLab (rejects when it cannot be opened). */
   openPath(path: string): Promise<unknown>;
@@ -37,17 +37,21 @@ export class ExperimentsPanel extends Widget {
     this._form = new ParameterForm(model, () => actions.run());
     this._runButton = button('Run experiment', () => actions.run(), {
       testid: 'cd4ml-run-button',
-      title:
-        'Save the notebook, then run it with these parameters as a tracked MLflow run on this branch'
+      title: 'Run the saved notebook with these parameters as a tracked MLflow run on this branch'
     });
     this._runButton.classList.add('jp-mod-accept', 'cd4ml-nb-RunButton');
     this._resetButton = button('Reset', () => model.resetValues(), {
       testid: 'cd4ml-reset-button',
       title: 'Put every parameter back to the notebook default'
     });
-    this._actions = h('div', { className: 'cd4ml-nb-Section cd4ml-nb-Actions' }, [
-      this._runButton,
-      this._resetButton
+    this._unsaved = h('p', {
+      className: 'cd4ml-nb-Hint cd4ml-nb-Unsaved',
+      testid: 'cd4ml-unsaved',
+      text: 'The notebook has unsaved changes: a run reads the saved file.'
+    });
+    this._actions = h('div', { className: 'cd4ml-nb-Section' }, [
+      h('div', { className: 'cd4ml-nb-Actions' }, [this._runButton, this._resetButton]),
+      this._unsaved
     ]);
     this._job = new JobView(model, { openPath: path => actions.openPath(path) });
 
@@ -130,6 +134,9 @@ export class ExperimentsPanel extends Widget {
         this._job.update();
         this._renderActions();
         break;
+      case 'dirty':
+        this._renderActions();
+        break;
       case 'runs':
       case 'metric':
         this._renderRuns();
@@ -192,6 +199,7 @@ export class ExperimentsPanel extends Widget {
         ? 'Running…'
         : 'Run experiment';
     this._resetButton.hidden = model.fields.length === 0;
+    this._unsaved.hidden = !model.notebookDirty;
   }
 
   private _renderRuns(): void {
@@ -242,6 +250,7 @@ export class ExperimentsPanel extends Widget {
   private _runButton: HTMLButtonElement;
   private _resetButton: HTMLButtonElement;
   private _actions: HTMLElement;
+  private _unsaved: HTMLElement;
   private _job: JobView;
   private _metricSelect: HTMLSelectElement;
   private _refresh: HTMLButtonElement;

@@ -1,0 +1,342 @@
+"""Sweeps: many trials of one notebook, in parallel locally or on a Dask cluster.
+
+Every trial is validated against the notebook's contract before anything starts. The parent
+process creates one MLflow parent run and, before fanning out, one child run per trial
+(``mlflow.parentRunId``, ``cd4ml.trial.key``); a trial adopts its pre-created run, so a trial
+that Dask executes twice (a worker killed mid-trial) still ends with exactly one run per key,
+and a trial whose run is already FINISHED is not run again.
+
+Local trials run in threads of this one process (imports paid once), each with its own kernel:
+a kernel that dies fails its trial alone. Trials log the executed notebook but no HTML render.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+import resource
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from . import notebooks, params, tracking
+from .compare import goal_of
+from .exceptions import BadInput, Interrupted
+from .project import Project
+
+TRIAL_KEY = "cd4ml.trial.key"
+PARENT = "mlflow.parentRunId"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", ""}
+
+
+@dataclass(frozen=True)
+class Trial:
+    index: int
+    key: str  # stable digest of the values
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    trial: Trial
+    run_id: str
+    status: str  # FINISHED, FAILED, KILLED
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    parent_run_id: str
+    experiment: str
+    metric: str | None
+    goal: str
+    results: tuple[TrialResult, ...]
+    peak_rss_mb: float
+
+    @property
+    def failed(self) -> list[TrialResult]:
+        return [r for r in self.results if r.status != "FINISHED"]
+
+    def ranked(self) -> list[TrialResult]:
+        """Finished trials best first by the chosen metric, then the others."""
+        done = [r for r in self.results if r.status == "FINISHED"]
+        if self.metric:
+            scored = [r for r in done if self.metric in r.metrics]
+            scored.sort(key=lambda r: r.metrics[self.metric], reverse=self.goal == "maximize")
+            done = scored + [r for r in done if self.metric not in r.metrics]
+        return done + self.failed
+
+    @property
+    def best(self) -> TrialResult | None:
+        ranked = [r for r in self.ranked() if r.status == "FINISHED" and (not self.metric or self.metric in r.metrics)]
+        return ranked[0] if ranked else None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if not self.failed else 1
+
+
+def trial_key(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def _sample(spec: Any, rng: random.Random, name: str) -> Any:
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise BadInput(f"random space {name!r}: give one of choice: [..], randint: [lo, hi], uniform: [lo, hi]")
+    (kind, arg), = spec.items()
+    if kind == "choice" and isinstance(arg, list) and arg:
+        return rng.choice(arg)
+    if kind == "randint" and isinstance(arg, list) and len(arg) == 2:
+        return rng.randint(int(arg[0]), int(arg[1]))
+    if kind == "uniform" and isinstance(arg, list) and len(arg) == 2:
+        return rng.uniform(float(arg[0]), float(arg[1]))
+    if kind == "loguniform" and isinstance(arg, list) and len(arg) == 2:
+        import math
+
+        return math.exp(rng.uniform(math.log(float(arg[0])), math.log(float(arg[1]))))
+    raise BadInput(f"random space {name!r}: unknown or malformed {kind!r}")
+
+
+def plan(contract: params.Contract, where: str, grid: dict[str, list[str]] | None = None,
+         fixed: dict[str, str] | None = None, spec: dict[str, Any] | None = None) -> list[Trial]:
+    """The trials: grid (from the command line and the file), explicit trials, random samples,
+    each merged over the fixed values and validated. Raises ParameterError listing problems."""
+    spec = dict(spec or {})
+    unknown = set(spec) - {"parameters", "grid", "trials", "random", "metric", "goal", "parallel", "max_failures"}
+    if unknown:
+        raise BadInput(f"{where}: unknown sweep keys {sorted(unknown)}")
+    base_values = dict(spec.get("parameters") or {})
+    candidates: list[tuple[dict[str, Any], dict[str, str]]] = []  # (typed values, command-line texts)
+    file_grid = spec.get("grid") or {}
+    if not isinstance(file_grid, dict) or not all(isinstance(v, list) and v for v in file_grid.values()):
+        raise BadInput(f"{where}: 'grid' must map names to non-empty lists")
+    text_grid = grid or {}
+    names = list(file_grid) + [n for n in text_grid if n not in file_grid]
+    if names:
+        axes = [[("value", v) for v in file_grid[n]] if n in file_grid else [("text", v) for v in text_grid[n]]
+                for n in names]
+        for combo in itertools.product(*axes):
+            values = {n: v for n, (kind, v) in zip(names, combo) if kind == "value"}
+            texts = {n: v for n, (kind, v) in zip(names, combo) if kind == "text"}
+            candidates.append((values, texts))
+    for explicit in spec.get("trials") or []:
+        if not isinstance(explicit, dict):
+            raise BadInput(f"{where}: each entry of 'trials' must be a mapping")
+        candidates.append((dict(explicit), {}))
+    if spec.get("random"):
+        rnd = spec["random"]
+        if not isinstance(rnd, dict) or not isinstance(rnd.get("space"), dict):
+            raise BadInput(f"{where}: 'random' needs n, seed and a 'space' mapping")
+        rng = random.Random(rnd.get("seed", 0))
+        for _ in range(int(rnd.get("n", 1))):
+            candidates.append(({n: _sample(s, rng, n) for n, s in sorted(rnd["space"].items())}, {}))
+    if not candidates:
+        candidates.append(({}, {}))
+    trials, seen, problems = [], set(), []
+    for values, texts in candidates:
+        try:
+            typed = params.validate(contract, {**(fixed or {}), **texts}, {**base_values, **values}, where=where)
+        except BadInput as e:
+            problems.append(str(e).split(". Declared parameters:")[0])
+            continue
+        key = trial_key(typed)
+        if key not in seen:
+            seen.add(key)
+            trials.append(Trial(len(trials), key, typed))
+    if problems:
+        raise BadInput(f"{len(problems)} trial(s) do not fit the contract: " + " | ".join(dict.fromkeys(problems))
+                       + f". Declared parameters: {contract.describe()}")
+    return trials
+
+
+# --- executing one trial (locally or on a Dask worker) ----------------------------------------
+
+
+def execute_trial(root: str, notebook: str, values: dict[str, Any], run_id: str, tracking_uri: str,
+                  extra_tags: dict[str, str], cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Run one trial into its pre-created run; a run already FINISHED is not run again."""
+    from .runner import run_notebook
+
+    project = Project.discover(root, tracking_uri=tracking_uri)
+    c = tracking.client(project)
+    run = c.get_run(run_id)
+    if run.info.status == "FINISHED":  # a duplicate execution of a trial that completed
+        return {"run_id": run_id, "status": "FINISHED", "metrics": dict(run.data.metrics), "error": None}
+    result = run_notebook(Path(root) / notebook, values, project=project, progress=False, run_id=run_id,
+                          extra_tags=extra_tags, cancel=cancel, html=False, warn=lambda message: None)
+    return {"run_id": run_id, "status": result.status, "metrics": result.metrics, "error": result.error}
+
+
+# --- the sweep --------------------------------------------------------------------------------
+
+
+def _check_dask_store(project: Project, address: str) -> None:
+    host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
+    if project.tracking_uri.startswith("sqlite:") and host not in LOOPBACK:
+        raise BadInput(
+            f"a SQLite store ({project.tracking_uri}) cannot be shared with Dask workers on {host}: "
+            "start a tracking server (`cd4ml-nb server`) and pass --tracking-uri http://HOST:PORT"
+        )
+
+
+def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: int = 0, dask: str | None = None,
+              metric: str | None = None, goal: str = "", max_failures: int | None = None,
+              on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
+    """Run ``trials`` of the notebook at ``path``; returns when all are terminal (or cancelled)."""
+    import os
+
+    from . import gitinfo
+
+    nb = notebooks.read(path)
+    rel = project.relative(nb.path)
+    if dask:
+        _check_dask_store(project, dask)
+    tracking.check_server(project.tracking_uri, project.config.health_timeout)
+    git = gitinfo.inspect(nb.path)
+    experiment = tracking.experiment_name(project, git)
+    c = tracking.client(project)  # creates the embedded store once, under its lock
+    experiment_id = tracking.ensure_experiment(c, project, experiment)
+    tags = tracking.provenance_tags(project, git, rel)
+    parent = tracking.create_run(c, experiment_id, f"{nb.path.stem} sweep", {**tags, "cd4ml.sweep": "true",
+                                 "cd4ml.sweep.trials": str(len(trials))}, {})
+    parent_id = parent.info.run_id
+    runs = {}
+    for trial in trials:
+        child = tracking.create_run(c, experiment_id, f"{nb.path.stem}-{trial.key[:6]}",
+                                    {**tags, PARENT: parent_id, TRIAL_KEY: trial.key,
+                                     "cd4ml.trial.index": str(trial.index)}, {})
+        runs[trial.key] = child.info.run_id
+    results: dict[str, TrialResult] = {}
+    cancel = threading.Event()
+    failures = 0
+
+    def record(trial: Trial, outcome: dict[str, Any]) -> None:
+        nonlocal failures
+        result = TrialResult(trial, outcome["run_id"], outcome["status"], outcome.get("metrics") or {},
+                             outcome.get("error"))
+        results[trial.key] = result
+        if result.status != "FINISHED":
+            failures += 1
+        if on_trial:
+            on_trial(result, len(results), len(trials))
+
+    def args(trial: Trial) -> tuple:
+        extra = {PARENT: parent_id, TRIAL_KEY: trial.key, "cd4ml.trial.index": str(trial.index)}
+        return (str(project.root), rel, trial.values, runs[trial.key], project.tracking_uri, extra)
+
+    interrupted = None
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
+    try:
+        if dask:
+            _run_on_dask(dask, trials, args, record, lambda: max_failures is not None and failures >= max_failures)
+        else:
+            workers = parallel or os.cpu_count() or 1
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cd4ml-trial") as pool:
+                pending = list(trials)
+                running: dict[Any, Trial] = {}
+                try:
+                    while pending or running:
+                        stop = max_failures is not None and failures >= max_failures
+                        while pending and len(running) < workers and not stop:
+                            trial = pending.pop(0)
+                            running[pool.submit(execute_trial, *args(trial), cancel)] = trial
+                        if not running:
+                            break
+                        done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            trial = running.pop(future)
+                            try:
+                                record(trial, future.result())
+                            except Exception as e:  # the trial's own machinery failed: it fails alone
+                                record(trial, {"run_id": runs[trial.key], "status": "FAILED", "error": str(e)})
+                except KeyboardInterrupt as e:
+                    interrupted = e
+                    cancel.set()
+                    for future in running:
+                        future.cancel()
+                    wait(list(running), timeout=120)
+    except KeyboardInterrupt as e:
+        interrupted = e
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal)
+    if interrupted is not None:
+        raise Interrupted(f"sweep cancelled: {len(results)} of {len(trials)} trial(s) ended; the rest are KILLED")
+    goal = goal_of(metric, goal) if metric else "minimize"
+    ordered = tuple(results[t.key] for t in trials if t.key in results)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return SweepResult(parent_id, experiment, metric, goal, ordered, peak)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
+def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) -> None:
+    """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict."""
+    with _ignoring_signals():
+        for trial in trials:
+            if trial.key not in results:
+                run = c.get_run(runs[trial.key])
+                if run.info.status in ("RUNNING", "SCHEDULED"):
+                    tracking.end_run(c, runs[trial.key], "KILLED", {tracking.REASON: "cancelled"})
+        failed = [r for r in results.values() if r.status != "FINISHED"]
+        tags = {"cd4ml.sweep.failed": str(len(failed))}
+        if metric:
+            goal = goal_of(metric, goal)
+            scored = [r for r in results.values() if r.status == "FINISHED" and metric in r.metrics]
+            if scored:
+                best = (min if goal == "minimize" else max)(scored, key=lambda r: r.metrics[metric])
+                c.log_metric(parent_id, f"best_{metric}", best.metrics[metric])
+                tags["cd4ml.sweep.best_run"] = best.run_id
+        if interrupted is not None:
+            status, tags[tracking.REASON] = "KILLED", "interrupted"
+        elif failed:
+            status, tags[tracking.REASON] = "FAILED", "trials-failed"
+        else:
+            status = "FINISHED"
+        tracking.end_run(c, parent_id, status, tags)
+
+
+class _ignoring_signals:
+    def __enter__(self):
+        self.saved = {}
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def __exit__(self, *exc):
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+
+def _run_on_dask(address: str, trials: list[Trial], args, record, stop) -> None:
+    from distributed import Client, as_completed
+
+    with Client(address, timeout=30) as client:
+        futures = {client.submit(execute_trial, *args(t), None, key=f"cd4ml-trial-{t.key}-{time.time_ns()}",
+                                 pure=False, retries=2): t for t in trials}
+        try:
+            for future in as_completed(list(futures)):
+                trial = futures[future]
+                try:
+                    record(trial, future.result())
+                except Exception as e:
+                    record(trial, {"run_id": args(trial)[3], "status": "FAILED", "error": f"{type(e).__name__}: {e}"})
+                if stop():
+                    client.cancel([f for f in futures if not f.done()])
+                    break
+        except KeyboardInterrupt:
+            client.cancel(list(futures))
+            raise
