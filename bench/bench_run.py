@@ -70,8 +70,8 @@ def main() -> int:
     m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
     ratio = m_ours / m_theirs
     rows = [
-        f"| tool | median (s) | rounds |",
-        f"|---|---|---|",
+        "| tool | median (s) | rounds |",
+        "|---|---|---|",
         f"| `cd4ml-nb run` (tracking, artifacts, HTML) | {m_ours:.2f} | {len(ours)} |",
         f"| bare `papermill` | {m_theirs:.2f} | {len(theirs)} |",
         f"| **ratio** (target ≤ 1.15) | **{ratio:.3f}** | |",

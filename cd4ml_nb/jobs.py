@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import notebooks, params
+from .tracking import pid_alive
 from .exceptions import BadInput, Cd4mlError, NotFound
 from .project import Project
 
@@ -69,20 +70,6 @@ def _write(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, default=str))
     os.replace(tmp, path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class JobManager:
@@ -133,7 +120,7 @@ class JobManager:
         error = status.get("error")
         if state not in TERMINAL:
             if launch:
-                if not _alive(launch["pid"]) and job_id not in self._running_ids():
+                if not pid_alive(launch["pid"]) and job_id not in self._running_ids():
                     status = _read(job_dir / "status.json")  # it may have finished meanwhile
                     state = status.get("state")
                     if state not in TERMINAL and (job_dir / "cancel").exists():
@@ -167,7 +154,7 @@ class JobManager:
         job_dir = self._dir(job_id)
         (job_dir / "cancel").touch()
         launch = _read(job_dir / "launch.json")
-        if launch and _alive(launch["pid"]):
+        if launch and pid_alive(launch["pid"]):
             os.kill(launch["pid"], signal.SIGTERM)
         return self.get(job_id)
 

@@ -167,7 +167,7 @@ def _kernel_name(project: Project, nb: notebooks.Notebook, warn: Callable[[str],
 
 
 @contextmanager
-def _signals_as_interrupts() -> Iterator[None]:
+def signals_as_interrupts() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated` while a run executes."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -186,7 +186,7 @@ def _signals_as_interrupts() -> Iterator[None]:
 
 
 @contextmanager
-def _shielded() -> Iterator[None]:
+def signals_ignored() -> Iterator[None]:
     """Ignore SIGINT/SIGTERM while the run is being finalised, so it is never left RUNNING."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -405,7 +405,7 @@ def run_notebook(
     finished = threading.Event()
     if cancel is not None:
         threading.Thread(target=_stop_on_cancel, args=(cancel, finished, holder), daemon=True).start()
-    with _signals_as_interrupts():
+    with signals_as_interrupts():
         try:
             tracker.start()
             papermill.execute_notebook(
@@ -426,7 +426,7 @@ def run_notebook(
         finally:
             finished.set()
             papermill_engines._engines.pop(engine, None)
-            with _shielded():
+            with signals_ignored():
                 result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
                                  source_text, git, values, html, warn)
     return result
@@ -470,6 +470,12 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
     except Exception as e:
         warn(f"could not log artifacts: {e}")
         end_tags["cd4ml.artifacts.error"] = str(e)
+    try:  # the environment and model axes (cd4ml-nb diff / reproduce)
+        from .repro import record_axes
+
+        end_tags.update(record_axes(c, run_id, out_dir, tracker.tags.get(tracking.KERNEL)))
+    except Exception as e:
+        warn(f"could not record the environment and model hash: {e}")
     if failure:
         end_tags.update({
             tracking.REASON: failure.reason,

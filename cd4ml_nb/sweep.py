@@ -16,7 +16,6 @@ import itertools
 import json
 import random
 import resource
-import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -29,6 +28,7 @@ from . import notebooks, params, tracking
 from .compare import goal_of
 from .exceptions import BadInput, Interrupted
 from .project import Project
+from .runner import signals_as_interrupts, signals_ignored
 
 TRIAL_KEY = "cd4ml.trial.key"
 PARENT = "mlflow.parentRunId"
@@ -193,7 +193,6 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
               metric: str | None = None, goal: str = "", max_failures: int | None = None,
               on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
     """Run ``trials`` of the notebook at ``path``; returns when all are terminal (or cancelled)."""
-    import os
 
     from . import gitinfo
 
@@ -235,42 +234,13 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
         return (str(project.root), rel, trial.values, runs[trial.key], project.tracking_uri, extra)
 
     interrupted = None
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if threading.current_thread() is threading.main_thread() \
-        else None
     try:
-        if dask:
-            _run_on_dask(dask, trials, args, record, lambda: max_failures is not None and failures >= max_failures)
-        else:
-            workers = parallel or os.cpu_count() or 1
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cd4ml-trial") as pool:
-                pending = list(trials)
-                running: dict[Any, Trial] = {}
-                try:
-                    while pending or running:
-                        stop = max_failures is not None and failures >= max_failures
-                        while pending and len(running) < workers and not stop:
-                            trial = pending.pop(0)
-                            running[pool.submit(execute_trial, *args(trial), cancel)] = trial
-                        if not running:
-                            break
-                        done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            trial = running.pop(future)
-                            try:
-                                record(trial, future.result())
-                            except Exception as e:  # the trial's own machinery failed: it fails alone
-                                record(trial, {"run_id": runs[trial.key], "status": "FAILED", "error": str(e)})
-                except KeyboardInterrupt as e:
-                    interrupted = e
-                    cancel.set()
-                    for future in running:
-                        future.cancel()
-                    wait(list(running), timeout=120)
+        with signals_as_interrupts():
+            _fan_out(dask, trials, args, record, runs, cancel, parallel,
+                     lambda: max_failures is not None and failures >= max_failures)
     except KeyboardInterrupt as e:
         interrupted = e
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal)
     if interrupted is not None:
         raise Interrupted(f"sweep cancelled: {len(results)} of {len(trials)} trial(s) ended; the rest are KILLED")
@@ -280,13 +250,42 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
     return SweepResult(parent_id, experiment, metric, goal, ordered, peak)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt()
+def _fan_out(dask, trials, args, record, runs, cancel, parallel, stop) -> None:
+    """Run the trials on Dask or in local threads; on interrupt, stop the running kernels."""
+    import os
+
+    if dask:
+        _run_on_dask(dask, trials, args, record, stop)
+        return
+    workers = parallel or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cd4ml-trial") as pool:
+        pending = list(trials)
+        running: dict[Any, Trial] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < workers and not stop():
+                    trial = pending.pop(0)
+                    running[pool.submit(execute_trial, *args(trial), cancel)] = trial
+                if not running:
+                    break
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    trial = running.pop(future)
+                    try:
+                        record(trial, future.result())
+                    except Exception as e:  # the trial's own machinery failed: it fails alone
+                        record(trial, {"run_id": runs[trial.key], "status": "FAILED", "error": str(e)})
+        except KeyboardInterrupt:
+            cancel.set()
+            for future in running:
+                future.cancel()
+            wait(list(running), timeout=120)
+            raise
 
 
 def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) -> None:
     """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict."""
-    with _ignoring_signals():
+    with signals_ignored():
         for trial in trials:
             if trial.key not in results:
                 run = c.get_run(runs[trial.key])
@@ -308,17 +307,6 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) 
         else:
             status = "FINISHED"
         tracking.end_run(c, parent_id, status, tags)
-
-
-class _ignoring_signals:
-    def __enter__(self):
-        self.saved = {}
-        if threading.current_thread() is threading.main_thread():
-            self.saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def __exit__(self, *exc):
-        for s, handler in self.saved.items():
-            signal.signal(s, handler)
 
 
 def _run_on_dask(address: str, trials: list[Trial], args, record, stop) -> None:

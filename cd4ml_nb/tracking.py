@@ -293,7 +293,7 @@ def reconcile_orphans(project: Project, experiment: str | None = None) -> list[s
     for run in c.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
         owner = run.data.tags.get(RUNNER, "")
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
             continue
         end_run(c, run.info.run_id, "FAILED", {REASON: "orphaned",
                                                "cd4ml.status.message": f"runner process {owner} is gone"})
@@ -301,14 +301,19 @@ def reconcile_orphans(project: Project, experiment: str | None = None) -> list[s
     return fixed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie, exited but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 @dataclass(frozen=True)
