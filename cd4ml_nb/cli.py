@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from . import __version__
 from .exceptions import BadInput, Cd4mlError, PairConflict
@@ -244,6 +244,8 @@ def _gate_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     g.add_argument("--against", metavar="models:/NAME@ALIAS", help="compare with a registered model's run")
     g.add_argument("--runs", choices=["latest", "best"], default="latest", help="which runs to compare")
     g.add_argument("--min-runs", type=int, default=1, metavar="K", help="mean over the K latest runs per side")
+    g.add_argument("--allow-schema-change", action="store_true",
+                   help="evaluate even when a logged dataset's schema differs between the runs")
     p.set_defaults(gate_specs=[])
 
 
@@ -264,7 +266,8 @@ def _run_gate(project, args):
     from .compare import gate
 
     return gate(project, _specs(args.gate_specs), branch=getattr(args, "branch", None), base=args.base,
-                against=args.against, runs=args.runs, min_runs=args.min_runs)
+                against=args.against, runs=args.runs, min_runs=args.min_runs,
+                allow_schema_change=args.allow_schema_change)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -406,6 +409,29 @@ def cmd_ci(args: argparse.Namespace) -> int:
         return 6
     _say("ci passed")
     return 0
+
+
+# --- the version axes: diff, reproduce ----------------------------------------------------------
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from . import repro
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    result = repro.diff_runs(_project(".", args.tracking_uri), args.run_a, args.run_b)
+    _say(json.dumps(result.to_json(), indent=2, default=str) if args.json else "\n".join(repro.describe_diff(result)))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import repro
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    result = repro.reproduce(_project(".", args.tracking_uri), args.run_id, args.rtol, args.allow_data_change,
+                             progress=not args.quiet, warn=_warn)
+    _say(json.dumps(result.to_json(), indent=2, default=str) if args.json
+         else "\n".join(repro.describe_reproduction(result)))
+    return result.exit_code
 
 
 # --- sweeps and team mode ----------------------------------------------------------------------
@@ -585,6 +611,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--if-gate-passes", action="store_true", help="promote only if the gate rules pass")
     p.add_argument("--base", metavar="BRANCH")
     _gate_options(p)
+    p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("diff", cmd_diff, "two runs side by side: code, model, data schema, data sampling, environment")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--tracking-uri", metavar="URI")
+
+    p = add("reproduce", cmd_reproduce, "re-run a run at its commit with its parameters; exit 1 unless it reproduces")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--rtol", type=float, default=1e-6, metavar="R", help="relative tolerance on metrics (1e-6)")
+    p.add_argument("--allow-data-change", action="store_true", help="a changed dataset does not fail")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true")
     p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs, nbval, gate, report ([tool.cd4ml_nb] ci_*)")

@@ -294,8 +294,10 @@ def _model_baseline(project: Project, c, uri: str) -> tuple[str, Any]:
 
 
 def gate(project: Project, specs: list[GateSpec], branch: str | None = None, base: str | None = None,
-         against: str | None = None, runs: str = "latest", min_runs: int = 1, notebook: str | None = None) -> GateResult:
-    """Check every spec on every notebook the branch ran; CannotEvaluate says what is missing."""
+         against: str | None = None, runs: str = "latest", min_runs: int = 1, notebook: str | None = None,
+         allow_schema_change: bool = False) -> GateResult:
+    """Check every spec on every notebook the branch ran; CannotEvaluate says what is missing (or that
+    a logged dataset's schema differs, unless ``allow_schema_change``)."""
     from . import tracking
 
     if not specs:
@@ -331,6 +333,8 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
             if len(base_side.run_ids) < min_runs:
                 raise CannotEvaluate(f"{nb.notebook}: --min-runs {min_runs} needs {min_runs} FINISHED runs on "
                                      f"{comparison.base!r}, it has {len(base_side.run_ids)}")
+        if not allow_schema_change:
+            _check_schemas(tracking.client(project), nb.notebook, base_side.run_id, nb.branch.run_id)
         for spec in specs:
             for side, where in ((nb.branch, branch_name), (base_side, base_side.label)):
                 if spec.metric not in side.metrics:
@@ -340,6 +344,28 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
             delta = MetricDelta(spec.metric, spec.goal, base_side.metrics[spec.metric], nb.branch.metrics[spec.metric])
             checks.append(GateCheck(spec, nb.notebook, delta, len(base_side.run_ids), len(nb.branch.run_ids)))
     return GateResult(tuple(checks))
+
+
+def schema_changes(base_tags: dict[str, str], branch_tags: dict[str, str]) -> list[str]:
+    """Datasets whose schema fingerprint (tag ``cd4ml.data.<name>.schema``) differs between two runs."""
+    from .data import TAG_PREFIX
+
+    def schemas(tags: dict[str, str]) -> dict[str, str]:
+        return {k[len(TAG_PREFIX):-len(".schema")]: v for k, v in tags.items()
+                if k.startswith(TAG_PREFIX) and k.endswith(".schema")}
+
+    a, b = schemas(base_tags), schemas(branch_tags)
+    return [name for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+
+
+def _check_schemas(c, notebook: str, base_run: str | None, branch_run: str | None) -> None:
+    if not base_run or not branch_run:
+        return
+    changed = schema_changes(c.get_run(base_run).data.tags, c.get_run(branch_run).data.tags)
+    if changed:
+        raise CannotEvaluate(f"{notebook}: the schema of dataset(s) {', '.join(changed)} differs between run "
+                             f"{base_run} and run {branch_run}; see `cd4ml-nb diff {base_run} {branch_run}`, "
+                             "or pass --allow-schema-change")
 
 
 # --- the registry -----------------------------------------------------------------------------

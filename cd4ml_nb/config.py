@@ -48,6 +48,7 @@ class Cd4mlConfig(Configurable):
     ).tag(config=True)
     html = Bool(True, help="Render the executed notebook to HTML and log it.").tag(config=True)
     cell_timeout = Float(0.0, help="Seconds a cell may run (0: no limit).").tag(config=True)
+    kernel_start_timeout = Float(60.0, help="Seconds a kernel may take to start.").tag(config=True)
     kernel_name = Unicode(
         "", help="Kernel to run notebooks with. Empty: the notebook's own, else python3."
     ).tag(config=True)
@@ -64,7 +65,7 @@ class Cd4mlConfig(Configurable):
         Dict(), help="Gate rules of `cd4ml-nb ci`: tables {metric, goal, max_regression}."
     ).tag(config=True)
     ci_report = Unicode("cd4ml-report.md", help="Where `cd4ml-nb ci` writes the review report.").tag(config=True)
-    health_timeout = Float(15.0, help="Seconds to wait for an http(s) tracking server's health check.").tag(
+    health_timeout = Float(10.0, help="Seconds to wait for an http(s) tracking server's health check.").tag(
         config=True
     )
     mlflow_ui_url = Unicode(

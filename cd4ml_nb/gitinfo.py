@@ -34,15 +34,13 @@ class GitInfo:
 
 def _git(cwd: Path, *args: str, check: bool = False) -> str | None:
     """Output of a git command, or None when it fails."""
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, errors="replace", check=check
-        )
+    try:  # bytes, decoded without newline translation: a diff must keep its \r characters
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=check)
     except (OSError, subprocess.CalledProcessError):
         return None
     if done.returncode != 0:
         return None
-    return done.stdout
+    return done.stdout.decode("utf-8", errors="replace")
 
 
 def toplevel(path: Path) -> Path | None:
@@ -89,10 +87,9 @@ def _untracked_diff(root: Path) -> str:
             continue
         # `git diff --no-index` exits 1 when files differ, so read its output directly.
         done = subprocess.run(
-            ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name],
-            cwd=root, capture_output=True, text=True, errors="replace",
+            ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name], cwd=root, capture_output=True
         )
-        parts.append(done.stdout)
+        parts.append(done.stdout.decode("utf-8", errors="replace"))
     return "".join(parts)
 
 

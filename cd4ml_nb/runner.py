@@ -410,13 +410,14 @@ def run_notebook(
             tracker.start()
             papermill.execute_notebook(
                 run_copy,
-                str(executed),
+                str(executed).replace("{", "{{").replace("}", "}}"),  # papermill formats paths
                 parameters=values or None,
                 kernel_name=kernel,
                 engine_name=engine,
                 progress_bar=progress,
                 cwd=str(nb.path.parent),
                 execution_timeout=cell_timeout,
+                start_timeout=project.config.kernel_start_timeout,
                 timeout_func=lambda cell: None if INJECTED_TAG in cell.metadata.get("tags", []) else cell_timeout,
             )
         except (Exception, KeyboardInterrupt) as e:

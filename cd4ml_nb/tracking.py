@@ -39,7 +39,7 @@ OUTPUT_DIR = "cd4ml.output_dir"
 RUNNER = "cd4ml.runner"  # host:pid of the process that owns the run
 KERNEL = "cd4ml.kernel"
 
-HEALTH_TIMEOUT = 15.0
+HEALTH_TIMEOUT = 10.0
 MAX_TAG_VALUE = 5000
 MAX_PARAM_VALUE = 6000
 

@@ -37,6 +37,7 @@ print(f"tracking to run {run.info.run_id}")
 
 # %%
 sales = pd.read_csv(data_path, parse_dates=["date"])
+cd4ml_nb.log_dataset(sales, "sales", source=data_path)  # schema and sampling fingerprints of the data
 sales["dayofweek"] = sales["date"].dt.dayofweek
 sales["day"] = (sales["date"] - sales["date"].min()).dt.days
 features = ["store_nbr", "item_nbr", "onpromotion", "dayofweek", "day"]
