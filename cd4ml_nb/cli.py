@@ -299,6 +299,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             _say(f"best runs by {best[0][0]}: base {best[0][1]}, branch {best[0][2]}")
         for key, (a, b) in nb.params_changed.items():
             _say(f"  parameter {key}: {a} -> {b}")
+        if nb.schema_changed:
+            _say(f"  data schema changed: {', '.join(nb.schema_changed)} "
+                 f"(`cd4ml-nb diff {nb.base.run_id} {nb.branch.run_id}`)")
     return 0
 
 

@@ -73,6 +73,7 @@ class Side:
     metrics: dict[str, float]
     params: dict[str, str]
     experiment_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str | None:
@@ -116,6 +117,13 @@ class NotebookComparison:
     deltas: tuple[MetricDelta, ...]
     params_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
+    @property
+    def schema_changed(self) -> list[str]:
+        """Datasets whose schema differs between the compared runs."""
+        if self.base is None or self.branch is None:
+            return []
+        return schema_changes(self.base.tags, self.branch.tags)
+
     def to_json(self) -> dict:
         def side(s: Side | None) -> dict | None:
             return None if s is None else {"label": s.label, "experiment": s.experiment, "run_ids": list(s.run_ids),
@@ -124,7 +132,8 @@ class NotebookComparison:
         return {"notebook": self.notebook, "base": side(self.base), "branch": side(self.branch),
                 "best_base": side(self.best_base), "best_branch": side(self.best_branch),
                 "deltas": [d.to_json() for d in self.deltas],
-                "params_changed": {k: list(v) for k, v in self.params_changed.items()}}
+                "params_changed": {k: list(v) for k, v in self.params_changed.items()},
+                "schema_changed": self.schema_changed}
 
 
 @dataclass(frozen=True)
@@ -204,7 +213,7 @@ def _side(label: str, experiment: str, runs: list, metrics: list[str] | None, ex
         if found:
             values[name] = statistics.fmean(found)
     return Side(label, experiment, tuple(r.info.run_id for r in runs), values, dict(runs[0].data.params),
-                experiment_id)
+                experiment_id, dict(runs[0].data.tags))
 
 
 def _best(runs: list, metric: str | None, goal: str) -> list:
@@ -323,7 +332,7 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
                                  f"{branch_name!r}, it has {len(nb.branch.run_ids)}; run it again with other seeds")
         if against:
             base_side = Side(label, "", (model_run.info.run_id,), dict(model_run.data.metrics),
-                             dict(model_run.data.params))
+                             dict(model_run.data.params), tags=dict(model_run.data.tags))
         else:
             base_side = nb.base
             if base_side is None:
@@ -333,8 +342,12 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
             if len(base_side.run_ids) < min_runs:
                 raise CannotEvaluate(f"{nb.notebook}: --min-runs {min_runs} needs {min_runs} FINISHED runs on "
                                      f"{comparison.base!r}, it has {len(base_side.run_ids)}")
-        if not allow_schema_change:
-            _check_schemas(tracking.client(project), nb.notebook, base_side.run_id, nb.branch.run_id)
+        changed = schema_changes(base_side.tags, nb.branch.tags)
+        if changed and not allow_schema_change:
+            raise CannotEvaluate(
+                f"{nb.notebook}: the schema of dataset(s) {', '.join(changed)} differs between run "
+                f"{base_side.run_id} and run {nb.branch.run_id}; see `cd4ml-nb diff {base_side.run_id} "
+                f"{nb.branch.run_id}`, or pass --allow-schema-change")
         for spec in specs:
             for side, where in ((nb.branch, branch_name), (base_side, base_side.label)):
                 if spec.metric not in side.metrics:
@@ -356,16 +369,6 @@ def schema_changes(base_tags: dict[str, str], branch_tags: dict[str, str]) -> li
 
     a, b = schemas(base_tags), schemas(branch_tags)
     return [name for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
-
-
-def _check_schemas(c, notebook: str, base_run: str | None, branch_run: str | None) -> None:
-    if not base_run or not branch_run:
-        return
-    changed = schema_changes(c.get_run(base_run).data.tags, c.get_run(branch_run).data.tags)
-    if changed:
-        raise CannotEvaluate(f"{notebook}: the schema of dataset(s) {', '.join(changed)} differs between run "
-                             f"{base_run} and run {branch_run}; see `cd4ml-nb diff {base_run} {branch_run}`, "
-                             "or pass --allow-schema-change")
 
 
 # --- the registry -----------------------------------------------------------------------------

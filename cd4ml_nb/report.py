@@ -108,6 +108,9 @@ def _markdown_notebook(project: Project, nb: NotebookComparison, verdicts: dict[
         row = f"| {d.metric} | {d.goal} | {_fmt(d.base)} | {_fmt(d.branch)} | {_fmt(d.delta)} | {_pct(d.relative)} |"
         lines.append(row + (f" {verdicts.get(d.metric, '')} |" if gate_col else ""))
     lines.append("")
+    if nb.schema_changed:
+        lines += [f"**Data schema changed:** {', '.join(f'`{n}`' for n in nb.schema_changed)} "
+                  f"(`cd4ml-nb diff {nb.base.run_id} {nb.branch.run_id}` shows the columns)", ""]
     if nb.params_changed:
         lines += ["Parameters changed:", "", "| parameter | base | branch |", "|---|---|---|"]
         lines += [f"| {k} | {a} | {b} |" for k, (a, b) in nb.params_changed.items()] + [""]
@@ -143,6 +146,8 @@ def html_report(project: Project, comparison: Comparison, code: CodeDiff, gate: 
                          + (f"<td class='{'pass' if 'pass' in verdict else 'fail'}'>{e(verdict)}</td>" if verdicts else "")
                          + "</tr>")
         parts.append("</table>")
+        if nb.schema_changed:
+            parts.append(f"<p class='fail'><strong>Data schema changed:</strong> {e(', '.join(nb.schema_changed))}</p>")
         if nb.params_changed:
             parts.append("<table><tr><th>parameter</th><th>base</th><th>branch</th></tr>")
             parts += [f"<tr><td>{e(k)}</td><td>{e(str(a))}</td><td>{e(str(b))}</td></tr>"

@@ -233,8 +233,11 @@ class _Tracker(threading.Thread):
         os.replace(tmp, self.handoff)
         if self.error is None and self.on_started is not None:
             self.on_started(self.run_id, self.experiment_id)
-        if self.error is None:
-            try:  # warm up what finalising needs while the notebook runs
+        if self.error is None:  # warm up what finalising needs while the notebook runs
+            from .repro import environment
+
+            environment()
+            try:
                 import nbconvert  # noqa: F401
             except ImportError:
                 pass

@@ -154,3 +154,7 @@ def test_gate_refuses_across_a_schema_change_unless_allowed(repo, capsys):
     assert "schema of dataset(s) sales, sales_file differs" in err and "--allow-schema-change" in err
     assert main([*gate, "--allow-schema-change"]) == 0
     assert "PASS train.ipynb mean_x" in capsys.readouterr().out
+    assert main(["compare"]) == 0
+    assert "data schema changed: sales, sales_file" in capsys.readouterr().out
+    assert main(["report"]) == 0
+    assert "**Data schema changed:** `sales`, `sales_file`" in capsys.readouterr().out
