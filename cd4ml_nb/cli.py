@@ -192,8 +192,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-    import webbrowser
 
     project = _project(".", args.tracking_uri)
     if not project.tracking_uri.startswith("sqlite:"):
@@ -207,15 +205,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
                "--default-artifact-root", project.artifact_root.as_uri(), "--host", "127.0.0.1",
                "--port", str(args.port)]
     _say(f"MLflow UI on {project.tracking_uri}: {url} (Ctrl-C to stop)")
-    server = subprocess.Popen(command)
-    if not args.no_browser:
-        webbrowser.open(url)
-    try:
-        return server.wait()
-    except KeyboardInterrupt:
-        server.terminate()
-        server.wait()
-        return 0
+    return _serve(command, None if args.no_browser else url)
 
 
 # --- assessment: compare, gate, report, promote, ci -------------------------------------------
@@ -505,7 +495,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    import subprocess
 
     project = _project(".")
     folder = project.ensure_state_dir() / "server"
@@ -518,7 +507,18 @@ def cmd_server(args: argparse.Namespace) -> int:
     uri = f"http://{args.host}:{args.port}"
     _say(f"MLflow tracking server: backend {backend}, artifacts {artifacts}")
     _say(f"use it with: export MLFLOW_TRACKING_URI={uri}   (or --tracking-uri {uri}); Ctrl-C stops it")
+    return _serve(command)
+
+
+def _serve(command: list[str], open_url: str | None = None) -> int:
+    """Run a server process in the foreground; Ctrl-C stops it (exit 0)."""
+    import subprocess
+
     server = subprocess.Popen(command)
+    if open_url:
+        import webbrowser
+
+        webbrowser.open(open_url)
     try:
         return server.wait()
     except KeyboardInterrupt:

@@ -46,6 +46,11 @@ class Cd4mlConfig(Configurable):
     state_dir = Unicode(
         ".cd4ml", help="Folder (relative to the project root, git-ignored) for store and runs."
     ).tag(config=True)
+    lab_runs_dir = Unicode(
+        "cd4ml-runs",
+        help="Folder (relative to the root, git-ignored by its own .gitignore) where jobs started from "
+        "JupyterLab put executed notebooks, so that Lab can open them.",
+    ).tag(config=True)
     html = Bool(True, help="Render the executed notebook to HTML and log it.").tag(config=True)
     cell_timeout = Float(0.0, help="Seconds a cell may run (0: no limit).").tag(config=True)
     kernel_start_timeout = Float(60.0, help="Seconds a kernel may take to start.").tag(config=True)

@@ -260,6 +260,7 @@ def run_job(job_dir: Path) -> int:
 
     try:
         result = run_notebook(project.root / spec["path"], spec.get("parameters") or None, project=project,
+                              output_root=project.ensure_lab_runs_dir(),
                               progress=False, on_progress=progress, on_started=started,
                               warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     except Cd4mlError as e:

@@ -128,7 +128,7 @@ def find_pair(path: Path, project: Project, *, default: bool = False, node: Any 
 
 def iter_candidates(paths: Iterable[Path], project: Project) -> Iterator[Path]:
     """Notebook files under ``paths``, skipping hidden, generated and state folders."""
-    state = project.state_dir
+    skip = {project.state_dir, project.lab_runs_dir}  # generated outputs, never pairs
     for start in paths:
         start = Path(start).resolve()
         if start.is_file():
@@ -139,7 +139,7 @@ def iter_candidates(paths: Iterable[Path], project: Project) -> Iterator[Path]:
         for folder, dirs, files in os.walk(start):
             here = Path(folder)
             dirs[:] = sorted(
-                d for d in dirs if d not in SKIP_DIRS and not d.startswith(".") and here / d != state
+                d for d in dirs if d not in SKIP_DIRS and not d.startswith(".") and here / d not in skip
             )
             for name in sorted(files):
                 if name.endswith((".ipynb", ".py")):

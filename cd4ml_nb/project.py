@@ -39,12 +39,15 @@ class Project:
 
     def ensure_state_dir(self) -> Path:
         """Create the state folder, git-ignored by a ``.gitignore`` of its own."""
-        path = self.state_dir
-        path.mkdir(parents=True, exist_ok=True)
-        ignore = path / ".gitignore"
-        if not ignore.exists():
-            ignore.write_text("# written by cd4ml-nb: nothing here belongs in git\n*\n")
-        return path
+        return _ignored_folder(self.state_dir)
+
+    @property
+    def lab_runs_dir(self) -> Path:
+        """Where jobs started from JupyterLab put their outputs (visible, so Lab can open them)."""
+        return (self.root / self.config.lab_runs_dir).resolve()
+
+    def ensure_lab_runs_dir(self) -> Path:
+        return _ignored_folder(self.lab_runs_dir)
 
     @property
     def tracking_uri(self) -> str:
@@ -100,3 +103,12 @@ class Project:
             return path.resolve().relative_to(self.root).as_posix()
         except ValueError:
             return path.resolve().as_posix()
+
+
+def _ignored_folder(path: Path) -> Path:
+    """Create ``path`` with a ``.gitignore`` that ignores everything in it."""
+    path.mkdir(parents=True, exist_ok=True)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# written by cd4ml-nb: nothing here belongs in git\n*\n")
+    return path

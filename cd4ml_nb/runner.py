@@ -313,9 +313,10 @@ def _render_html(executed: Path) -> Path:
     return html
 
 
-def _run_dir(project: Project, stem: str) -> Path:
+def _run_dir(project: Project, stem: str, output_root: Path | None = None) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = project.ensure_state_dir() / "runs" / f"{stamp}-{stem}-{secrets.token_hex(2)}"
+    root = output_root or project.ensure_state_dir() / "runs"
+    path = root / f"{stamp}-{stem}-{secrets.token_hex(2)}"
     path.mkdir(parents=True)
     return path
 
@@ -337,6 +338,7 @@ def run_notebook(
     run_id: str | None = None,
     extra_tags: dict[str, str] | None = None,
     cancel: threading.Event | None = None,
+    output_root: Path | None = None,
 ) -> RunResult:
     """Execute a notebook (``.ipynb`` or its paired ``.py``) as a tracked MLflow run.
 
@@ -353,6 +355,7 @@ def run_notebook(
     run_id : a run created beforehand (a sweep trial) to use instead of creating one.
     extra_tags : more tags for the run (e.g. ``mlflow.parentRunId``).
     cancel : when set (from another thread), the kernel is stopped and the run ends KILLED.
+    output_root : folder for the per-run output folder (default: ``<state_dir>/runs``).
 
     Returns the :class:`RunResult`; a run that failed is a result with status FAILED, not an
     exception. Bad input raises :class:`BadInput` before any kernel starts or run is created.
@@ -378,7 +381,7 @@ def run_notebook(
 
     rel = project.relative(nb.path)
     source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
-    out_dir = _run_dir(project, nb.path.stem)
+    out_dir = _run_dir(project, nb.path.stem, output_root)
     executed = out_dir / f"{nb.path.stem}.ipynb"
     handoff = out_dir / ".run.json"
     tags = tracking.provenance_tags(project, git, rel)
@@ -391,6 +394,7 @@ def run_notebook(
     tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff, on_started, run_id)
 
     run_copy = copy.deepcopy(nb.node)
+    run_copy.metadata.pop("jupytext", None)  # the executed copy is not one side of a pair
     if not run_copy.metadata.get("kernelspec"):
         run_copy.metadata["kernelspec"] = default_kernelspec()
     import nbformat

@@ -376,6 +376,10 @@ def test_run_notebook_as_branch_experiment_from_the_panel(browser, tmp_path: Pat
             )
             _save_screenshot(page, tmp_path)
 
+            # The executed notebook opens in Lab (it lives in the visible, git-ignored cd4ml-runs/).
+            panel.get_by_test_id("cd4ml-open-executed").click()
+            expect(page.locator('.lm-TabBar-tab[title*="cd4ml-runs/"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
+
         # The server agrees: the run is in this branch's experiment with the value given.
         status, body = _get_json(f"{lab.url}/cd4ml-nb/runs?notebook={notebook}", lab.token)
         assert status == 200, body

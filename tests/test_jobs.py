@@ -28,6 +28,10 @@ def test_limit_queues_and_a_new_manager_finds_the_jobs(project):
     assert manager.wait(first.id).state == "finished"
     done = manager.wait(second.id)
     assert done.state == "finished" and done.metrics == {"m": 0.0}
+    assert done.executed.startswith("cd4ml-runs/")  # visible, so JupyterLab can open it ...
+    from nbfactory import git
+
+    assert git(project.root, "status", "--porcelain") == ""  # ... and git-ignored
     again = JobManager(project)  # e.g. after a page reload or a server restart
     assert [j.id for j in again.list()] == [second.id, first.id]
     assert {j.state for j in again.list()} == {"finished"}
