@@ -21,15 +21,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 import reliability_suite as suite  # noqa: E402
 
 OPEN_DEFECTS = """\
-| id | defect | test |
-|---|---|---|
-| R1 | A tracking server that dies mid-run loses the run: the kernel's `mlflow.log_*` calls fail and the run is left `RUNNING` on the server. A local spool (run locally, upload with `cd4ml-nb runs sync`) is not built yet. | `tests/test_reliability.py::test_tracking_server_dying_mid_run_is_spooled` (xfail, strict) |
+None: every defect the suite found is fixed (below).
 """
 
 FIXED = """\
 | defect found by the suite | fix |
 |---|---|
 | A notebook whose name (or folder) contains `{` or `}` failed at run time: Papermill formats output paths with `str.format`. | the output path is escaped before Papermill sees it (`runner.py`) |
+| A tracking server that died mid-run lost the run: the kernel's `mlflow.log_*` calls failed and the run was left `RUNNING`. | with an `http(s)` tracking URI the kernel logs into a local spool; the parent uploads it at the end, or `cd4ml-nb runs sync` later (`spool.py`) |
 | A run's `uncommitted.diff` lost carriage returns (git output read in text mode), so `reproduce` could not apply it. | git output is read as bytes (`gitinfo.py`) |
 """
 

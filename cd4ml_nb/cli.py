@@ -168,6 +168,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from . import tracking
 
     project = _project(".", args.tracking_uri)
+    if args.action == "sync":
+        from . import spool
+
+        uploaded, left = spool.sync(project)
+        _say(f"uploaded {uploaded} spooled run(s); {left} still pending"
+             + (" (the tracking server is unreachable)" if left else ""))
+        return 1 if left else 0
     experiment = tracking.branch_experiment(project, args.branch)
     notebook = project.relative(Path(args.notebook)) if args.notebook else None
     tracking.reconcile_orphans(project, experiment)
@@ -577,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = add("runs", cmd_runs, "list this branch's runs, newest first")
+    p = add("runs", cmd_runs, "list this branch's runs, newest first; `runs sync` uploads spooled runs")
+    p.add_argument("action", nargs="?", choices=["list", "sync"], default="list")
     p.add_argument("--branch", metavar="B", help="another branch's experiment")
     p.add_argument("--notebook", metavar="PATH", help="only runs of this notebook")
     p.add_argument("--limit", type=int, default=50, metavar="N")

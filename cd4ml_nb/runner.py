@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import gitinfo, notebooks, params, tracking
+from . import gitinfo, notebooks, params, spool, tracking
 from .exceptions import BadInput, Cd4mlError, TrackingError
 from .project import Project
 
@@ -77,6 +77,7 @@ class RunResult:
     failed_cell: int | None = None
     git_branch: str | None = None
     git_commit: str | None = None
+    spooled: str | None = None  # a spool folder waiting for `cd4ml-nb runs sync`
 
     @property
     def exit_code(self) -> int:
@@ -211,6 +212,7 @@ class _Tracker(threading.Thread):
         self.client = None
         self.experiment_id: str | None = None
         self.run_id: str | None = None
+        self.spool = None  # a spool.Spool when the kernel logs locally (tracking server)
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -225,6 +227,10 @@ class _Tracker(threading.Thread):
             self.run_id = run.info.run_id
             payload = {"run_id": self.run_id, "experiment_id": self.experiment_id,
                        "tracking_uri": self.project.tracking_uri}
+            if spool.uses_spool(self.project):  # the kernel logs locally; the parent uploads at the end
+                self.spool = spool.create(self.project, self.run_id)
+                payload = {"run_id": self.spool.run_id, "experiment_id": self.spool.experiment_id,
+                           "tracking_uri": self.spool.uri}
         except BaseException as e:  # reported to the kernel and re-raised in the main thread
             self.error = e
             payload = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
@@ -440,6 +446,19 @@ def run_notebook(
     return result
 
 
+def _upload_spool(sp, project: Project, status: str, end_tags: dict, warn) -> str | None:
+    """Upload a spooled run to the server; the spool folder when it stays pending."""
+    spool.mark_pending(sp, project.tracking_uri, status, end_tags)
+    try:
+        if spool.upload(sp.folder, project.config.health_timeout):
+            return None
+    except Exception as e:  # the server went away during the upload: the spool keeps everything
+        warn(f"upload to {project.tracking_uri} failed: {e}")
+    warn(f"the tracking server {project.tracking_uri} is unreachable: this run's results are spooled in "
+         f"{sp.folder}; upload them with `cd4ml-nb runs sync`")
+    return str(sp.folder)
+
+
 def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, source_text, git, values,
             html, warn) -> RunResult:
     """Log artifacts and set the terminal status; runs with signals ignored."""
@@ -452,7 +471,8 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
         if isinstance(error, Cd4mlError):
             raise error
         raise TrackingError(f"MLflow: {error}") from error
-    c, run_id = tracker.client, tracker.run_id
+    server, server_run = tracker.client, tracker.run_id
+    c, run_id = (spool.spool_client(tracker.spool), tracker.spool.run_id) if tracker.spool else (server, server_run)
     status = failure.status if failure else "FINISHED"
     html_path = None
     end_tags: dict[str, Any] = {}
@@ -492,10 +512,15 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
             tracking.FAILED_ENAME: failure.ename,
             tracking.FAILED_EVALUE: failure.evalue,
         })
-    tracking.end_run(c, run_id, status, end_tags)
     metrics = dict(c.get_run(run_id).data.metrics)
+    spooled = None
+    if tracker.spool is None:
+        tracking.end_run(c, run_id, status, end_tags)
+    else:
+        spooled = _upload_spool(tracker.spool, project, status, end_tags, warn)
     return RunResult(
-        run_id=run_id,
+        run_id=server_run,
+        spooled=spooled,
         status=status,
         experiment=experiment,
         experiment_id=tracker.experiment_id,

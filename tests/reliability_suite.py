@@ -64,6 +64,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not come up"
+            time.sleep(0.3)
+
+
 def env_without_tracking() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
 
@@ -478,6 +489,60 @@ def check_tracking(base: Path) -> list[Figure]:
     return figures
 
 
+def _mlflow_server(repo: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1"],
+                            cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return proc
+
+
+def check_server_death(base: Path) -> list[Figure]:
+    """A tracking server killed mid-run: the run finishes locally, is spooled, and `runs sync`
+    uploads it once the server is back, with nothing lost and nothing duplicated."""
+    from mlflow.tracking import MlflowClient
+
+    repo = make_repo(base, "server-death")
+    (repo / "slow.py").write_text(percent(
+        "import pathlib, time, mlflow\nmlflow.log_metric('before', 1.0)\npathlib.Path('started').write_text('1')\n"
+        "time.sleep(4)",
+        "for step in range(3):\n    mlflow.log_metric('after', step, step=step)"))
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _mlflow_server(repo, port)
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "slow.py", "-q", "--json",
+                                "--tracking-uri", uri], cwd=repo, env=env_without_tracking(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_file(repo / "started", run)
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        out, err = run.communicate(timeout=300)
+        result = json.loads(out) if run.returncode == 0 else {}
+        finished_locally = result.get("status") == "FINISHED" and bool(result.get("spooled"))
+        kept_while_down = cli(repo, "runs", "sync", "--tracking-uri", uri).returncode == 1
+        server = _mlflow_server(repo, port)
+        start = time.monotonic()
+        synced = cli(repo, "runs", "sync", "--tracking-uri", uri)
+        took = time.monotonic() - start
+        again = cli(repo, "runs", "sync", "--tracking-uri", uri)
+        c = MlflowClient(uri)
+        got = c.get_run(result["run_id"]) if result else None
+        after = [m.value for m in c.get_metric_history(got.info.run_id, "after")] if got else []
+        before = c.get_metric_history(got.info.run_id, "before") if got else []
+        artifacts = {a.path for a in c.list_artifacts(got.info.run_id)} if got else set()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+    lost = (not finished_locally) + (got is None or got.info.status != "FINISHED") + (sorted(after) != [0.0, 1.0, 2.0]) \
+        + (len(before) < 1) + ("slow.ipynb" not in artifacts) + (not kept_while_down) + (synced.returncode != 0)
+    duplicated = max(0, len(after) - 3) + max(0, len(before) - 1) + (not again.stdout.startswith("uploaded 0"))
+    return [
+        Figure("tracking", "server killed mid-run: finishes locally, spooled, `runs sync` uploads later", 7, lost,
+               "lost", [took], "time: the sync"),
+        Figure("tracking", "same: metric points or runs duplicated by a repeated sync", 5, duplicated, "duplicated"),
+    ]
+
+
 def check_pairing(base: Path) -> list[Figure]:
     """Both sides edited, an .ipynb edit within a second of the .py, garbage in the .py: 0 silent overwrites."""
     overwrites, tried = 0, 0
@@ -554,5 +619,6 @@ AREAS = {
     "parameter_names": check_parameter_names,
     "malformed": check_malformed,
     "tracking": check_tracking,
+    "server_death": check_server_death,
     "pairing": check_pairing,
 }
