@@ -101,14 +101,25 @@ def upload(folder: Path, health_timeout: float) -> bool:
         artifacts = Path(local.download_artifacts(spooled.info.run_id, "", tmp))
         if any(artifacts.iterdir()):
             server.log_artifacts(run_id, str(artifacts))
-        for model in local.search_logged_models([pending["experiment_id"]],
-                                                filter_string=f"source_run_id = '{spooled.info.run_id}'"):
-            model_dir = Path(tmp) / "models" / model.name
-            shutil.copytree(Path(unquote(urlparse(model.artifact_location).path)), model_dir, dirs_exist_ok=True)
-            server.log_artifacts(run_id, str(model_dir), artifact_path=f"models/{model.name}")
+        _upload_models(local, server, pending["experiment_id"], spooled.info.run_id, existing)
     tracking.end_run(server, run_id, pending["status"], pending["tags"])
     shutil.rmtree(folder)
     return True
+
+
+def _upload_models(local, server, spool_experiment: str, spool_run: str, server_run) -> None:
+    """Recreate the run's logged models on the server (skipping those a previous sync made)."""
+    done = {m.name for m in server.search_logged_models(
+        [server_run.info.experiment_id], filter_string=f"source_run_id = '{server_run.info.run_id}'")
+        if str(m.status) in ("READY", "LoggedModelStatus.READY")}
+    for model in local.search_logged_models([spool_experiment], filter_string=f"source_run_id = '{spool_run}'"):
+        if model.name in done:
+            continue
+        created = server.create_logged_model(server_run.info.experiment_id, name=model.name,
+                                             source_run_id=server_run.info.run_id, params=model.params or None,
+                                             model_type=model.model_type)
+        server.log_model_artifacts(created.model_id, unquote(urlparse(model.artifact_location).path))
+        server.finalize_logged_model(created.model_id, "READY")
 
 
 def pending_spools(project: Project) -> list[Path]:
