@@ -1,8 +1,12 @@
-"""Test helpers: real git repositories and notebooks written as Jupytext percent scripts."""
+"""Test helpers: real git repositories, notebooks written as Jupytext percent scripts, local services."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 
@@ -52,3 +56,29 @@ def digest_tree(root: Path) -> dict[str, str]:
         if p.is_file() and rel.parts[0] not in (".git", ".cd4ml"):
             found[rel.as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
     return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 90) -> None:
+    """Block until ``url`` answers (any status), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not come up"
+            time.sleep(0.3)
+
+
+def mlflow_server(repo: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` started through `cd4ml-nb server` (its own process group), ready."""
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1"],
+                            cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return proc

@@ -30,7 +30,9 @@ from jupyter_server.auth.authorizer import Authorizer
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from nbfactory import commit_all, digest_tree, git, init_repo, percent, write_ipynb  # noqa: E402
+from nbfactory import (  # noqa: E402
+    commit_all, digest_tree, free_port, git, init_repo, mlflow_server, percent, write_ipynb,
+)
 
 ROUTES = [("status", "GET"), ("pairing", "GET"), ("pairing", "POST"), ("params", "GET"), ("jobs", "GET"),
           ("jobs", "POST"), ("jobs/0123456789ab", "GET"), ("jobs/0123456789ab", "DELETE"),
@@ -56,23 +58,6 @@ class Figure:
         if self.seconds:
             times = f"median {statistics.median(self.seconds):.2f} s, max {max(self.seconds):.2f} s"
         return f"| {self.area} | {self.case} | {self.tried} | {self.bad} {self.bad_label} | {times} | {self.note} |"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"{url} did not come up"
-            time.sleep(0.3)
 
 
 def env_without_tracking() -> dict[str, str]:
@@ -489,13 +474,6 @@ def check_tracking(base: Path) -> list[Figure]:
     return figures
 
 
-def _mlflow_server(repo: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1"],
-                            cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/health")
-    return proc
-
-
 def check_server_death(base: Path) -> list[Figure]:
     """A tracking server killed mid-run: the run finishes locally, is spooled, and `runs sync`
     uploads it once the server is back, with nothing lost and nothing duplicated."""
@@ -508,7 +486,7 @@ def check_server_death(base: Path) -> list[Figure]:
         "for step in range(3):\n    mlflow.log_metric('after', step, step=step)"))
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _mlflow_server(repo, port)
+    server = mlflow_server(repo, port)
     try:
         run = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "slow.py", "-q", "--json",
                                 "--tracking-uri", uri], cwd=repo, env=env_without_tracking(),
@@ -520,7 +498,7 @@ def check_server_death(base: Path) -> list[Figure]:
         result = json.loads(out) if run.returncode == 0 else {}
         finished_locally = result.get("status") == "FINISHED" and bool(result.get("spooled"))
         kept_while_down = cli(repo, "runs", "sync", "--tracking-uri", uri).returncode == 1
-        server = _mlflow_server(repo, port)
+        server = mlflow_server(repo, port)
         start = time.monotonic()
         synced = cli(repo, "runs", "sync", "--tracking-uri", uri)
         took = time.monotonic() - start

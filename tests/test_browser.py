@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from nbfactory import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -98,12 +99,6 @@ def _make_repo(repo: Path, branch: str, prepare: Callable[[Path], None] | None =
     _git(repo, "checkout", "--quiet", "-b", branch)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get_json(url: str, token: str) -> tuple[int, object]:
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
     try:
@@ -143,7 +138,7 @@ def running_lab(
     notification.parent.mkdir(parents=True, exist_ok=True)
     notification.write_text(json.dumps({"fetchNews": "false"}), encoding="utf-8")
     token = secrets.token_hex(24)
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "jupyter-lab.log"
     command = [
         sys.executable, "-m", "jupyterlab",

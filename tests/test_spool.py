@@ -8,6 +8,8 @@ import reliability_suite as suite
 
 from cd4ml_nb.cli import main
 
+from nbfactory import free_port, mlflow_server
+
 MODEL = suite.percent(
     "import mlflow, mlflow.sklearn\nfrom sklearn.dummy import DummyRegressor\nmlflow.log_metric('loss', 0.5)\n"
     "mlflow.sklearn.log_model(DummyRegressor().fit([[0.0]], [1.0]), name='model', serialization_format='cloudpickle',"
@@ -19,9 +21,9 @@ def test_model_logged_through_the_spool_can_be_promoted(tmp_path, monkeypatch, c
 
     repo = suite.make_repo(tmp_path)
     (repo / "model.py").write_text(MODEL)
-    port = suite.free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = suite._mlflow_server(repo, port)
+    server = mlflow_server(repo, port)
     monkeypatch.chdir(repo)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     try:

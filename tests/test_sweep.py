@@ -13,7 +13,7 @@ import pytest
 
 from cd4ml_nb.cli import main
 
-from nbfactory import commit_all, init_repo, percent, write_ipynb
+from nbfactory import commit_all, free_port, init_repo, mlflow_server, percent, write_ipynb
 
 NOTEBOOK = percent(
     "import os, time, mlflow\nif die:\n    os.kill(os.getpid(), 9)\ntime.sleep(pause)",
@@ -160,25 +160,6 @@ def test_sqlite_with_a_remote_scheduler_is_refused(repo, capsys):
 # --- Dask and a real mlflow server -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 90) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            assert time.monotonic() < deadline, f"{url} did not come up"
-            time.sleep(0.3)
-
-
 @pytest.fixture
 def cluster(repo, tmp_path):
     """A real `mlflow server` (through `cd4ml-nb server`), a Dask scheduler and two worker processes."""
@@ -191,14 +172,13 @@ def cluster(repo, tmp_path):
         return proc
 
     mlflow_port, sched_port = free_port(), free_port()
-    start(sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(mlflow_port), "--workers", "1")
+    procs.append(mlflow_server(repo, mlflow_port))
     start(sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(sched_port),
           "--no-dashboard")
     address = f"tcp://127.0.0.1:{sched_port}"
     workers = [start(sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
                      "--nworkers", "1", "--no-dashboard", "--name", f"w{i}") for i in range(2)]
     uri = f"http://127.0.0.1:{mlflow_port}"
-    wait_http(f"{uri}/health")
     from distributed import Client
 
     with Client(address, timeout=60) as client:

@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from nbfactory import init_repo
+from nbfactory import free_port, init_repo
 
 
 def test_ui_serves_the_project_store(tmp_path):
     repo = init_repo(tmp_path / "ui")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "ui", "--no-browser", "--port", str(port)],
                             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
