@@ -6,6 +6,7 @@ Core errors map to HTTP statuses in one place (:meth:`BaseHandler.write_error`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -51,8 +52,9 @@ class BaseHandler(APIHandler):
 
     auth_resource = AUTH_RESOURCE
 
-    @property
+    @functools.cached_property
     def project(self) -> Project:
+        """Discovered once per request (git and pyproject.toml are read each time it is made)."""
         app = self.settings["cd4ml_nb_server_app"]
         return Project.discover(app.root_dir, parent=app)
 
