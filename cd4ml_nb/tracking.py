@@ -349,3 +349,32 @@ def runs_page(project: Project, experiment: str, notebook: str | None, limit: in
             raise BadInput(f"invalid page_token: {str(e).splitlines()[0]}") from None
         raise
     return RunsPage([summarize(r) for r in page], page.token or None)
+
+
+MIN_RUN_PREFIX = 6
+
+
+def resolve_run_id(c, text: str) -> str:
+    """The full id of the run whose id is ``text`` or starts with it (at least 6 characters).
+
+    BadInput when no run matches, when the prefix is too short or when it names several runs
+    (the message lists them).
+    """
+    from mlflow.entities import ViewType
+
+    prefix = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]+", prefix or "-"):
+        raise BadInput(f"{text!r} is not a run id (hexadecimal, as `cd4ml-nb runs` prints)")
+    if len(prefix) < MIN_RUN_PREFIX:
+        raise BadInput(f"run id {text!r} is too short: give at least {MIN_RUN_PREFIX} characters")
+    ids = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
+    if not ids:
+        raise BadInput(f"no run {text!r}: the store has no experiments")
+    found = c.search_runs(ids, filter_string=f"attributes.run_id LIKE '{prefix}%'", run_view_type=ViewType.ALL,
+                          max_results=11)
+    if not found:
+        raise BadInput(f"no run whose id starts with {text!r}; `cd4ml-nb runs --branch BRANCH` lists a branch's runs")
+    if len(found) > 1:
+        names = ", ".join(r.info.run_id[:12] for r in found[:10]) + (" …" if len(found) > 10 else "")
+        raise BadInput(f"run id {text!r} is ambiguous: it starts {len(found)} runs ({names}); give more characters")
+    return found[0].info.run_id
