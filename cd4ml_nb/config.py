@@ -14,6 +14,7 @@ from typing import Any
 from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode
 from traitlets.config import Configurable
 
+from . import store
 from .exceptions import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -36,6 +37,11 @@ class Cd4mlConfig(Configurable):
         "",
         help="MLflow tracking URI. Empty: the embedded SQLite store under state_dir.",
     ).tag(config=True)
+    artifact_root = Unicode(
+        "",
+        help="Where a SQLite store keeps the artifacts of the experiments cd4ml-nb creates. Empty: "
+        "beside the database (<name>-artifacts), or under state_dir when the database is in the project.",
+    ).tag(config=True)
     experiment_template = Unicode(
         "{branch}",
         help="MLflow experiment name; fields {branch}, {project} (root folder name).",
@@ -50,6 +56,9 @@ class Cd4mlConfig(Configurable):
         "cd4ml-runs",
         help="Folder (relative to the root, git-ignored by its own .gitignore) where jobs started from "
         "JupyterLab put executed notebooks, so that Lab can open them.",
+    ).tag(config=True)
+    max_diff_bytes = Int(
+        5_000_000, help="Cap of the uncommitted.diff a run records (a closing line and a tag say when it is cut)."
     ).tag(config=True)
     html = Bool(True, help="Render the executed notebook to HTML and log it.").tag(config=True)
     cell_timeout = Float(0.0, help="Seconds a cell may run (0: no limit).").tag(config=True)
@@ -132,4 +141,7 @@ def load_config(
             setattr(config, key, value)
         except TraitError as e:
             raise ConfigError(f"{source} {key} = {value!r}: {str(e).splitlines()[0]}") from None
+    if config.tracking_uri:  # a relative sqlite path: from the project root in pyproject, else the cwd
+        base = root if values.get("tracking_uri", ("", pyproject))[1] == pyproject else Path.cwd()
+        config.tracking_uri = store.absolute_uri(config.tracking_uri, base)
     return config

@@ -64,6 +64,12 @@ class TrackingError(Cd4mlError):
     http_status = 503
 
 
+class NoStore(TrackingError):
+    """A SQLite store that does not exist yet, met by a caller that only reads (and creates nothing)."""
+
+    http_status = 404
+
+
 class Interrupted(Cd4mlError):
     """The user interrupted the work (Ctrl-C, SIGTERM)."""
 

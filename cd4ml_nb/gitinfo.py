@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 # CI systems check out a detached HEAD; these variables name the branch being built.
 CI_BRANCH_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME", "GIT_BRANCH")
 MAX_UNTRACKED_BYTES = 1_000_000
+MAX_DIFF_BYTES = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,7 @@ class GitInfo:
     remote_url: str | None
     dirty: bool
     diff: str
+    diff_truncated: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -74,27 +79,66 @@ def default_base_branch(root: Path | None) -> str:
     return "master"
 
 
-def _untracked_diff(root: Path) -> str:
-    out = _git(root, "ls-files", "--others", "--exclude-standard", "-z") or ""
-    parts = []
-    for name in filter(None, out.split("\0")):
-        path = root / name
+def _pathspec(root: Path, exclude: Iterable[Path]) -> list[str]:
+    """``-- . :(exclude)…`` for the paths of ``exclude`` that lie inside the work tree."""
+    spec = ["--", "."]
+    for path in exclude:
         try:
-            if path.stat().st_size > MAX_UNTRACKED_BYTES:
-                parts.append(f"# untracked file not included (over {MAX_UNTRACKED_BYTES} bytes): {name}\n")
-                continue
+            rel = Path(os.path.realpath(path)).relative_to(root)
+        except ValueError:
+            continue
+        if rel.parts:
+            spec.append(f":(exclude,literal){rel.as_posix()}")
+    return spec
+
+
+def _untracked(root: Path, spec: list[str]) -> tuple[list[str], list[str]]:
+    """Untracked files git does not ignore: (small enough to diff, too big to include)."""
+    out = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec) or ""
+    small, big = [], []
+    for name in filter(None, out.split("\0")):
+        try:
+            (big if (root / name).stat().st_size > MAX_UNTRACKED_BYTES else small).append(name)
         except OSError:
             continue
-        # `git diff --no-index` exits 1 when files differ, so read its output directly.
-        done = subprocess.run(
-            ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name], cwd=root, capture_output=True
-        )
-        parts.append(done.stdout.decode("utf-8", errors="replace"))
-    return "".join(parts)
+    return small, big
 
 
-def inspect(path: Path) -> GitInfo | None:
-    """Git provenance of the work tree holding ``path``; None outside a git repository."""
+def _worktree_diff(root: Path, untracked: list[str], spec: list[str], has_commit: bool) -> str:
+    """One ``git diff`` of the work tree against HEAD, untracked files included as new files
+    (marked intent-to-add in a throw-away copy of the index; the real index is untouched)."""
+    if not untracked:
+        return (_git(root, "diff", "HEAD", "--binary", *spec) or "") if has_commit else ""
+    index = Path(os.path.realpath(root / (_git(root, "rev-parse", "--git-path", "index") or "").strip()))
+    with tempfile.TemporaryDirectory(prefix="cd4ml-index-") as tmp:
+        scratch = Path(tmp) / "index"
+        if index.is_file():
+            shutil.copyfile(index, scratch)
+        env = {**os.environ, "GIT_INDEX_FILE": str(scratch)}
+        names = Path(tmp) / "untracked"
+        names.write_bytes(b"\0".join(n.encode() for n in untracked))
+        subprocess.run(["git", "add", "--intent-to-add", "--pathspec-from-file", str(names),
+                        "--pathspec-file-nul"], cwd=root, env=env, capture_output=True)
+        done = subprocess.run(["git", "diff", *(["HEAD"] if has_commit else []), "--binary", *spec], cwd=root,
+                              env=env, capture_output=True)
+    return done.stdout.decode("utf-8", errors="replace")
+
+
+def _cap(diff: str, limit: int) -> tuple[str, bool]:
+    """``diff`` cut to at most ``limit`` bytes at a line end, with a closing tag when cut."""
+    data = diff.encode("utf-8")
+    if len(data) <= limit:
+        return diff, False
+    kept = data[:limit].rsplit(b"\n", 1)[0].decode("utf-8", errors="ignore")
+    return f"{kept}\n# cd4ml-nb: diff truncated: {len(data)} bytes, the first {limit} kept\n", True
+
+
+def inspect(path: Path, *, exclude: Iterable[Path] = (), max_diff_bytes: int = MAX_DIFF_BYTES) -> GitInfo | None:
+    """Git provenance of the work tree holding ``path``; None outside a git repository.
+
+    Files under ``exclude`` (what this project writes: its store, run folders) do not count as
+    changes; the uncommitted diff is capped at ``max_diff_bytes`` (``diff_truncated`` then says so).
+    """
     root = toplevel(path)
     if root is None:
         return None
@@ -104,9 +148,11 @@ def inspect(path: Path) -> GitInfo | None:
     if remotes:
         name = "origin" if "origin" in remotes else remotes[0]
         remote = (_git(root, "remote", "get-url", name) or "").strip() or None
-    tracked = (_git(root, "diff", "HEAD", "--binary") or "") if commit else ""
-    untracked = _untracked_diff(root)
-    diff = tracked + untracked
+    spec = _pathspec(root, exclude)
+    small, big = _untracked(root, spec)
+    diff = _worktree_diff(root, small, spec, commit is not None)
+    diff += "".join(f"# untracked file not included (over {MAX_UNTRACKED_BYTES} bytes): {n}\n" for n in big)
+    diff, truncated = _cap(diff, max_diff_bytes)
     return GitInfo(
         root=root,
         commit=commit,
@@ -114,6 +160,7 @@ def inspect(path: Path) -> GitInfo | None:
         remote_url=remote,
         dirty=bool(diff),
         diff=diff,
+        diff_truncated=truncated,
     )
 
 

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitinfo
+from . import gitinfo, store
 from .config import Cd4mlConfig, load_config
 from .exceptions import Forbidden, NotFound
 
@@ -61,9 +61,35 @@ class Project:
         return not self.config.tracking_uri
 
     @property
+    def store_path(self) -> Path | None:
+        """The database file of a SQLite store (the embedded one or a configured one), else None."""
+        return store.sqlite_path(self.tracking_uri)
+
+    @property
     def artifact_root(self) -> Path:
-        """Where the embedded store keeps artifacts."""
+        """Where the experiments this project creates in a SQLite store keep artifacts: as
+        configured, else beside the database, else (database in the project) under state_dir."""
+        if self.config.artifact_root:
+            return (self.root / self.config.artifact_root).resolve()
+        db = self.store_path
+        if db is not None and not self.is_embedded_store:
+            db = db.resolve()
+            if db.parent != self.root and self.root not in db.parents:
+                return db.with_name(f"{db.stem}-artifacts")
         return self.root / self.config.state_dir / "artifacts"
+
+    def own_paths(self) -> list[Path]:
+        """Files and folders this project writes (state, Lab run folders, a SQLite store and its
+        artifacts): never counted as uncommitted changes of the user's work tree."""
+        paths = [self.state_dir, self.lab_runs_dir, self.artifact_root]
+        db = self.store_path
+        if db is not None:
+            paths += [db.with_name(db.name + suffix) for suffix in ("", ".lock", "-journal", "-wal", "-shm")]
+        return paths
+
+    def git_info(self, path: Path) -> "gitinfo.GitInfo | None":
+        """Git provenance of ``path``'s work tree, ignoring what this project writes."""
+        return gitinfo.inspect(path, exclude=self.own_paths(), max_diff_bytes=self.config.max_diff_bytes)
 
     @property
     def base_branch(self) -> str:

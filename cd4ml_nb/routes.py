@@ -248,11 +248,10 @@ def _reconcile(server_app) -> None:
     """On server start: runs left RUNNING by dead job processes become FAILED (orphaned)."""
     try:
         project = Project.discover(server_app.root_dir, parent=server_app)
-        if (project.state_dir / "mlflow.db").exists() or not project.is_embedded_store:
-            from . import tracking
+        from . import tracking
 
-            fixed = tracking.reconcile_orphans(project)
-            if fixed:
-                server_app.log.info("cd4ml_nb: marked %d orphaned run(s) FAILED", len(fixed))
+        fixed = tracking.reconcile_orphans(project)
+        if fixed:
+            server_app.log.info("cd4ml_nb: marked %d orphaned run(s) FAILED", len(fixed))
     except Exception as e:  # never break the server start
         server_app.log.warning("cd4ml_nb: could not reconcile orphaned runs: %s", e)

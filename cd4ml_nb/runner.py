@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import gitinfo, notebooks, params, spool, tracking
+from . import notebooks, params, spool, tracking
 from .exceptions import BadInput, Cd4mlError, TrackingError
 from .project import Project
 
@@ -374,7 +374,7 @@ def run_notebook(
     contract = params.read_contract(nb.node, nb.path)
     values = params.validate(contract, parameter_texts, parameters, where=str(path))
     kernel = _kernel_name(project, nb, warn)
-    git = gitinfo.inspect(nb.path)
+    git = project.git_info(nb.path)
     if git is None:
         warn(f"{nb.path} is not in a git repository: the run gets no branch or commit tags")
     elif git.commit is None:

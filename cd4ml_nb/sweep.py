@@ -193,15 +193,12 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
               metric: str | None = None, goal: str = "", max_failures: int | None = None,
               on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
     """Run ``trials`` of the notebook at ``path``; returns when all are terminal (or cancelled)."""
-
-    from . import gitinfo
-
     nb = notebooks.read(path)
     rel = project.relative(nb.path)
     if dask:
         _check_dask_store(project, dask)
     tracking.check_server(project.tracking_uri, project.config.health_timeout)
-    git = gitinfo.inspect(nb.path)
+    git = project.git_info(nb.path)
     experiment = tracking.experiment_name(project, git)
     c = tracking.client(project)  # creates the embedded store once, under its lock
     experiment_id = tracking.ensure_experiment(c, project, experiment)

@@ -4,20 +4,18 @@ Nothing here imports mlflow at module import time; each function imports it when
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import socket
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from .exceptions import BadInput, TrackingError
-from . import gitinfo
+from .exceptions import BadInput, NoStore, TrackingError
+from . import gitinfo, store
 from .gitinfo import GitInfo
 from .project import Project
 
@@ -29,6 +27,7 @@ SOURCE_NAME = "mlflow.source.name"
 SOURCE_TYPE = "mlflow.source.type"
 RUN_NAME = "mlflow.runName"
 DIRTY = "cd4ml.git.dirty"
+DIFF_TRUNCATED = "cd4ml.git.diff_truncated"
 SOURCE_SHA = "cd4ml.notebook.source_sha256"
 NOTEBOOK = "cd4ml.notebook"
 REASON = "cd4ml.status.reason"
@@ -94,36 +93,17 @@ def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
     )
 
 
-@contextmanager
-def _store_lock(project: Project) -> Iterator[None]:
-    lock_path = project.ensure_state_dir() / "mlflow.db.lock"
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def client(project: Project):
-    """An MlflowClient on the project's store; the embedded store is created once under a lock."""
-    import logging
-
+def client(project: Project, *, create: bool = True):
+    """An MlflowClient on the project's store. A SQLite store is created complete first (under a
+    lock beside it); with ``create=False`` a missing store is :class:`NoStore` (reads write nothing)."""
     from mlflow.tracking import MlflowClient
 
-    for name in ("mlflow.store", "alembic"):  # store creation chatter
-        logging.getLogger(name).setLevel(logging.WARNING)
     uri = project.tracking_uri
     check_server(uri, project.config.health_timeout)
+    if store.is_sqlite(uri) and not store.ensure_sqlite(uri, project.artifact_root.as_uri(), create=create):
+        raise NoStore(f"no MLflow store at {project.store_path} yet: start a run to create it")
     try:
-        if project.is_embedded_store:
-            with _store_lock(project):
-                c = MlflowClient(tracking_uri=uri, registry_uri=uri)
-                c.search_experiments(max_results=1)  # creates and migrates the store
-            return c
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-    except TrackingError:
-        raise
     except Exception as e:
         raise TrackingError(f"MLflow store {uri}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
@@ -141,7 +121,7 @@ def ensure_experiment(c, project: Project, name: str) -> str:
         if found.lifecycle_stage == "deleted":
             c.restore_experiment(found.experiment_id)
         return found.experiment_id
-    location = (project.artifact_root / _slug(name)).as_uri() if project.is_embedded_store else None
+    location = (project.artifact_root / _slug(name)).as_uri() if store.is_sqlite(project.tracking_uri) else None
     try:
         return c.create_experiment(name, artifact_location=location)
     except MlflowException:  # created meanwhile by another process
@@ -228,6 +208,7 @@ def provenance_tags(project: Project, git: GitInfo | None, notebook: str | None)
             GIT_BRANCH: git.branch,
             GIT_REPO_URL: git.remote_url,
             DIRTY: str(git.dirty).lower(),
+            DIFF_TRUNCATED: "true" if git.diff_truncated else None,
             "cd4ml.git.base_branch": project.base_branch,
             "cd4ml.git.merge_base": gitinfo.merge_base(git.root, project.base_branch),
         })
@@ -262,7 +243,7 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
         return active
     where = _session_notebook(notebook)
     project = Project.discover(where, tracking_uri=tracking_uri)
-    git = gitinfo.inspect(project.root if where.is_dir() else where)
+    git = project.git_info(project.root if where.is_dir() else where)
     c = client(project)
     experiment = experiment or experiment_name(project, git)
     experiment_id = ensure_experiment(c, project, experiment)
@@ -278,9 +259,12 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
 def reconcile_orphans(project: Project, experiment: str | None = None) -> list[str]:
     """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner process on this host is gone.
 
-    Looks in one experiment, or in all of them when ``experiment`` is None.
+    Looks in one experiment, or in all of them when ``experiment`` is None; creates no store.
     """
-    c = client(project)
+    try:
+        c = client(project, create=False)
+    except NoStore:
+        return []
     if experiment is None:
         ids = [e.experiment_id for e in c.search_experiments()]
     else:
@@ -331,8 +315,11 @@ def branch_experiment(project: Project, branch: str | None) -> str:
 
 def runs_page(project: Project, experiment: str, notebook: str | None, limit: int,
               page_token: str | None = None) -> RunsPage:
-    """One page of an experiment's runs, newest first, optionally of one notebook."""
-    c = client(project)
+    """One page of an experiment's runs, newest first, optionally of one notebook; creates no store."""
+    try:
+        c = client(project, create=False)
+    except NoStore:
+        return RunsPage([], None)
     found = c.get_experiment_by_name(experiment)
     if found is None:
         return RunsPage([], None)

@@ -25,13 +25,19 @@ def repo(tmp_path, monkeypatch):
     return repo
 
 
-def test_precedence(repo, monkeypatch):
+def test_precedence(repo, monkeypatch, tmp_path):
+    """Relative SQLite paths become absolute: from the project root in pyproject.toml, from the
+    current folder in the environment or a flag (MLflow's meaning), so kernels open the same file."""
     project = Project.discover(repo)
-    assert project.tracking_uri == "sqlite:///from-config.db" and project.base_branch == "develop"
+    assert project.tracking_uri == f"sqlite:///{repo / 'from-config.db'}" and project.base_branch == "develop"
     assert tracking.experiment_name(project, gitinfo.inspect(repo)) == "proj/change-max-depth"
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
-    assert Project.discover(repo).tracking_uri == "sqlite:///from-env.db"
-    assert Project.discover(repo, tracking_uri="sqlite:///from-flag.db").tracking_uri == "sqlite:///from-flag.db"
+    assert Project.discover(repo).tracking_uri == f"sqlite:///{tmp_path / 'from-env.db'}"
+    flag = Project.discover(repo, tracking_uri="sqlite:///sub/from-flag.db?mode=rwc").tracking_uri
+    assert flag == f"sqlite:///{tmp_path / 'sub' / 'from-flag.db'}?mode=rwc"
+    absolute = f"sqlite:///{tmp_path / 'abs.db'}"
+    assert Project.discover(repo, tracking_uri=absolute).tracking_uri == absolute
 
 
 def test_defaults_without_config(tmp_path, monkeypatch):

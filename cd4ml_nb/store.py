@@ -1,0 +1,148 @@
+"""SQLite MLflow stores that are born complete.
+
+MLflow creates and migrates a SQLite store on first open, with no lock: processes that open the
+same new file at once corrupt it (``table _alembic_tmp_tags already exists``) and the
+half-migrated file then fails every later open. Every entry point of this project opens a SQLite
+store through :func:`ensure_sqlite`, which builds a new store in a temporary file beside the
+database, under a lock file beside it, and moves it into place complete. A store left
+half-migrated by an older crash is named in one line with the way to recover it.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote
+
+from .exceptions import TrackingError
+
+SCHEME = "sqlite:"
+
+
+def is_sqlite(uri: str) -> bool:
+    return uri.startswith(SCHEME)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative paths taken from the current folder);
+    None for an in-memory database or another scheme."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    text = unquote(uri[len("sqlite:///"):].split("?", 1)[0])
+    if not text or text == ":memory:":
+        return None
+    return Path(text) if text.startswith("/") else Path.cwd() / text
+
+
+def absolute_uri(uri: str, base: Path) -> str:
+    """``uri`` with a relative SQLite path made absolute against ``base`` (other URIs unchanged),
+    so that every process (kernels run in the notebook's folder) opens the same file."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path, sep, query = uri[len("sqlite:///"):].partition("?")
+    if not path or path.startswith("/") or path == ":memory:":
+        return uri
+    return f"sqlite:///{(base / unquote(path)).resolve()}{sep}{query}"
+
+
+def state(path: Path) -> str:
+    """``missing``, ``empty`` (no tables: a file SQLite made on open), ``complete``, or
+    ``broken:<why>`` for a store left half-migrated. Read-only; never creates the file."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty"
+    except FileNotFoundError:
+        return "missing"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        return f"broken:cannot be opened ({e})"
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return "empty"
+        leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+        if leftovers:
+            return f"broken:an interrupted migration left table {leftovers[0]}"
+        if "alembic_version" not in tables:
+            return "broken:it has tables but no MLflow schema version (not an MLflow store?)"
+        if db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] != 1:
+            return "broken:its schema version table is not one row"
+        return "complete"
+    except sqlite3.DatabaseError as e:
+        return f"broken:not a readable SQLite database ({e})"
+    finally:
+        db.close()
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<database>.lock`` beside the database."""
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(path: Path, artifact_root: str) -> None:
+    """Create and migrate a new store in a temporary file beside ``path``, then move it there."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{secrets.token_hex(3)}")
+    uri = f"sqlite:///{tmp}"
+    try:
+        built = SqlAlchemyStore(uri, artifact_root)
+        built.engine.dispose()
+        getattr(SqlAlchemyStore, "_engine_map", {}).pop(uri, None)  # MLflow caches engines by URI
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def ensure_sqlite(uri: str, artifact_root: str, *, create: bool = True) -> bool:
+    """Make sure the SQLite store of ``uri`` exists complete; False when it is missing and
+    ``create`` is False (a read must not create a store). Raises TrackingError for a broken store."""
+    path = sqlite_path(uri)
+    if path is None:
+        return True
+    found = state(path)
+    if found == "complete":
+        return True
+    if found.startswith("broken:"):
+        raise _broken(path, found)
+    if not create:
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(path):
+            found = state(path)  # another process may have built it meanwhile
+            if found in ("missing", "empty"):
+                _logging_quiet()
+                _build(path, artifact_root)
+            elif found.startswith("broken:"):
+                raise _broken(path, found)
+    except OSError as e:
+        raise TrackingError(f"{path}: cannot create the MLflow store ({e.strerror or e})") from None
+    return True
+
+
+def _broken(path: Path, found: str) -> TrackingError:
+    why = found.split(":", 1)[1]
+    return TrackingError(
+        f"{path}: this MLflow store is damaged ({why}); move it aside (`mv {path} {path}.broken`) and "
+        "run again to create a new one, or restore it from a backup"
+    )
+
+
+def _logging_quiet() -> None:
+    import logging
+
+    for name in ("mlflow.store", "alembic"):  # store creation chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
