@@ -238,7 +238,10 @@ def _gate_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     g.add_argument("--goal", action=_MetricAction, dest="goal", metavar="minimize|maximize")
     g.add_argument("--max-regression", action=_MetricAction, dest="max_regression", metavar="X",
                    help="allowed regression: absolute (0.05) or relative to the base (2%%)")
-    g.add_argument("--against", metavar="models:/NAME@ALIAS", help="compare with a registered model's run")
+    g.add_argument("--against", metavar="models:/NAME@ALIAS",
+                   help="compare with a registered model's run, on the notebook that run came from")
+    g.add_argument("--notebook", dest="notebooks", action="append", type=os.path.abspath, metavar="PATH",
+                   help="only this notebook, either side of a pair (repeatable)")
     g.add_argument("--runs", choices=["latest", "best"], default="latest", help="which runs to compare")
     g.add_argument("--min-runs", type=int, default=1, metavar="K", help="mean over the K latest runs per side")
     g.add_argument("--allow-schema-change", action="store_true",
@@ -263,17 +266,17 @@ def _run_gate(project, args):
     from .compare import gate
 
     return gate(project, _specs(args.gate_specs), branch=getattr(args, "branch", None), base=args.base,
-                against=args.against, runs=args.runs, min_runs=args.min_runs,
+                against=args.against, runs=args.runs, min_runs=args.min_runs, notebooks=args.notebooks or (),
                 allow_schema_change=args.allow_schema_change)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import report
-    from .compare import compare
+    from .compare import compare, no_base
 
     project = _project(".", args.tracking_uri)
     comparison = compare(project, args.branch, args.base, args.metric_names or None, args.runs,
-                         goals=dict(project.config.metric_goals))
+                         goals=dict(project.config.metric_goals), notebooks=args.notebooks or ())
     if args.json:
         _say(json.dumps(comparison.to_json(), indent=2))
         return 0
@@ -286,6 +289,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for nb in comparison.notebooks:
         _say(f"\n{nb.notebook}: base run {nb.base.run_id if nb.base else '-'}, branch run "
              f"{nb.branch.run_id if nb.branch else '-'}")
+        if nb.base is None:
+            _say(f"  {no_base(comparison.base, nb.notebook)}")
         rows = [(d.metric, d.goal, report._fmt(d.base), report._fmt(d.branch), report._fmt(d.delta),
                  report._pct(d.relative)) for d in nb.deltas]
         _table(["metric", "goal", "base", "branch", "delta", "delta %"], rows)
@@ -305,8 +310,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_gate(args: argparse.Namespace) -> int:
     project = _project(".", args.tracking_uri)
     result = _run_gate(project, args)
-    for check in result.checks:
-        _say(check.describe())
+    for line in [c.describe() for c in result.checks] + [s.describe() for s in result.skipped]:
+        _say(line)
     _say("gate passed" if result.passed else "gate FAILED: the branch regressed beyond the tolerance")
     return result.exit_code
 
@@ -318,7 +323,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     project = _project(".", args.tracking_uri)
     gate_result = _run_gate(project, args) if args.gate_specs else None
     comparison = compare(project, args.branch, args.base, [s["metric"] for s in args.gate_specs] or None,
-                         args.runs, args.min_runs, goals=dict(project.config.metric_goals))
+                         args.runs, args.min_runs, goals=dict(project.config.metric_goals),
+                         notebooks=args.notebooks or ())
     code = report.code_diff(project, comparison.base)
     text = (report.html_report if args.format == "html" else report.markdown)(project, comparison, code, gate_result)
     if args.output:
@@ -330,19 +336,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    from . import tracking
     from .compare import promote
 
     project = _project(".", args.tracking_uri)
+    run_id = tracking.resolve_run_id(tracking.client(project), args.run_id)
     if args.if_gate_passes:
         if not args.gate_specs:
             raise BadInput("--if-gate-passes needs gate rules: --metric M [--goal G] [--max-regression X]")
         result = _run_gate(project, args)
-        for check in result.checks:
-            _say(check.describe())
+        for line in [c.describe() for c in result.checks] + [s.describe() for s in result.skipped]:
+            _say(line)
         if not result.passed:
             _say(f"not promoted: the gate failed, {args.model}@{args.alias} is unchanged")
             return 1
-    version, source = promote(project, args.run_id, args.model, args.alias)
+    version, source = promote(project, run_id, args.model, args.alias)
     _say(f"registered {source} as {args.model} version {version}; models:/{args.model}@{args.alias} -> v{version}")
     return 0
 
@@ -396,8 +404,8 @@ def cmd_ci(args: argparse.Namespace) -> int:
         except CannotEvaluate as e:
             _say(f"ci cannot evaluate the gate: {e}")
             return 7
-        for check in gate_result.checks:
-            _say(check.describe())
+        for line in [c.describe() for c in gate_result.checks] + [s.describe() for s in gate_result.skipped]:
+            _say(line)
     step("report")
     comparison = compare(project, goals=dict(cfg.metric_goals))
     text = report.markdown(project, comparison, report.code_diff(project, comparison.base), gate_result)
@@ -415,19 +423,24 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from . import repro
+    from . import repro, tracking
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    result = repro.diff_runs(_project(".", args.tracking_uri), args.run_a, args.run_b)
+    project = _project(".", args.tracking_uri)
+    c = tracking.client(project)
+    run_a, run_b = tracking.resolve_run_id(c, args.run_a), tracking.resolve_run_id(c, args.run_b)
+    result = repro.diff_runs(project, run_a, run_b)
     _say(json.dumps(result.to_json(), indent=2, default=str) if args.json else "\n".join(repro.describe_diff(result)))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from . import repro
+    from . import repro, tracking
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    result = repro.reproduce(_project(".", args.tracking_uri), args.run_id, args.rtol, args.allow_data_change,
+    project = _project(".", args.tracking_uri)
+    run_id = tracking.resolve_run_id(tracking.client(project), args.run_id)
+    result = repro.reproduce(project, run_id, args.rtol, args.allow_data_change,
                              progress=not args.quiet, warn=_warn)
     _say(json.dumps(result.to_json(), indent=2, default=str) if args.json
          else "\n".join(repro.describe_reproduction(result)))
@@ -596,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branch", metavar="B", help="default: the current branch")
     p.add_argument("--base", metavar="BRANCH", help="default: base_branch from config (main or master)")
     p.add_argument("--metric", dest="metric_names", action="append", metavar="M", help="default: metrics both logged")
+    p.add_argument("--notebook", dest="notebooks", action="append", type=os.path.abspath, metavar="PATH",
+                   help="only this notebook, either side of a pair (repeatable)")
     p.add_argument("--runs", choices=["latest", "best"], default="latest")
     p.add_argument("--json", action="store_true")
     p.add_argument("--format", choices=["text", "markdown"], default="text")
@@ -616,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("promote", cmd_promote, "register a run's model in the MLflow registry and move an alias to it")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run id or a unique prefix of 6+ characters")
     p.add_argument("--model", required=True, metavar="NAME")
     p.add_argument("--alias", default="champion")
     p.add_argument("--if-gate-passes", action="store_true", help="promote only if the gate rules pass")
@@ -625,13 +640,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("diff", cmd_diff, "two runs side by side: code, model, data schema, data sampling, environment")
-    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_a", metavar="RUN_A", help="a run id or a unique prefix of 6+ characters")
     p.add_argument("run_b", metavar="RUN_B")
     p.add_argument("--json", action="store_true")
     p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("reproduce", cmd_reproduce, "re-run a run at its commit with its parameters; exit 1 unless it reproduces")
-    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run id or a unique prefix of 6+ characters")
     p.add_argument("--rtol", type=float, default=1e-6, metavar="R", help="relative tolerance on metrics (1e-6)")
     p.add_argument("--allow-data-change", action="store_true", help="a changed dataset does not fail")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -1,15 +1,16 @@
 """Model performance assessment: compare branches, gate on regressions, promote models.
 
 A branch's result for a notebook is its latest FINISHED run (or the best one, or the mean of its
-``min_runs`` latest runs). Regressions are measured in the direction of each metric's goal:
-for ``minimize`` a higher value is worse, for ``maximize`` a lower one.
+``min_runs`` latest runs). Each notebook (tag ``cd4ml.notebook``) is compared on its own.
+Regressions are measured in the direction of each metric's goal: for ``minimize`` a higher value
+is worse, for ``maximize`` a lower one.
 """
 from __future__ import annotations
 
 import re
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .exceptions import BadInput, Cd4mlError
 from .project import Project
@@ -74,6 +75,7 @@ class Side:
     params: dict[str, str]
     experiment_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    logged: tuple[str, ...] = ()  # every metric its runs logged, compared or not
 
     @property
     def run_id(self) -> str | None:
@@ -116,13 +118,12 @@ class NotebookComparison:
     best_branch: Side | None
     deltas: tuple[MetricDelta, ...]
     params_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    schemas_changed: tuple[str, ...] = ()
 
     @property
     def schema_changed(self) -> list[str]:
-        """Datasets whose schema differs between the compared runs."""
-        if self.base is None or self.branch is None:
-            return []
-        return schema_changes(self.base.tags, self.branch.tags)
+        """Datasets whose logical schema differs between the compared runs."""
+        return list(self.schemas_changed)
 
     def to_json(self) -> dict:
         def side(s: Side | None) -> dict | None:
@@ -175,8 +176,27 @@ class GateCheck:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A notebook (or one metric of it) the gate did not check, and why."""
+
+    notebook: str
+    reason: str
+    metric: str = ""  # empty: the whole notebook
+
+    def describe(self) -> str:
+        return f"SKIP {self.notebook}: {self.reason}"
+
+
+def no_base(base: str, notebook: str) -> str:
+    """What to do about a notebook the base branch never ran."""
+    return (f"no base: run it on {base} first: `cd4ml-nb run {notebook}` "
+            f"(base branch {base!r} has no FINISHED run of {notebook})")
+
+
+@dataclass(frozen=True)
 class GateResult:
     checks: tuple[GateCheck, ...]
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -213,7 +233,7 @@ def _side(label: str, experiment: str, runs: list, metrics: list[str] | None, ex
         if found:
             values[name] = statistics.fmean(found)
     return Side(label, experiment, tuple(r.info.run_id for r in runs), values, dict(runs[0].data.params),
-                experiment_id, dict(runs[0].data.tags))
+                experiment_id, dict(runs[0].data.tags), tuple(sorted({m for r in runs for m in r.data.metrics})))
 
 
 def _best(runs: list, metric: str | None, goal: str) -> list:
@@ -231,10 +251,47 @@ def _experiment(c, name: str):
     return found.experiment_id if found is not None else None
 
 
+def notebook_names(project: Project, path: str) -> tuple[str, ...]:
+    """The names a notebook's runs carry (tag ``cd4ml.notebook``): its project-relative path, then
+    its paired side's. ``path`` is either side, relative to the project root or absolute."""
+    from . import pairing
+    from .notebooks import NOTEBOOK_SUFFIXES
+
+    real = project.confine(path, allow_hidden=True)
+    if real.suffix not in NOTEBOOK_SUFFIXES:
+        raise BadInput(f"--notebook {project.relative(real)}: not a notebook (give the .ipynb or its paired .py)")
+    names = [project.relative(real)]
+    pair = pairing.find_pair(real, project) if real.is_file() else None
+    if pair is not None:
+        names += [project.relative(p) for p in (pair.ipynb, pair.text) if project.relative(p) not in names]
+    return tuple(names)
+
+
+def _select(project: Project, branch_runs: dict[str, list], base_runs: dict[str, list],
+            notebooks: Sequence[str]) -> list[tuple[str, list, list]]:
+    """(name, branch runs, base runs) of every notebook either branch ran, or of those selected
+    (runs of both sides of a pair together; listed even when no branch ran them)."""
+    if not notebooks:
+        return [(n, branch_runs.get(n, []), base_runs.get(n, [])) for n in sorted(set(branch_runs) | set(base_runs))]
+
+    def merged(grouped: dict[str, list], names: tuple[str, ...]) -> list:
+        runs = [r for n in names for r in grouped.get(n, [])]
+        return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+
+    found, seen = [], set()
+    for names in (notebook_names(project, text) for text in notebooks):
+        if frozenset(names) not in seen:
+            seen.add(frozenset(names))
+            name = next((n for n in names if n in branch_runs or n in base_runs), names[0])
+            found.append((name, merged(branch_runs, names), merged(base_runs, names)))
+    return found
+
+
 def compare(project: Project, branch: str | None = None, base: str | None = None, metrics: list[str] | None = None,
             runs: str = "latest", min_runs: int = 1, goals: dict[str, str] | None = None,
-            notebook: str | None = None) -> Comparison:
-    """Each notebook's result on ``branch`` against ``base`` (experiments named after them)."""
+            notebooks: Sequence[str] = ()) -> Comparison:
+    """Each notebook's result on ``branch`` against ``base`` (experiments named after them);
+    ``notebooks`` (paths, either side of a pair) selects some."""
     from . import tracking
 
     if runs not in ("latest", "best"):
@@ -247,18 +304,14 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
     c = tracking.client(project)
     ids = {name: _experiment(c, name) for name in (branch_exp, base_exp)}
     grouped = {name: _by_notebook(_finished(c, eid)) if eid else {} for name, eid in ids.items()}
-    names = sorted(set(grouped[branch_exp]) | set(grouped[base_exp]))
-    if notebook:
-        names = [n for n in names if n == notebook]
     result = []
-    for name in names:
-        b_runs, a_runs = grouped[branch_exp].get(name, []), grouped[base_exp].get(name, [])
+    for name, b_runs, a_runs in _select(project, grouped[branch_exp], grouped[base_exp], notebooks):
         if metrics:
             common = list(metrics)
         elif b_runs and a_runs:  # default: the metrics both branches logged
             common = sorted(set(b_runs[0].data.metrics) & set(a_runs[0].data.metrics))
         else:
-            common = sorted((b_runs or a_runs)[0].data.metrics)
+            common = sorted((b_runs or a_runs)[0].data.metrics) if b_runs or a_runs else []
         primary = common[0] if common else None
         goal = goal_of(primary, goals.get(primary, "")) if primary else "minimize"
 
@@ -279,7 +332,8 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
             for key in sorted(set(a_side.params) | set(b_side.params)):
                 if a_side.params.get(key) != b_side.params.get(key):
                     changed[key] = (a_side.params.get(key), b_side.params.get(key))
-        result.append(NotebookComparison(name, a_side, b_side, best_a, best_b, deltas, changed))
+        schemas = tuple(schema_changes(c, a_side, b_side)) if a_side and b_side else ()
+        result.append(NotebookComparison(name, a_side, b_side, best_a, best_b, deltas, changed, schemas))
     return Comparison(branch, base, runs, tuple(result))
 
 
@@ -302,11 +356,94 @@ def _model_baseline(project: Project, c, uri: str) -> tuple[str, Any]:
     return f"{uri} (v{version.version})", c.get_run(version.run_id)
 
 
+def _model_side(label: str, run) -> Side:
+    return Side(label, "", (run.info.run_id,), dict(run.data.metrics), dict(run.data.params),
+                tags=dict(run.data.tags), logged=tuple(sorted(run.data.metrics)))
+
+
+def _model_notebooks(project: Project, uri: str, run, selected: Sequence[str]) -> list[str]:
+    """The notebook a registered model's run came from (its ``cd4ml.notebook`` tag): the one to gate."""
+    from . import tracking
+
+    source = run.data.tags.get(tracking.NOTEBOOK)
+    if not source:
+        return list(selected)
+    names = set(notebook_names(project, source))
+    for text in selected:
+        if not names & set(notebook_names(project, text)):
+            raise BadInput(f"--notebook {notebook_names(project, text)[0]}: {uri} comes from a run of {source}; "
+                           "gate that notebook against it, or drop --against")
+    return [source]
+
+
+def _ran(comparison: Comparison, selected: Sequence[str], against: str | None) -> list[NotebookComparison]:
+    """The notebooks the branch ran; CannotEvaluate when it ran none, or not one that was asked for."""
+    ran = [n for n in comparison.notebooks if n.branch is not None]
+    missing = [n.notebook for n in comparison.notebooks if n.branch is None] if selected else []
+    where = f"branch {comparison.branch!r} has no FINISHED run"
+    if missing:
+        source = f" (the notebook {against} comes from)" if against else ""
+        raise CannotEvaluate(f"{where} of {', '.join(missing)}{source}; run `cd4ml-nb run {missing[0]}` on it first")
+    if not ran:
+        raise CannotEvaluate(f"{where}; run `cd4ml-nb run NOTEBOOK` on it first")
+    if against and len(ran) > 1:
+        raise CannotEvaluate(f"the run behind {against} has no cd4ml.notebook tag and {comparison.branch!r} ran "
+                             f"{len(ran)} notebooks: choose one with --notebook")
+    return ran
+
+
+def _check_runs(c, nb: NotebookComparison, base_side: Side, comparison: Comparison, min_runs: int, model: bool,
+                allow_schema_change: bool) -> None:
+    """CannotEvaluate when a side has fewer than ``min_runs`` runs or a dataset's schema differs."""
+    needs = ((nb.branch, comparison.branch, min_runs), (base_side, comparison.base, 1 if model else min_runs))
+    for side, where, needed in needs:
+        if len(side.run_ids) < needed:
+            raise CannotEvaluate(f"{nb.notebook}: --min-runs {min_runs} needs {min_runs} FINISHED runs on "
+                                 f"{where!r}, it has {len(side.run_ids)}; run it again with other seeds")
+    changed = schema_changes(c, base_side, nb.branch)
+    if changed and not allow_schema_change:
+        raise CannotEvaluate(
+            f"{nb.notebook}: the schema of dataset(s) {', '.join(changed)} differs between run "
+            f"{base_side.run_id} and run {nb.branch.run_id}; see `cd4ml-nb diff {base_side.run_id} "
+            f"{nb.branch.run_id}`, or pass --allow-schema-change")
+
+
+def _check(spec: GateSpec, nb: NotebookComparison, base_side: Side, branch: str) -> GateCheck | Skipped:
+    """One rule on one notebook; Skipped when neither side logged the metric."""
+    sides = ((nb.branch, branch), (base_side, base_side.label))
+    missing = [(side, where) for side, where in sides if spec.metric not in side.metrics]
+    if len(missing) == 2:
+        logged = ", ".join(sorted(set(nb.branch.logged) | set(base_side.logged))) or "none"
+        return Skipped(nb.notebook, f"metric {spec.metric!r} was not logged on either side (logged: {logged})",
+                       spec.metric)
+    if missing:
+        side, where = missing[0]
+        raise CannotEvaluate(f"{nb.notebook}: metric {spec.metric!r} was not logged on {where} "
+                             f"(logged: {', '.join(side.logged) or 'none'})")
+    delta = MetricDelta(spec.metric, spec.goal, base_side.metrics[spec.metric], nb.branch.metrics[spec.metric])
+    return GateCheck(spec, nb.notebook, delta, len(base_side.run_ids), len(nb.branch.run_ids))
+
+
+def _require_every_metric(specs: list[GateSpec], checks: list[GateCheck], skipped: list[Skipped]) -> None:
+    """CannotEvaluate when a rule was checked on no notebook, with each notebook's reason."""
+    done = {c.spec.metric for c in checks}
+    unchecked = [s.metric for s in specs if s.metric not in done]
+    if unchecked:
+        reasons = "; ".join(f"{s.notebook}: {s.reason}" for s in skipped if s.metric in ("", *unchecked))
+        raise CannotEvaluate(f"no notebook to check {', '.join(unchecked)} on: {reasons}")
+
+
 def gate(project: Project, specs: list[GateSpec], branch: str | None = None, base: str | None = None,
-         against: str | None = None, runs: str = "latest", min_runs: int = 1, notebook: str | None = None,
+         against: str | None = None, runs: str = "latest", min_runs: int = 1, notebooks: Sequence[str] = (),
          allow_schema_change: bool = False) -> GateResult:
-    """Check every spec on every notebook the branch ran; CannotEvaluate says what is missing (or that
-    a logged dataset's schema differs, unless ``allow_schema_change``)."""
+    """Check every spec on each notebook the branch ran (or on those selected), each on its own.
+
+    A notebook the base never ran, or whose runs logged none of a rule's metric, is skipped with the
+    reason. CannotEvaluate (exit 2) when a rule can be checked on no notebook, when a selected
+    notebook has no base or no branch run, when fewer than ``min_runs`` runs exist, or when a logged
+    dataset's schema differs (unless ``allow_schema_change``). ``against`` (``models:/NAME@ALIAS``)
+    replaces the base with the model's run, and the notebooks with the one that run came from.
+    """
     from . import tracking
 
     if not specs:
@@ -314,61 +451,39 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
     if min_runs < 1:
         raise BadInput("--min-runs must be at least 1")
     specs = [GateSpec(s.metric, goal_of(s.metric, s.goal), s.tolerance, s.relative) for s in specs]
-    goals = {s.metric: s.goal for s in specs}
-    metrics = [s.metric for s in specs]
-    comparison = compare(project, branch, base, metrics, runs, min_runs, goals, notebook)
-    branch_name = comparison.branch
-    if against:
-        c = tracking.client(project)
-        label, model_run = _model_baseline(project, c, against)
-    checks = []
-    ran = [n for n in comparison.notebooks if n.branch is not None]
-    if not ran:
-        raise CannotEvaluate(f"branch {branch_name!r} has no FINISHED run"
-                             f"{' of ' + notebook if notebook else ''}; run `cd4ml-nb run NOTEBOOK` on it first")
-    for nb in ran:
-        if len(nb.branch.run_ids) < min_runs:
-            raise CannotEvaluate(f"{nb.notebook}: --min-runs {min_runs} needs {min_runs} FINISHED runs on "
-                                 f"{branch_name!r}, it has {len(nb.branch.run_ids)}; run it again with other seeds")
-        if against:
-            base_side = Side(label, "", (model_run.info.run_id,), dict(model_run.data.metrics),
-                             dict(model_run.data.params), tags=dict(model_run.data.tags))
-        else:
-            base_side = nb.base
-            if base_side is None:
-                raise CannotEvaluate(f"base branch {comparison.base!r} has no FINISHED run of {nb.notebook}; "
-                                     f"run it there first (git checkout {comparison.base} && "
-                                     f"cd4ml-nb run {nb.notebook})")
-            if len(base_side.run_ids) < min_runs:
-                raise CannotEvaluate(f"{nb.notebook}: --min-runs {min_runs} needs {min_runs} FINISHED runs on "
-                                     f"{comparison.base!r}, it has {len(base_side.run_ids)}")
-        changed = schema_changes(base_side.tags, nb.branch.tags)
-        if changed and not allow_schema_change:
-            raise CannotEvaluate(
-                f"{nb.notebook}: the schema of dataset(s) {', '.join(changed)} differs between run "
-                f"{base_side.run_id} and run {nb.branch.run_id}; see `cd4ml-nb diff {base_side.run_id} "
-                f"{nb.branch.run_id}`, or pass --allow-schema-change")
+    c = tracking.client(project)
+    model = _model_baseline(project, c, against) if against else None
+    selected = _model_notebooks(project, against, model[1], notebooks) if model else list(notebooks)
+    comparison = compare(project, branch, base, [s.metric for s in specs], runs, min_runs,
+                         {s.metric: s.goal for s in specs}, selected)
+    checks: list[GateCheck] = []
+    skipped: list[Skipped] = []
+    for nb in _ran(comparison, selected, against):
+        base_side = _model_side(*model) if model else nb.base
+        if base_side is None:
+            if selected:
+                raise CannotEvaluate(f"{nb.notebook}: {no_base(comparison.base, nb.notebook)}")
+            skipped.append(Skipped(nb.notebook, no_base(comparison.base, nb.notebook)))
+            continue
+        _check_runs(c, nb, base_side, comparison, min_runs, model is not None, allow_schema_change)
         for spec in specs:
-            for side, where in ((nb.branch, branch_name), (base_side, base_side.label)):
-                if spec.metric not in side.metrics:
-                    logged = ", ".join(sorted(side.metrics)) or "none"
-                    raise CannotEvaluate(f"{nb.notebook}: metric {spec.metric!r} was not logged on {where} "
-                                         f"(logged: {logged})")
-            delta = MetricDelta(spec.metric, spec.goal, base_side.metrics[spec.metric], nb.branch.metrics[spec.metric])
-            checks.append(GateCheck(spec, nb.notebook, delta, len(base_side.run_ids), len(nb.branch.run_ids)))
-    return GateResult(tuple(checks))
+            outcome = _check(spec, nb, base_side, comparison.branch)
+            (checks if isinstance(outcome, GateCheck) else skipped).append(outcome)
+    _require_every_metric(specs, checks, skipped)
+    return GateResult(tuple(checks), tuple(skipped))
 
 
-def schema_changes(base_tags: dict[str, str], branch_tags: dict[str, str]) -> list[str]:
-    """Datasets whose schema fingerprint (tag ``cd4ml.data.<name>.schema``) differs between two runs."""
-    from .data import TAG_PREFIX
+def schema_changes(c, base: Side, branch: Side) -> list[str]:
+    """Datasets whose logical schema differs between the two sides' runs: equal schema tags settle
+    it at once; otherwise the recorded fingerprints decide (runs recorded under another pandas)."""
+    from .data import TAG_PREFIX, schema_changes as fingerprint_changes
 
     def schemas(tags: dict[str, str]) -> dict[str, str]:
-        return {k[len(TAG_PREFIX):-len(".schema")]: v for k, v in tags.items()
-                if k.startswith(TAG_PREFIX) and k.endswith(".schema")}
+        return {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX) and k.endswith(".schema")}
 
-    a, b = schemas(base_tags), schemas(branch_tags)
-    return [name for name in sorted(set(a) | set(b)) if a.get(name) != b.get(name)]
+    if schemas(base.tags) == schemas(branch.tags):
+        return []
+    return fingerprint_changes(c, c.get_run(base.run_id), c.get_run(branch.run_id))
 
 
 # --- the registry -----------------------------------------------------------------------------

@@ -5,6 +5,11 @@ input of the run (digest, schema, profile: the MLflow UI shows it), as tags
 (``cd4ml.data.<name>.schema`` / ``.digest`` / ``.rows``) and as the artifact
 ``cd4ml_data/<name>.json`` holding the full fingerprint that ``cd4ml-nb diff`` compares.
 pandas and mlflow are imported inside the functions that need them.
+
+The schema axis compares *logical* column types (:data:`LOGICAL_TYPES`), not pandas dtype names:
+``object`` holding strings (pandas 2) and ``str`` (pandas 3) are both ``string``, ``int64`` and
+``Int64`` both ``integer``. Fingerprints recorded before carry only dtype names; those are mapped
+to logical types when compared (:func:`logical_of_dtype_name`).
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,15 @@ ARTIFACT_DIR = "cd4ml_data"
 QUANTILES = tuple(i / 10 for i in range(11))  # deciles, min and max included
 PSI_THRESHOLD = 0.1  # population stability index: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major shift
 MISSING_THRESHOLD = 0.05  # change in a column's missing fraction that counts as a shift
+LOGICAL_TYPES = ("integer", "float", "boolean", "string", "datetime", "category", "other")
+_DTYPE_NAMES = (  # recorded pandas/numpy/pyarrow dtype name -> logical type, first match wins
+    (re.compile(r"category$"), "category"),
+    (re.compile(r"bool"), "boolean"),
+    (re.compile(r"u?int\d*(\[|$)"), "integer"),
+    (re.compile(r"(float|double|halffloat)\d*(\[|$)"), "float"),
+    (re.compile(r"(datetime64|timestamp|date\d+)"), "datetime"),
+    (re.compile(r"(object|str|string|large_string)(\[|$)"), "string"),
+)
 
 
 def schema_tag(name: str) -> str:
@@ -56,11 +71,17 @@ class Fingerprint:
     name: str
     context: str
     source: str | None
-    schema: dict[str, str]  # column -> dtype, in column order
-    schema_hash: str
+    schema: dict[str, str]  # column -> pandas dtype name, in column order (informational)
+    schema_hash: str  # of the logical schema (before: of the dtype names)
     rows: int
     digest: str  # content: every value, the index and the column names
     columns: dict[str, ColumnProfile] = field(default_factory=dict)
+    logical: dict[str, str] = field(default_factory=dict)  # column -> logical type; empty in old records
+
+    @property
+    def logical_schema(self) -> dict[str, str]:
+        """Column -> logical type, in column order; derived from the dtype names for old records."""
+        return self.logical or {c: logical_of_dtype_name(t) for c, t in self.schema.items()}
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,6 +98,37 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
+def logical_of_dtype_name(name: str) -> str:
+    """The logical type of a recorded dtype name (``int64``, ``Int64``, ``object``, ``str``, ...).
+
+    ``object`` maps to ``string``: that is what pandas before 3 called a column of strings."""
+    name = name.strip().lower()
+    if name in LOGICAL_TYPES:
+        return name
+    return next((kind for pattern, kind in _DTYPE_NAMES if pattern.match(name)), "other")
+
+
+def logical_type(series) -> str:
+    """The logical type of a pandas Series: stable across pandas versions and storage backends."""
+    import pandas as pd
+    from pandas.api import types
+
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "category"
+    if dtype == object:  # strings (pandas < 3 default), or values of mixed types
+        return "string" if types.infer_dtype(series, skipna=True) in ("string", "empty") else "other"
+    checks = ((types.is_bool_dtype, "boolean"), (types.is_integer_dtype, "integer"),
+              (types.is_float_dtype, "float"), (types.is_datetime64_any_dtype, "datetime"),
+              (types.is_string_dtype, "string"))
+    return next((kind for check, kind in checks if check(dtype)), "other")
+
+
+def schema_hash(logical: dict[str, str]) -> str:
+    """The hash of a logical schema: column names and types, in order."""
+    return hashlib.sha256(json.dumps(list(logical.items())).encode()).hexdigest()[:16]
+
+
 def _check_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-." for c in name):
         raise BadInput(f"dataset name {name!r}: use letters, digits, '_', '-' or '.'")
@@ -91,12 +143,12 @@ def fingerprint(df, name: str, context: str = "training", source: str | None = N
         raise BadInput(f"log_dataset({name!r}): expected a pandas DataFrame or a CSV/Parquet path, "
                        f"got {type(df).__name__}")
     schema = {str(c): str(t) for c, t in df.dtypes.items()}
-    schema_hash = hashlib.sha256(json.dumps(list(schema.items())).encode()).hexdigest()[:16]
+    logical = {str(c): logical_type(df.iloc[:, i]) for i, c in enumerate(df.columns)}
     content = hashlib.sha256(json.dumps(list(schema)).encode())
     content.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
     columns = {}
-    for col, dtype in schema.items():
-        series = df[col]
+    for i, column in enumerate(df.columns):
+        col, dtype, series = str(column), str(df.dtypes.iloc[i]), df.iloc[:, i]
         missing = int(series.isna().sum())
         is_time = pd.api.types.is_datetime64_any_dtype(series)
         if is_time or (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)):
@@ -110,7 +162,8 @@ def fingerprint(df, name: str, context: str = "training", source: str | None = N
                 columns[col] = ColumnProfile(dtype, missing)
         else:
             columns[col] = ColumnProfile(dtype, missing, cardinality=int(series.nunique(dropna=True)))
-    return Fingerprint(name, context, source, schema, schema_hash, len(df), content.hexdigest()[:32], columns)
+    return Fingerprint(name, context, source, schema, schema_hash(logical), len(df), content.hexdigest()[:32],
+                       columns, logical)
 
 
 def _read(path: Path):
@@ -156,12 +209,16 @@ def log_dataset(data, name: str, context: str = "training", source: str | None =
     return fp
 
 
-def run_fingerprints(c, run) -> dict[str, Fingerprint]:
-    """The fingerprints a run recorded, by dataset name (read from its artifacts)."""
+def _schema_tags(tags: dict[str, str]) -> dict[str, str]:
+    return {k[len(TAG_PREFIX):-len(".schema")]: v for k, v in tags.items()
+            if k.startswith(TAG_PREFIX) and k.endswith(".schema")}
+
+
+def run_fingerprints(c, run, names: list[str] | None = None) -> dict[str, Fingerprint]:
+    """The fingerprints a run recorded (all, or those ``names``), by dataset name, read from its artifacts."""
     import tempfile
 
-    names = sorted(k[len(TAG_PREFIX):-len(".schema")] for k in run.data.tags
-                   if k.startswith(TAG_PREFIX) and k.endswith(".schema"))
+    names = sorted(_schema_tags(run.data.tags) if names is None else names)
     found = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -173,6 +230,18 @@ def run_fingerprints(c, run) -> dict[str, Fingerprint]:
                 found[name] = Fingerprint(name, "", None, {}, tags[schema_tag(name)],
                                           int(tags.get(rows_tag(name), -1)), tags.get(digest_tag(name), ""))
     return found
+
+
+def schema_changes(c, run_a, run_b) -> list[str]:
+    """Datasets whose logical schema differs between two MLflow runs (or that one run logged alone).
+
+    Equal ``cd4ml.data.<name>.schema`` tags settle it; when they differ, the recorded fingerprints
+    are compared, so a run recorded with pandas dtype names (before logical types) still matches."""
+    a, b = _schema_tags(run_a.data.tags), _schema_tags(run_b.data.tags)
+    unsure = sorted(n for n in set(a) & set(b) if a[n] != b[n])
+    fa, fb = run_fingerprints(c, run_a, unsure), run_fingerprints(c, run_b, unsure)
+    changed = {n for n in set(a) ^ set(b)} | {n for n in unsure if diff_fingerprints(fa[n], fb[n]).schema_changed}
+    return sorted(changed)
 
 
 # --- comparing two fingerprints ---------------------------------------------------------------
@@ -239,11 +308,22 @@ class DatasetDiff:
         return data
 
 
+def _schema_diff(a: Fingerprint, b: Fingerprint) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    """Columns added, removed and retyped (logical types) from ``a`` to ``b``.
+
+    A fingerprint read from tags alone has no columns: only its schema hash can tell."""
+    sa, sb = a.logical_schema, b.logical_schema
+    if not (sa and sb):
+        return ((), (), {}) if a.schema_hash == b.schema_hash else ((), (), {"(schema hash)": (a.schema_hash,
+                                                                                                b.schema_hash)})
+    added = tuple(c for c in sb if c not in sa)
+    removed = tuple(c for c in sa if c not in sb)
+    return added, removed, {c: (sa[c], sb[c]) for c in sa if c in sb and sa[c] != sb[c]}
+
+
 def diff_fingerprints(a: Fingerprint, b: Fingerprint) -> DatasetDiff:
     """Schema changes (columns added, removed, retyped) and sampling shifts from ``a`` to ``b``."""
-    added = tuple(c for c in b.schema if c not in a.schema)
-    removed = tuple(c for c in a.schema if c not in b.schema)
-    retyped = {c: (a.schema[c], b.schema[c]) for c in a.schema if c in b.schema and a.schema[c] != b.schema[c]}
+    added, removed, retyped = _schema_diff(a, b)
     shifts = []
     for col in a.columns:
         pa, pb = a.columns[col], b.columns.get(col)
@@ -259,5 +339,4 @@ def diff_fingerprints(a: Fingerprint, b: Fingerprint) -> DatasetDiff:
             change = pb.missing / b.rows - pa.missing / a.rows
             if abs(change) > MISSING_THRESHOLD:
                 shifts.append(ColumnShift(col, "missing", change, MISSING_THRESHOLD))
-    return DatasetDiff(a.name, None, added, removed, retyped, (a.rows, b.rows),
-                       a.digest != b.digest or a.schema_hash != b.schema_hash, tuple(shifts))
+    return DatasetDiff(a.name, None, added, removed, retyped, (a.rows, b.rows), a.digest != b.digest, tuple(shifts))

@@ -292,9 +292,33 @@ def validate(
         except ValueError as e:
             detail = str(e).split("\n")[0]
             problems.append(f"{name}={raw!r} does not fit {param.type}: {detail}")
+    problems += [f"{name}: {problem}" for name, value in result.items() if (problem := _text_problem(value))]
     if problems:
         raise ParameterError(f"{where}: {'; '.join(problems)}. Declared parameters: {contract.describe()}")
     return result
+
+
+def _text_problem(value: Any) -> str | None:
+    """Why a (possibly nested) value cannot be written as UTF-8 (a lone surrogate), else None."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+    if items is not None:
+        return next((p for k, v in items for p in (_text_problem(k) if isinstance(k, str) else None,
+                                                   _text_problem(v)) if p), None)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"not valid Unicode text (a lone surrogate {value[e.start]!r} at position {e.start})"
+    return None
+
+
+def as_run(contract: Contract, values: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Every value a run executes with (the requested ones, the declared defaults for the rest, a
+    non-literal default as its source text) and the names left at their defaults."""
+    defaults = tuple(p.name for p in contract.parameters if p.name not in values)
+    recorded = {p.name: values[p.name] if p.name in values else p.expression if p.expression is not None
+                else p.default for p in contract.parameters}
+    return recorded, defaults
 
 
 def load_values_file(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import html
 import subprocess
 from dataclasses import dataclass
 
-from .compare import Comparison, GateResult, NotebookComparison, Side
+from .compare import Comparison, GateResult, NotebookComparison, Side, no_base
 from .project import Project
 
 
@@ -82,11 +82,11 @@ def markdown(project: Project, comparison: Comparison, code: CodeDiff, gate: Gat
     lines = [f"# cd4ml-nb report: `{comparison.branch}` against `{comparison.base}`", ""]
     if gate is not None:
         lines += [f"**Gate: {'passed ✅' if gate.passed else 'FAILED ❌'}**", ""]
-        lines += [f"- {c.describe()}" for c in gate.checks] + [""]
+        lines += [f"- {c.describe()}" for c in gate.checks] + [f"- {s.describe()}" for s in gate.skipped] + [""]
     if not comparison.notebooks:
         lines += ["No FINISHED runs on either branch yet: run `cd4ml-nb run NOTEBOOK`.", ""]
     for nb in comparison.notebooks:
-        lines += _markdown_notebook(project, nb, _verdicts(gate, nb.notebook), comparison.runs)
+        lines += _markdown_notebook(project, nb, _verdicts(gate, nb.notebook), comparison)
     lines += ["## Code: paired `.py` changes", ""]
     lines += [f"> {note}" for note in code.notes] + ([""] if code.notes else [])
     if code.diff:
@@ -98,9 +98,12 @@ def markdown(project: Project, comparison: Comparison, code: CodeDiff, gate: Gat
     return "\n".join(lines)
 
 
-def _markdown_notebook(project: Project, nb: NotebookComparison, verdicts: dict[str, str], runs: str) -> list[str]:
-    lines = [f"## `{nb.notebook}`", "",
-             f"Runs compared ({runs}): base {_run_link(project, nb.base)}, branch {_run_link(project, nb.branch)}", ""]
+def _markdown_notebook(project: Project, nb: NotebookComparison, verdicts: dict[str, str],
+                       comparison: Comparison) -> list[str]:
+    lines = [f"## `{nb.notebook}`", "", f"Runs compared ({comparison.runs}): base {_run_link(project, nb.base)}, "
+             f"branch {_run_link(project, nb.branch)}", ""]
+    if nb.base is None:
+        lines += [f"> {no_base(comparison.base, nb.notebook)}", ""]
     gate_col = bool(verdicts)
     header = "| metric | goal | base | branch | Δ | Δ% |" + (" gate |" if gate_col else "")
     lines += [header, "|" + "---|" * (6 + gate_col)]
@@ -132,10 +135,13 @@ def html_report(project: Project, comparison: Comparison, code: CodeDiff, gate: 
         cls = "pass" if gate.passed else "fail"
         parts.append(f"<p class='{cls}'><strong>Gate {'passed' if gate.passed else 'FAILED'}</strong></p><ul>")
         parts += [f"<li class='{'pass' if c.passed else 'fail'}'>{e(c.describe())}</li>" for c in gate.checks]
+        parts += [f"<li>{e(s.describe())}</li>" for s in gate.skipped]
         parts.append("</ul>")
     for nb in comparison.notebooks:
         verdicts = _verdicts(gate, nb.notebook)
         parts.append(f"<h2><code>{e(nb.notebook)}</code></h2>")
+        if nb.base is None:
+            parts.append(f"<p><em>{e(no_base(comparison.base, nb.notebook))}</em></p>")
         parts.append(_chart(nb, comparison))
         parts.append("<table><tr><th>metric</th><th>goal</th><th>base</th><th>branch</th><th>Δ</th><th>Δ%</th>"
                      + ("<th>gate</th>" if verdicts else "") + "</tr>")

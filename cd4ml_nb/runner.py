@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import notebooks, params, spool, tracking
+from .guard import Guard
 from .exceptions import BadInput, Cd4mlError, TrackingError
 from .project import Project
 
@@ -204,11 +205,13 @@ class _Tracker(threading.Thread):
     """Creates the MLflow run while the kernel starts, then hands it to the kernel."""
 
     def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path,
-                 on_started: Callable[[str, str], None] | None = None, existing_run: str | None = None):
+                 on_started: Callable[[str, str], None] | None = None, existing_run: str | None = None,
+                 defaults: tuple[str, ...] = ()):
         super().__init__(name="cd4ml-tracker", daemon=True)
+        self.guard = None  # a guard.Guard told the run id once the run exists
         self.on_started, self.existing_run = on_started, existing_run
         self.project, self.experiment, self.run_name = project, experiment, run_name
-        self.tags, self.values, self.handoff = tags, values, handoff
+        self.tags, self.values, self.handoff, self.defaults = tags, values, handoff, defaults
         self.client = None
         self.experiment_id: str | None = None
         self.run_id: str | None = None
@@ -219,12 +222,15 @@ class _Tracker(threading.Thread):
         try:
             self.client = tracking.client(self.project)
             if self.existing_run:
-                run = tracking.adopt_run(self.client, self.existing_run, self.tags, self.values)
+                run = tracking.adopt_run(self.client, self.existing_run, self.tags, self.values, self.defaults)
                 self.experiment_id = run.info.experiment_id
             else:
                 self.experiment_id = tracking.ensure_experiment(self.client, self.project, self.experiment)
-                run = tracking.create_run(self.client, self.experiment_id, self.run_name, self.tags, self.values)
+                run = tracking.create_run(self.client, self.experiment_id, self.run_name, self.tags, self.values,
+                                          self.defaults)
             self.run_id = run.info.run_id
+            if self.guard is not None:
+                self.guard.add(self.run_id)
             payload = {"run_id": self.run_id, "experiment_id": self.experiment_id,
                        "tracking_uri": self.project.tracking_uri}
             if spool.uses_spool(self.project):  # the kernel logs locally; the parent uploads at the end
@@ -242,7 +248,7 @@ class _Tracker(threading.Thread):
         if self.error is None:  # warm up what finalising needs while the notebook runs
             from .repro import environment
 
-            environment()
+            environment(self.tags.get(tracking.KERNEL))
             try:
                 import nbconvert  # noqa: F401
             except ImportError:
@@ -380,7 +386,7 @@ def run_notebook(
     elif git.commit is None:
         warn(f"{git.root}: no commit yet: the run gets no commit tag")
     experiment = experiment or tracking.experiment_name(project, git)
-    tracking.check_server(project.tracking_uri, project.config.health_timeout)
+    tracking.check_store(project)
 
     import papermill
     from papermill.engines import papermill_engines
@@ -397,7 +403,8 @@ def run_notebook(
         tracking.KERNEL: kernel,
         **(extra_tags or {}),
     })
-    tracker = _Tracker(project, experiment, nb.path.stem, tags, values, handoff, on_started, run_id)
+    recorded, defaults = params.as_run(contract, values)
+    tracker = _Tracker(project, experiment, nb.path.stem, tags, recorded, handoff, on_started, run_id, defaults)
 
     run_copy = copy.deepcopy(nb.node)
     run_copy.metadata.pop("jupytext", None)  # the executed copy is not one side of a pair
@@ -418,6 +425,7 @@ def run_notebook(
     finished = threading.Event()
     if cancel is not None:
         threading.Thread(target=_stop_on_cancel, args=(cancel, finished, holder), daemon=True).start()
+    guard = tracker.guard = Guard(project.tracking_uri) if run_id is None else None  # a sweep guards its own
     with signals_as_interrupts():
         try:
             tracker.start()
@@ -441,9 +449,28 @@ def run_notebook(
             finished.set()
             papermill_engines._engines.pop(engine, None)
             with signals_ignored():
-                result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
-                                 source_text, git, values, html, warn)
+                try:
+                    result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
+                                     source_text, git, values, html, warn)
+                except BaseException as e:  # finalising failed: the run still ends
+                    _end_failed(tracker, e)
+                    raise
+                finally:
+                    if guard is not None:
+                        guard.release()
     return result
+
+
+def _end_failed(tracker: _Tracker, error: BaseException) -> None:
+    """End the run FAILED after an error while finalising it (if it exists and is still RUNNING)."""
+    if tracker.client is None or tracker.run_id is None:
+        return
+    try:
+        if tracker.client.get_run(tracker.run_id).info.status in ("RUNNING", "SCHEDULED"):
+            tracking.end_run(tracker.client, tracker.run_id, "FAILED", {
+                tracking.REASON: "error", "cd4ml.status.message": f"{type(error).__name__}: {error}"})
+    except Exception:  # the store itself is unreachable: the guard or reconcile_orphans ends it
+        pass
 
 
 def _upload_spool(sp, project: Project, status: str, end_tags: dict, warn) -> str | None:

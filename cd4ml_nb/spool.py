@@ -22,7 +22,6 @@ from . import tracking
 from .project import Project
 
 PENDING = "pending.json"
-MAX_BATCH = 900
 
 
 @dataclass(frozen=True)
@@ -94,9 +93,7 @@ def upload(folder: Path, health_timeout: float) -> bool:
         seen = {(m.step, m.timestamp, m.value) for m in server.get_metric_history(run_id, key)}
         metrics += [Metric(key, m.value, m.timestamp, m.step) for m in local.get_metric_history(spooled.info.run_id, key)
                     if (m.step, m.timestamp, m.value) not in seen]
-    for start in range(0, max(len(metrics), len(params), len(tags), 1), MAX_BATCH):
-        server.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH], params=params[start:start + 100],
-                         tags=tags[start:start + 100])
+    tracking.log_batches(server, run_id, metrics=metrics, params=params, tags=tags)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = Path(local.download_artifacts(spooled.info.run_id, "", tmp))
         if any(artifacts.iterdir()):

@@ -133,6 +133,14 @@ def ensure_sqlite(uri: str, artifact_root: str, *, create: bool = True) -> bool:
     return True
 
 
+def refuse_damaged(uri: str) -> None:
+    """Raise TrackingError for a damaged SQLite store (cheap: no MLflow import, nothing created)."""
+    path = sqlite_path(uri)
+    found = state(path) if path is not None else "complete"
+    if found.startswith("broken:"):
+        raise _broken(path, found)
+
+
 def _broken(path: Path, found: str) -> TrackingError:
     why = found.split(":", 1)[1]
     return TrackingError(

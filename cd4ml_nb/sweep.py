@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from . import notebooks, params, tracking
 from .compare import goal_of
 from .exceptions import BadInput, Interrupted
+from .guard import Guard
 from .project import Project
 from .runner import signals_as_interrupts, signals_ignored
 
@@ -197,7 +198,7 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
     rel = project.relative(nb.path)
     if dask:
         _check_dask_store(project, dask)
-    tracking.check_server(project.tracking_uri, project.config.health_timeout)
+    tracking.check_store(project)
     git = project.git_info(nb.path)
     experiment = tracking.experiment_name(project, git)
     c = tracking.client(project)  # creates the embedded store once, under its lock
@@ -206,12 +207,15 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
     parent = tracking.create_run(c, experiment_id, f"{nb.path.stem} sweep", {**tags, "cd4ml.sweep": "true",
                                  "cd4ml.sweep.trials": str(len(trials))}, {})
     parent_id = parent.info.run_id
+    guard = Guard(project.tracking_uri)  # if this process dies, its runs still end
+    guard.add(parent_id)
     runs = {}
     for trial in trials:
         child = tracking.create_run(c, experiment_id, f"{nb.path.stem}-{trial.key[:6]}",
                                     {**tags, PARENT: parent_id, TRIAL_KEY: trial.key,
                                      "cd4ml.trial.index": str(trial.index)}, {})
         runs[trial.key] = child.info.run_id
+        guard.add(child.info.run_id)
     results: dict[str, TrialResult] = {}
     cancel = threading.Event()
     failures = 0
@@ -239,6 +243,7 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
         interrupted = e
     finally:
         _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal)
+        guard.release()
     if interrupted is not None:
         raise Interrupted(f"sweep cancelled: {len(results)} of {len(trials)} trial(s) ended; the rest are KILLED")
     goal = goal_of(metric, goal) if metric else "minimize"
@@ -283,11 +288,15 @@ def _fan_out(dask, trials, args, record, runs, cancel, parallel, stop) -> None:
 def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) -> None:
     """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict."""
     with signals_ignored():
-        for trial in trials:
-            if trial.key not in results:
-                run = c.get_run(runs[trial.key])
-                if run.info.status in ("RUNNING", "SCHEDULED"):
-                    tracking.end_run(c, runs[trial.key], "KILLED", {tracking.REASON: "cancelled"})
+        for trial in trials:  # a trial whose machinery raised was recorded FAILED but never ended
+            if c.get_run(runs[trial.key]).info.status not in ("RUNNING", "SCHEDULED"):
+                continue
+            ended = results.get(trial.key)
+            if ended is None:
+                tracking.end_run(c, runs[trial.key], "KILLED", {tracking.REASON: "cancelled"})
+            else:
+                tracking.end_run(c, runs[trial.key], "FAILED" if ended.status == "FINISHED" else ended.status,
+                                 {tracking.REASON: "error", "cd4ml.status.message": ended.error})
         failed = [r for r in results.values() if r.status != "FINISHED"]
         tags = {"cd4ml.sweep.failed": str(len(failed))}
         if metric:

@@ -37,6 +37,7 @@ FAILED_EVALUE = "cd4ml.failed_cell.evalue"
 OUTPUT_DIR = "cd4ml.output_dir"
 RUNNER = "cd4ml.runner"  # host:pid of the process that owns the run
 KERNEL = "cd4ml.kernel"
+PARAMS_DEFAULTS = "cd4ml.params.defaults"  # parameters the run left at the notebook's defaults
 
 HEALTH_TIMEOUT = 10.0
 MAX_TAG_VALUE = 5000
@@ -71,6 +72,12 @@ def experiment_name(project: Project, git: GitInfo | None) -> str:
             f"experiment_template {project.config.experiment_template!r}: {e!r}; "
             "use the fields {branch} and {project}"
         ) from None
+
+
+def check_store(project: Project) -> None:
+    """Before any kernel starts: a tracking server answers, a SQLite store is not damaged."""
+    check_server(project.tracking_uri, project.config.health_timeout)
+    store.refuse_damaged(project.tracking_uri)
 
 
 def check_server(uri: str, timeout: float = HEALTH_TIMEOUT) -> None:
@@ -136,28 +143,58 @@ def clip(value: Any, limit: int = MAX_TAG_VALUE) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def create_run(c, experiment_id: str, run_name: str, tags: dict[str, Any], params: dict[str, Any]):
-    """Create a RUNNING run with its tags and parameters; returns the MLflow Run."""
-    from mlflow.entities import Param, RunTag
-
+def create_run(c, experiment_id: str, run_name: str, tags: dict[str, Any], params: dict[str, Any],
+               defaults: tuple[str, ...] = ()):
+    """Create a RUNNING run with its tags and every parameter value; returns the MLflow Run."""
     run = c.create_run(experiment_id, run_name=run_name, tags={k: clip(v) for k, v in tags.items() if v is not None})
-    if params:
-        c.log_batch(
-            run.info.run_id,
-            params=[Param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in params.items()],
-            tags=[RunTag("cd4ml.params.json", clip(_json(params)))],
-        )
+    log_batches(c, run.info.run_id, params=_params(params), tags=_params_tags(params, defaults))
     return run
 
 
-def adopt_run(c, run_id: str, tags: dict[str, Any], params: dict[str, Any]):
+def adopt_run(c, run_id: str, tags: dict[str, Any], params: dict[str, Any], defaults: tuple[str, ...] = ()):
     """Use a run created beforehand (a sweep trial): mark it RUNNING and give it tags and params."""
-    from mlflow.entities import Param, RunTag
+    from mlflow.entities import RunTag
 
     c.update_run(run_id, status="RUNNING")
-    c.log_batch(run_id, params=[Param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in params.items()],
-                tags=[RunTag(k, clip(v)) for k, v in tags.items() if v is not None])
+    log_batches(c, run_id, params=_params(params),
+                tags=[RunTag(k, clip(v)) for k, v in tags.items() if v is not None] + _params_tags(params, defaults))
     return c.get_run(run_id)
+
+
+# MLflow's log_batch limits (mlflow.utils.validation): the client splits, it never drops.
+BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS, BATCH_TOTAL = 1000, 100, 100, 1000
+
+
+def log_batches(c, run_id: str, metrics: list = (), params: list = (), tags: list = ()) -> int:
+    """Log every metric point, parameter and tag in as many ``log_batch`` calls as MLflow's limits
+    need; returns the number of calls."""
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    calls = 0
+    while metrics or params or tags:
+        p, params = params[:BATCH_PARAMS], params[BATCH_PARAMS:]
+        t, tags = tags[:min(BATCH_TAGS, BATCH_TOTAL - len(p))], tags[min(BATCH_TAGS, BATCH_TOTAL - len(p)):]
+        room = min(BATCH_METRICS, BATCH_TOTAL - len(p) - len(t))
+        m, metrics = metrics[:room], metrics[room:]
+        c.log_batch(run_id, metrics=m, params=p, tags=t)
+        calls += 1
+    return calls
+
+
+def _params(values: dict[str, Any]) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in values.items()]
+
+
+def _params_tags(values: dict[str, Any], defaults: tuple[str, ...]) -> list:
+    from mlflow.entities import RunTag
+
+    if not values:
+        return []
+    tags = [RunTag("cd4ml.params.json", clip(_json(values)))]
+    if defaults:
+        tags.append(RunTag(PARAMS_DEFAULTS, clip(",".join(sorted(defaults)))))
+    return tags
 
 
 def _json(value: Any) -> str:
@@ -217,10 +254,14 @@ def provenance_tags(project: Project, git: GitInfo | None, notebook: str | None)
 
 def _session_notebook(notebook: str | os.PathLike | None) -> Path:
     """The notebook being tracked: given, else the kernel's Jupyter session (JPY_SESSION_NAME,
-    relative to the server root while the kernel runs in the notebook's folder), else the cwd."""
+    relative to the server root while the kernel runs in the notebook's folder), else the notebook
+    nbval is testing (PYTEST_CURRENT_TEST, inherited by its kernel), else the cwd."""
     if notebook:
         return Path(notebook) if Path(notebook).exists() else Path.cwd()
     session = os.environ.get("JPY_SESSION_NAME")
+    test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]  # a kernel started by nbval
+    if not session and test.endswith(".ipynb"):
+        session = test
     if session:
         for candidate in (Path(session), Path.cwd() / Path(session).name):
             if candidate.is_file():
@@ -253,7 +294,30 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
     tags = {k: clip(v) for k, v in provenance_tags(project, git, rel).items() if v is not None}
     tags["cd4ml.interactive"] = "true"
     tags.setdefault(SOURCE_NAME, "(interactive session)")
-    return mlflow.start_run(experiment_id=experiment_id, run_name=where.stem if rel else "interactive", tags=tags)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=where.stem if rel else "interactive", tags=tags)
+    _end_with_the_session(run.info.run_id, project.tracking_uri)
+    return run
+
+
+def _end_with_the_session(run_id: str, uri: str) -> None:
+    """The session's run ends with it: FINISHED when the kernel exits normally, KILLED (by the
+    guard) when it is killed — as nbval and kernel restarts do — instead of staying RUNNING."""
+    import atexit
+
+    import mlflow
+
+    from .guard import Guard
+
+    guard = Guard(uri, status="KILLED", reason="session-ended")
+    guard.add(run_id)
+
+    def at_exit() -> None:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run()
+        guard.release()
+
+    atexit.register(at_exit)
 
 
 def reconcile_orphans(project: Project, experiment: str | None = None) -> list[str]:
@@ -360,7 +424,7 @@ def resolve_run_id(c, text: str) -> str:
     found = c.search_runs(ids, filter_string=f"attributes.run_id LIKE '{prefix}%'", run_view_type=ViewType.ALL,
                           max_results=11)
     if not found:
-        raise BadInput(f"no run whose id starts with {text!r}; `cd4ml-nb runs --branch BRANCH` lists a branch's runs")
+        raise BadInput(f"no run {text!r} (no run id starts with it); `cd4ml-nb runs --branch BRANCH` lists a branch's runs")
     if len(found) > 1:
         names = ", ".join(r.info.run_id[:12] for r in found[:10]) + (" …" if len(found) > 10 else "")
         raise BadInput(f"run id {text!r} is ambiguous: it starts {len(found)} runs ({names}); give more characters")
