@@ -441,7 +441,11 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
     if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=project.root,
                       capture_output=True).returncode != 0:
         raise BadInput(f"run {run_id}: commit {commit[:12]} is not in {project.root} (fetch it first)")
-    values = json.loads(tags.get("cd4ml.params.json", "{}"))
+    if tags.get(tracking.DIFF_TRUNCATED) == "true":
+        raise BadInput(f"run {run_id}: its uncommitted diff was cut at max_diff_bytes, so its code cannot be "
+                       "restored; commit your changes before runs you want to reproduce")
+    defaults = set(filter(None, tags.get(tracking.PARAMS_DEFAULTS, "").split(",")))
+    values = {k: v for k, v in json.loads(tags.get("cd4ml.params.json", "{}")).items() if k not in defaults}
     experiment = c.get_experiment(original.info.experiment_id).name
     before = data.run_fingerprints(c, original)
     tmp = Path(tempfile.mkdtemp(prefix="cd4ml-reproduce-"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from . import tracking
+from . import store, tracking
 from .project import Project
 
 PENDING = "pending.json"
@@ -46,6 +46,7 @@ def create(project: Project, server_run_id: str) -> Spool:
     folder = project.ensure_state_dir() / "spool" / server_run_id
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
+    store.ensure_sqlite(uri, (folder / "artifacts").as_uri())
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
     found = c.get_experiment_by_name("spool")
     experiment_id = found.experiment_id if found else c.create_experiment(
