@@ -69,6 +69,19 @@ class Cd4mlConfig(Configurable):
     max_jobs = Int(2, help="Notebook jobs the JupyterLab extension runs at once; more wait queued.").tag(
         config=True
     )
+    max_request_bytes = Int(
+        1_000_000, help="Largest request body the JupyterLab extension accepts (413 above)."
+    ).tag(config=True)
+    max_parameter_bytes = Int(
+        100_000, help="Largest parameter value (its JSON text) a run or job accepts."
+    ).tag(config=True)
+    job_retention_count = Int(
+        50, help="Ended JupyterLab jobs kept (with their executed notebooks); older ones are pruned "
+        "(`cd4ml-nb gc` too). The MLflow runs and their artifacts stay."
+    ).tag(config=True)
+    job_retention_days = Float(
+        30.0, help="Ended JupyterLab jobs older than this many days are pruned (0: no age limit)."
+    ).tag(config=True)
     metric_goals = Dict(
         value_trait=Unicode(), help="minimize or maximize per metric name (default: inferred from the name)."
     ).tag(config=True)

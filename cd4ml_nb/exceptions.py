@@ -57,6 +57,19 @@ class PairConflict(Cd4mlError):
         self.diff = diff
 
 
+class Conflict(Cd4mlError):
+    """The request does not fit the current state (e.g. cancelling a job that already ended)."""
+
+    exit_code = 1
+    http_status = 409
+
+
+class TooLarge(BadInput):
+    """A request body or value is over its configured size limit."""
+
+    http_status = 413
+
+
 class TrackingError(Cd4mlError):
     """The MLflow tracking store cannot be reached or used."""
 
