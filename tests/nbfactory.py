@@ -1,13 +1,16 @@
 """Test helpers: real git repositories, notebooks written as Jupytext percent scripts, local services."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 
 
 def git(repo: Path, *args: str) -> str:
@@ -64,21 +67,81 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 90) -> None:
-    """Block until ``url`` answers (any status), or fail the test."""
+def wait_until(predicate: Callable[[], Any], timeout: float = 120, what: str = "the condition",
+               interval: float = 0.2, proc: subprocess.Popen | None = None, ignore: tuple = ()) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; else fail saying ``what``
+    did not happen. Exceptions in ``ignore`` count as "not yet"; with ``proc``, fail as soon as it exits.
+
+    Deadlines are generous on purpose: a loaded CI machine is slow, never wrong.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, f"{url} did not come up"
-            time.sleep(0.3)
+            value = predicate()
+        except ignore:
+            value = None
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: did not happen, the process exited first (code {proc.returncode})")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: did not happen within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], Awaitable[Any]], timeout: float = 120,
+                           what: str = "the condition", interval: float = 0.2) -> Any:
+    """:func:`wait_until` for a coroutine predicate, sleeping without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: did not happen within {timeout:.0f} s")
+        await asyncio.sleep(interval)
+
+
+def wait_http(url: str, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+    """Block until ``url`` answers (any status), or fail the test."""
+    def answers() -> bool:
+        urllib.request.urlopen(url, timeout=5).close()
+        return True
+
+    wait_until(answers, timeout, f"{url} coming up", interval=0.3, proc=proc, ignore=(OSError,))
+
+
+def jupyter_port(runtime_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
+    """The port a `jupyter server`/`jupyter lab` started as ``proc`` really listens on, read from the
+    ``jpserver-<pid>.json`` it writes in ``runtime_dir`` (it moves to another port if its first
+    choice was taken meanwhile)."""
+    info = runtime_dir / f"jpserver-{proc.pid}.json"
+    return wait_until(lambda: json.loads(info.read_text())["port"], timeout, f"{info} written", proc=proc,
+                      ignore=(OSError, ValueError, KeyError))
+
+
+def end_processes(procs: list, timeout: float = 20) -> None:
+    """SIGTERM then SIGKILL the given ``psutil.Process`` objects (pid-reuse safe), if still running."""
+    import psutil
+
+    alive = [p for p in procs if p.is_running()]
+    for p in alive:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, left = psutil.wait_procs(alive, timeout=timeout)
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(left, timeout=timeout)
 
 
 def mlflow_server(repo: Path, port: int) -> subprocess.Popen:
     """A real `mlflow server` started through `cd4ml-nb server` (its own process group), ready."""
     proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1"],
                             cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_http(f"http://127.0.0.1:{port}/health")
+    wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
     return proc

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -25,13 +27,15 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 from jupyter_server.auth.authorizer import Authorizer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from nbfactory import (  # noqa: E402
-    commit_all, digest_tree, free_port, git, init_repo, mlflow_server, percent, write_ipynb,
+    commit_all, digest_tree, end_processes, free_port, git, init_repo, jupyter_port, mlflow_server, percent,
+    wait_http, wait_until, write_ipynb,
 )
 
 ROUTES = [("status", "GET"), ("pairing", "GET"), ("pairing", "POST"), ("params", "GET"), ("jobs", "GET"),
@@ -52,11 +56,17 @@ class Figure:
     bad_label: str = "accepted"
     seconds: list[float] = field(default_factory=list)
     note: str = ""
+    limit: float | None = None  # seconds each case should take at most: judged by bench/, never by tests
+
+    def over_limit(self) -> int:
+        return sum(s > self.limit for s in self.seconds) if self.limit is not None else 0
 
     def row(self) -> str:
         times = ""
         if self.seconds:
             times = f"median {statistics.median(self.seconds):.2f} s, max {max(self.seconds):.2f} s"
+        if self.limit is not None:
+            times += f", {self.over_limit()} over {self.limit:g} s"
         return f"| {self.area} | {self.case} | {self.tried} | {self.bad} {self.bad_label} | {times} | {self.note} |"
 
 
@@ -105,27 +115,26 @@ class Server:
 
 @contextmanager
 def jupyter_server(root: Path, *extra: str) -> Iterator[Server]:
-    port = free_port()
     token = "reliability-token"
-    env = {**env_without_tracking(), "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", f"--port={port}",
-                             "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                             *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    runtime = Path(tempfile.mkdtemp(prefix="jupyter-runtime-"))  # outside the root: digest_tree must not see it
+    env = {**env_without_tracking(), "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+           "JUPYTER_RUNTIME_DIR": str(runtime)}
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
+                             f"--port={free_port()}", "--ip=127.0.0.1", f"--IdentityProvider.token={token}",
+                             f"--ServerApp.root_dir={root}", *extra], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}api/status?token={token}", timeout=2).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "jupyter server did not start"
-                time.sleep(0.2)
+        url = f"http://127.0.0.1:{jupyter_port(runtime, proc)}/"  # the port it got, if ours was taken meanwhile
+        wait_http(f"{url}api/status?token={token}", proc=proc)
         yield Server(url, token, root)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def request(url: str, method: str = "GET", body: dict | None = None, headers: dict | None = None) -> int:
@@ -343,11 +352,11 @@ def check_malformed(base: Path) -> list[Figure]:
         done = cli(repo, "run", name, "-q")
         times.append(time.monotonic() - start)
         line = done.stderr.strip()
-        wrong += not (done.returncode == 2 and "\n" not in line and name.split(".")[0] in line and times[-1] < 5)
+        wrong += not (done.returncode == 2 and "\n" not in line and name.split(".")[0] in line)
     started = (repo / ".cd4ml" / "runs").exists()
     figures = [Figure("malformed", f"{len(names)} kinds of malformed notebooks: exit 2, one line naming the file, "
                       "< 5 s", len(names), wrong + int(started), "wrong", times,
-                      "no run folder, so no kernel, was ever created")]
+                      "no run folder, so no kernel, was ever created", limit=5)]
     start = time.monotonic()
     done = cli(repo, "run", "huge-outputs.ipynb", "-q", "--no-html")
     figures.append(Figure("malformed", "20 MB of outputs: runs (outputs are replaced)", 1,
@@ -372,11 +381,8 @@ FAULTS = {
 SLEEPER = percent("import pathlib, time\npathlib.Path('started').write_text('1')\ntime.sleep(120)")
 
 
-def _wait_file(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, "the notebook never started"
-        time.sleep(0.05)
+def _wait_file(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    wait_until(path.exists, timeout, f"the notebook starting (it writes {path.name})", interval=0.05, proc=proc)
 
 
 def check_faults(base: Path, repeat: int) -> list[Figure]:
@@ -431,6 +437,7 @@ def check_faults(base: Path, repeat: int) -> list[Figure]:
                                     cwd=repo, env=env_without_tracking(), start_new_session=True,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             _wait_file(repo / "started", proc)
+            started = psutil.Process(proc.pid).children(recursive=True)  # its kernel, to end if orphaned
             start = time.monotonic()
             if sig == signal.SIGINT:
                 os.killpg(proc.pid, sig)
@@ -439,8 +446,8 @@ def check_faults(base: Path, repeat: int) -> list[Figure]:
             proc.wait(timeout=120)
             if sig == signal.SIGKILL:
                 cli(repo, "runs")
-                subprocess.run(["pkill", "-f", f"{repo}"], capture_output=True)  # its orphaned kernel
             times.append(time.monotonic() - start)
+            end_processes(started)  # the orphaned kernel (after SIGKILL), else already gone
             new = runs_of(repo)[: len(runs_of(repo)) - count]
             wrong += not (len(new) == 1 and new[0].info.status == status
                           and new[0].data.tags.get("cd4ml.status.reason") == reason)
@@ -465,10 +472,10 @@ def check_tracking(base: Path) -> list[Figure]:
             start = time.monotonic()
             done = cli(repo, "run", "score.ipynb", "-q", "--tracking-uri", uri)
             took = time.monotonic() - start
-            wrong = not (done.returncode == 1 and "is not reachable" in done.stderr and took < 20
+            wrong = not (done.returncode == 1 and "is not reachable" in done.stderr
                          and not (repo / ".cd4ml" / "runs").exists())
             figures.append(Figure("tracking", f"{case}: clear error, no kernel", 1, int(wrong), "wrong", [took],
-                                  "health_timeout 10 s (default)"))
+                                  "health_timeout 10 s (default)", limit=20))
     finally:
         silent.close()
     return figures

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from nbfactory import free_port
+from nbfactory import free_port, jupyter_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -144,7 +144,7 @@ def running_lab(
         sys.executable, "-m", "jupyterlab",
         "--no-browser", "--allow-root",
         f"--ServerApp.token={token}",
-        f"--port={port}", "--ServerApp.port_retries=0",
+        f"--port={port}",  # if taken meanwhile, Lab moves on: the port it got is read back below
         "--ip=127.0.0.1",
         f"--ServerApp.root_dir={repo}",
         "--LabApp.news_url=None",
@@ -154,8 +154,12 @@ def running_lab(
         process = subprocess.Popen(
             command, cwd=repo, env=env, stdout=log_file, stderr=subprocess.STDOUT
         )
-    lab = Lab(url=f"http://127.0.0.1:{port}", token=token, repo=repo, log=log)
     try:
+        try:
+            port = jupyter_port(home / "runtime", process, START_TIMEOUT_S)
+        except AssertionError as error:
+            pytest.fail(f"{error}:\n{Lab('', token, repo, log).log_tail()}")
+        lab = Lab(url=f"http://127.0.0.1:{port}", token=token, repo=repo, log=log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:

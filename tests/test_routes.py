@@ -8,7 +8,7 @@ from tornado.httpclient import HTTPClientError
 
 from cd4ml_nb.routes import NAMESPACE, ROUTES
 
-from nbfactory import commit_all, init_repo, percent, write_ipynb
+from nbfactory import commit_all, init_repo, percent, wait_until_async, write_ipynb
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -43,17 +43,14 @@ async def call(jp_fetch, *parts, method="GET", body=None, params=None):
     return response.code, json.loads(response.body) if response.body else {}
 
 
-async def wait_job(jp_fetch, job_id, timeout=180):
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
+async def wait_job(jp_fetch, job_id, timeout=240, until=lambda job: job["state"] in ("finished", "failed", "killed"),
+                   what="the job ending"):
+    async def reached():
         code, job = await call(jp_fetch, "jobs", job_id)
         assert code == 200
-        if job["state"] in ("finished", "failed", "killed") or time.monotonic() > deadline:
-            return job
-        await asyncio.sleep(0.3)
+        return job if until(job) else None
+
+    return await wait_until_async(reached, timeout, f"{what} ({job_id})", interval=0.3)
 
 
 async def test_status_reports_branch_and_store(jp_fetch, jp_root_dir, monkeypatch):
@@ -135,17 +132,14 @@ async def test_job_runs_like_the_cli_and_lists(jp_fetch, jp_root_dir):
 
 
 async def test_cancel_mid_run_ends_killed(jp_fetch, jp_root_dir):
-    import asyncio
-
     from mlflow.tracking import MlflowClient
 
     code, reply = await call(jp_fetch, "jobs", method="POST", body={"path": "score.ipynb", "parameters": {"pause": 60}})
     assert code == 202
-    for _ in range(600):
-        code, job = await call(jp_fetch, "jobs", reply["id"])
-        if job["run_id"] and job["progress"]["done"] >= 2:
-            break
-        await asyncio.sleep(0.2)
+    pausing = await wait_job(jp_fetch, reply["id"], what="the job reaching its pausing cell",
+                             until=lambda job: job["state"] not in ("queued", "running")
+                             or (job["run_id"] and job["progress"]["done"] >= 2))
+    assert pausing["state"] == "running", pausing
     code, cancelled = await call(jp_fetch, "jobs", reply["id"], method="DELETE")
     assert code == 200
     job = await wait_job(jp_fetch, reply["id"])
@@ -262,9 +256,10 @@ async def test_server_start_marks_orphaned_runs_failed(orphan, jp_fetch):
 
     c, run_id = orphan
     await jp_fetch(NAMESPACE, "status")  # the server (and its reconcile thread) is up
-    for _ in range(100):
-        run = c.get_run(run_id)
-        if run.info.status != "RUNNING":
-            break
-        await asyncio.sleep(0.1)
+
+    async def ended():
+        run = await asyncio.to_thread(c.get_run, run_id)
+        return run if run.info.status != "RUNNING" else None
+
+    run = await wait_until_async(ended, 120, "the orphaned run being reconciled")
     assert run.info.status == "FAILED" and run.data.tags["cd4ml.status.reason"] == "orphaned"

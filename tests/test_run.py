@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from cd4ml_nb.cli import main
 
-from nbfactory import commit_all, digest_tree, git, init_repo, percent, write_ipynb
+from nbfactory import commit_all, digest_tree, git, init_repo, percent, wait_until, write_ipynb
 
 SCORE = percent(
     "import mlflow\nmlflow.log_metric('score', alpha * 2)\nmlflow.set_tag('seen', repr((alpha, name)))",
@@ -143,11 +142,12 @@ def test_interrupt_ends_the_run_killed(repo, how):
         [sys.executable, "-m", "cd4ml_nb.cli", "run", "sleep.py", "-q"],
         cwd=repo, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 120
-    while not (repo / "started").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    try:
+        wait_until((repo / "started").exists, 240, "the notebook starting", interval=0.1, proc=proc)
+    except AssertionError as e:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"{e}\n{proc.communicate()}") from None
     if how == "SIGINT":
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
     else:

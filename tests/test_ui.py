@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
-from nbfactory import free_port, init_repo
+from nbfactory import free_port, init_repo, wait_http
 
 
 def test_ui_serves_the_project_store(tmp_path):
@@ -19,16 +18,10 @@ def test_ui_serves_the_project_store(tmp_path):
                             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "MLflow UI did not come up"
-                time.sleep(0.5)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", 180, proc=proc)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{proc.stdout.read() if proc.poll() is not None else ''}") from None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/search?max_results=5",
                                     timeout=10) as response:
             assert response.status == 200
