@@ -31,6 +31,11 @@ FIXED = """\
 | A notebook whose name (or folder) contains `{` or `}` failed at run time: Papermill formats output paths with `str.format`. | the output path is escaped before Papermill sees it (`runner.py`) |
 | A tracking server that died mid-run lost the run: the kernel's `mlflow.log_*` calls failed and the run was left `RUNNING`. | with an `http(s)` tracking URI the kernel logs into a local spool; the parent uploads it at the end, or `cd4ml-nb runs sync` later (`spool.py`) |
 | A run's `uncommitted.diff` lost carriage returns (git output read in text mode), so `reproduce` could not apply it. | git output is read as bytes (`gitinfo.py`) |
+| 8 concurrent first runs on a new `sqlite:` URI named by the user: 8 of 8 failed (`_alembic_tmp_* already exists`) and the half-migrated file failed every later open; the server's start-up reconcile and the first Lab job did the same. | every SQLite store is built in a temporary file under a lock beside it and moved into place complete; a damaged store is named in one line with `mv … .broken` (`store.py`); reads create no store |
+| Runs on an explicit SQLite URI wrote `mlruns/` into the notebook's folder; later runs were dirty and carried every earlier artifact in `uncommitted.diff`. | artifacts go beside the database (or `.cd4ml/artifacts` when it is in the project); the diff leaves out what git ignores and what cd4ml-nb writes, and is capped (`cd4ml.git.diff_truncated`) |
+| Team mode uploaded only the first 100 parameters of each batch. | `tracking.log_batches` splits to MLflow's limits; nothing is dropped |
+| Runs left RUNNING: a killed runner or kernel under `track()` (nbval), a sweep trial whose machinery raised, a Lab job with a lone surrogate, a job process that died. | a guard process ends the runs of any owner that dies (`guard.py`); sweeps end every trial run; values that are not valid Unicode are refused before any run |
+| Parameters left at their defaults were not logged; the environment axis described the runner, not the kernel; pandas 3 dtype names made `gate` see a schema change. | every value is logged (`cd4ml.params.defaults` names the defaults); the kernel's interpreter is described; schemas fingerprint logical types |
 """
 
 
