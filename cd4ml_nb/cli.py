@@ -514,6 +514,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Prune ended Lab jobs (with their run folders) and the CLI's run folders; MLflow keeps the runs."""
+    from .jobs import JobManager, prune_runs
+
+    project = _project(".")
+    keep = project.config.job_retention_count if args.keep is None else args.keep
+    days = project.config.job_retention_days if args.days is None else args.days
+    removed = JobManager(project).prune(keep, days, dry_run=args.dry_run)
+    removed += prune_runs(project, keep, days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+
+    def size(n: int) -> str:
+        return next((f"{n / f:.1f} {u}" for f, u in ((2**30, "GB"), (2**20, "MB"), (2**10, "kB")) if n >= f),
+                    f"{n} B")
+
+    for r in removed:
+        what = f"job {r.name} ({r.detail})" if r.kind == "job" else f"run folder {r.name} ({r.detail})"
+        where = ", ".join(project.relative(p) for p in r.paths)
+        _say(f"{verb} {what}: {where}: {size(r.bytes)}")
+    jobs = sum(r.kind == "job" for r in removed)
+    _say(f"{verb} {jobs} job(s) and {len(removed) - jobs} run folder(s), "
+         f"{'would free' if args.dry_run else 'freed'} {size(sum(r.bytes for r in removed))} "
+         f"(kept: queued and running jobs, the newest {keep} ended, "
+         f"{f'none older than {days:g} days' if days else 'no age limit'}; MLflow runs untouched)")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
 
     project = _project(".")
@@ -604,6 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, metavar="N")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("gc", cmd_gc, "remove ended Lab jobs and old run folders (the MLflow runs stay)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--keep", type=int, metavar="N", help="ended jobs and run folders kept (default: "
+                   "job_retention_count)")
+    p.add_argument("--days", type=float, metavar="D", help="remove those older than D days, 0: no age limit "
+                   "(default: job_retention_days)")
 
     p = add("compare", cmd_compare, "compare a branch's runs with the base branch's, per notebook")
     p.add_argument("--branch", metavar="B", help="default: the current branch")

@@ -12,7 +12,6 @@ import difflib
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -190,7 +189,7 @@ def _save_record(project: Project, pair: Pair, digest: str) -> None:
     project.ensure_state_dir()
     record = _load_record(project)
     record[project.relative(pair.ipynb)] = digest
-    _atomic_write(_record_path(project), json.dumps(record, indent=1, sort_keys=True))
+    notebooks.write_atomic(_record_path(project), json.dumps(record, indent=1, sort_keys=True))
 
 
 def _committed_digest(project: Project, pair: Pair) -> str | None:
@@ -253,24 +252,10 @@ def diff(pair: Pair) -> str:
 # --- writing ----------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write(node: Any, path: Path, fmt: str) -> None:
     import jupytext
 
-    _atomic_write(path, jupytext.writes(node, fmt=fmt))
+    notebooks.write_atomic(path, jupytext.writes(node, fmt=fmt))
 
 
 def _with_formats(node: Any, pair: Pair) -> Any:
