@@ -1,17 +1,30 @@
 """HTTP adapter: thin tornado handlers under ``/cd4ml-nb/`` over the core modules.
 
-Every verb is ``@tornado.web.authenticated`` and ``@authorized``; every path is confined to the
-server root (realpath, no symlink escape, hidden files per ``ContentsManager.allow_hidden``).
-Core errors map to HTTP statuses in one place (:meth:`BaseHandler.write_error`).
+- **Boundary.** Every path in the API is relative to Jupyter's root (the contents manager's
+  ``root_dir``) and confined to it: realpath, no symlink escape, hidden files per
+  ``ContentsManager.allow_hidden``. The project (git, ``pyproject.toml``, ``.cd4ml/``) is
+  discovered from the notebook's folder, so it may reach above the root; what the API shows stays
+  relative to the root, and error messages carry no absolute server path.
+- **The event loop stays free.** Handlers are ``async``: they parse the request on the loop, then
+  run the blocking part (git, files, MLflow, the tracking health check, the store lock) on the one
+  small thread pool the extension owns (:class:`Extension`).
+- **Errors.** Every verb is ``@tornado.web.authenticated`` and ``@authorized``. Malformed input is
+  a 4xx with a JSON ``message``; core errors map to HTTP statuses in one place
+  (:meth:`BaseHandler.write_error`) and are logged as one line, never as a traceback.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import math
+import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, TypeVar
 
 import tornado.web
 from jupyter_server.auth.decorator import authorized
@@ -19,12 +32,21 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from . import __version__, gitinfo
-from .exceptions import BadInput, Cd4mlError, NotFound, PairConflict
+from .config import Cd4mlConfig
+from .exceptions import BadInput, Cd4mlError, Forbidden, NotFound, PairConflict, TooLarge, TrackingError
 from .project import Project
 
 NAMESPACE = "cd4ml-nb"
 AUTH_RESOURCE = "cd4ml-nb"
-MAX_PAGE = 500
+MAX_PAGE = 500  # runs and jobs per page
+WORKERS = 4  # threads for blocking work, shared by every request
+MAX_PATH_CHARS = 1024
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX)
+MAX_TEXT_CHARS = 1000  # other query values: branch, page_token
+MAX_DEPTH = 32  # nesting of a JSON body
+HTML_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,41 +69,257 @@ def project_status(project: Project) -> Status:
     )
 
 
+# --- the server root: where user paths resolve -------------------------------------------------
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A user-given value for a message: quoted, clipped, surrogates escaped."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+class ServerRoot:
+    """Jupyter's root as the API sees it: paths are given relative to it and confined to it."""
+
+    def __init__(self, server_app) -> None:
+        self.app = server_app
+        self.contents = getattr(server_app, "contents_manager", None)
+        given = getattr(self.contents, "root_dir", None) or server_app.root_dir
+        self.path = Path(os.path.realpath(given))
+        self._prefixes = self._scrub_prefixes(Path(os.path.abspath(given)))
+
+    @property
+    def allow_hidden(self) -> bool:
+        return bool(getattr(self.contents, "allow_hidden", False))
+
+    def project(self, start: Path | None = None) -> Project:
+        """The project of ``start`` (a file under the root; default: the root itself)."""
+        return Project.discover(start or self.path, parent=self.app)
+
+    def relative(self, path: Path | str) -> str | None:
+        """``path`` relative to the root (POSIX form), or None when it is outside."""
+        real = Path(os.path.realpath(path))
+        if real == self.path:
+            return "."
+        if self.path not in real.parents:
+            return None
+        return real.relative_to(self.path).as_posix()
+
+    def inside(self, path: Path, what: str = "file", *, hidden: bool = False) -> str:
+        """``path`` relative to the root; Forbidden when it is outside, or hidden (unless allowed)."""
+        rel = self.relative(path)
+        if rel is None:
+            raise Forbidden(f"the {what} {_shown(self.scrub(str(path)))} is outside the server root")
+        parts = PurePosixPath(rel).parts
+        if not (hidden or self.allow_hidden) and any(part.startswith(".") for part in parts if part != "."):
+            raise Forbidden(f"the {what} {rel!r} is hidden, and hidden files are not allowed")
+        return rel
+
+    def file(self, text: Any, what: str = "path") -> Path:
+        """The real path of the existing file ``text`` names (relative to the root), checked.
+
+        BadInput (400) for a value that is not a usable relative path, Forbidden (403) for one
+        that leaves the root (``..``, a symlink) or is hidden, NotFound (404) for no such file.
+        """
+        if text is None or text == "":
+            raise BadInput(f"missing {what!r}")
+        if not isinstance(text, str):
+            raise BadInput(f"{what!r} must be a string: a path relative to the server root")
+        if len(text) > MAX_PATH_CHARS:
+            raise BadInput(f"{what!r} is too long ({len(text)} characters, at most {MAX_PATH_CHARS})")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadInput(f"{what!r} is not valid Unicode text (a lone surrogate)") from None
+        shown = _shown(text)
+        if "\0" in text:
+            raise BadInput(f"{shown}: a path cannot contain a NUL character")
+        if text.startswith(("/", "\\")) or "\\" in text or re.match(r"^[A-Za-z]:[\\/]", text):
+            raise BadInput(f"{shown}: give a path relative to the server root")
+        parts = text.split("/")
+        if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+            raise BadInput(f"{shown}: a name in it is too long (at most {MAX_NAME_BYTES} bytes)")
+        if not self.allow_hidden and any(p.startswith(".") and p not in (".", "..") for p in parts):
+            raise Forbidden(f"{shown}: hidden files and folders are not allowed")
+        real = Path(os.path.realpath(self.path / text))
+        if self.relative(real) is None:  # `..` or a symlink leads out
+            raise Forbidden(f"{shown}: outside the server root")
+        self.inside(real)  # hidden, once symlinks are resolved
+        try:
+            found = real.is_file()
+        except OSError:
+            found = False
+        if not found:
+            raise NotFound(f"{shown}: no such file")
+        return real
+
+    @staticmethod
+    def _scrub_prefixes(root: Path) -> list[tuple[re.Pattern, str]]:
+        """Absolute forms of the root and its ancestors, and the relative text that replaces them."""
+        roots = {root: "", Path(os.path.realpath(root)): ""}
+        for base in list(roots):
+            for depth, parent in enumerate(base.parents, start=1):
+                if parent != Path(parent.anchor):
+                    roots.setdefault(parent, "../" * depth)
+        found = []
+        for path, rel in sorted(roots.items(), key=lambda item: -len(str(item[0]))):
+            # a whole path, not the tail of a longer name or of a URL's host (`http://host/tmp`)
+            pattern = re.compile(r"(?<![\w.~-])" + re.escape(str(path)) + r"(/|(?![\w.-]))")
+            found.append((pattern, rel))
+        return found
+
+    def scrub(self, text: str) -> str:
+        """``text`` with absolute paths under the root's ancestors made relative to the root."""
+        for pattern, rel in self._prefixes:
+            text = pattern.sub(lambda m, rel=rel: rel if m.group(1) == "/" else (rel.rstrip("/") or "."), text)
+        return text
+
+
+# --- the extension's state ----------------------------------------------------------------------
+
+
+class Extension:
+    """What the server extension owns: the root, one thread pool, the job managers, request limits."""
+
+    def __init__(self, server_app) -> None:
+        self.root = ServerRoot(server_app)
+        self.limits = Cd4mlConfig(parent=server_app)  # server-wide: c.Cd4mlConfig.max_request_bytes
+        self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="cd4ml-nb")
+        self.log = server_app.log
+        self._managers: dict[Path, Any] = {}
+        self._lock = threading.Lock()
+
+    def jobs(self, project: Project):
+        """The job manager of ``project`` (one per project, made on first use)."""
+        from .jobs import JobManager
+
+        with self._lock:
+            if project.root not in self._managers:
+                self._managers[project.root] = JobManager(project, root=self.root.path)
+            return self._managers[project.root]
+
+    def all_jobs(self) -> list:
+        """The root project's job manager first, then those of other projects met since start."""
+        first = self.jobs(self.root.project())
+        with self._lock:
+            return [first, *(m for m in self._managers.values() if m is not first)]
+
+    def start(self) -> None:
+        """At server start: runs left RUNNING by dead job processes become FAILED, queued jobs start."""
+        try:
+            from . import tracking
+
+            project = self.root.project()
+            fixed = tracking.reconcile_orphans(project)
+            if fixed:
+                self.log.info("cd4ml_nb: marked %d orphaned run(s) FAILED", len(fixed))
+            self.jobs(project).resume()
+        except Exception as e:  # never break the server start
+            self.log.warning("cd4ml_nb: start-up (orphaned runs, queued jobs): %s", self.root.scrub(str(e)))
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
+def _check_json(value: Any, what: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH and strings that are not valid Unicode (iteratively)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadInput(f"{what} is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            keys = list(item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            keys = []
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            keys = [item] if isinstance(item, str) else []
+        for text in keys:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadInput(f"{what} has a string that is not valid Unicode (a lone surrogate)") from None
+
+
+def _check_parameters(values: Any, limit: int) -> dict[str, Any]:
+    """The ``parameters`` of a request: an object whose values' JSON is at most ``limit`` bytes each."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise BadInput("'parameters' must be an object of name: value")
+    for name, value in values.items():
+        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+        if size > limit:
+            raise TooLarge(f"parameter {_shown(name)}: its value is {size} bytes of JSON, over the limit of "
+                           f"{limit} bytes (max_parameter_bytes)")
+    return values
+
+
 class BaseHandler(APIHandler):
-    """Shared behaviour: the project, confined paths, JSON bodies, error mapping."""
+    """Shared behaviour: blocking work off the loop, request parsing, error mapping and logging."""
 
     auth_resource = AUTH_RESOURCE
 
-    @functools.cached_property
-    def project(self) -> Project:
-        """Discovered once per request (git and pyproject.toml are read each time it is made)."""
-        app = self.settings["cd4ml_nb_server_app"]
-        return Project.discover(app.root_dir, parent=app)
-
     @property
-    def jobs(self):
-        return self.settings["cd4ml_nb_jobs"](self.project)
+    def ext(self) -> Extension:
+        return self.settings["cd4ml_nb"]
 
-    def user_path(self, text: str | None) -> str:
-        """A server-root-relative path, checked: exists inside the root, not hidden unless allowed."""
-        if not text:
-            raise BadInput("missing 'path'")
-        project = self.project
-        allow_hidden = getattr(self.settings.get("contents_manager"), "allow_hidden", False)
-        if text.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", text) or "\\" in text:
-            raise BadInput(f"{text!r}: give a path relative to the server root")
-        real = project.confine(text, allow_hidden=allow_hidden)
-        if not real.is_file():
-            raise NotFound(f"{text}: no such file")
-        return project.relative(real)
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the extension's thread pool; the event loop serves others meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.ext.executor, functools.partial(fn, *args))
+
+    def text_arg(self, name: str) -> str | None:
+        """A query value (not stripped); None when absent or empty; 400 when too long."""
+        value = self.get_query_argument(name, None, strip=False)
+        if value and len(value) > (MAX_PATH_CHARS if name in ("path", "notebook") else MAX_TEXT_CHARS):
+            raise BadInput(f"{name!r} is too long ({len(value)} characters)")
+        return value or None
+
+    def int_arg(self, name: str, default: int, low: int, high: int, *, clamp: bool = False) -> int:
+        text = self.get_query_argument(name, None)
+        if text is None or text == "":
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise BadInput(f"{name!r} must be an integer") from None
+        if clamp:
+            return min(high, max(low, value))
+        if not low <= value <= high:
+            raise BadInput(f"{name!r} must be between {low} and {high} (got {value})")
+        return value
 
     def body(self) -> dict[str, Any]:
+        """The JSON object of the request body (empty: ``{}``), within max_request_bytes."""
+        raw = self.request.body or b""
+        limit = self.ext.limits.max_request_bytes
+        if len(raw) > limit:
+            raise TooLarge(f"the request body is {len(raw)} bytes, over the limit of {limit} bytes "
+                           "(max_request_bytes)")
+        if not raw.strip():
+            return {}
         try:
-            data = json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise BadInput("request body is not JSON") from None
+            data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite)
+        except RecursionError:
+            raise BadInput(f"the request body is nested more than {MAX_DEPTH} levels deep") from None
+        except ValueError as e:  # includes UnicodeDecodeError
+            raise BadInput(f"the request body is not JSON ({str(e).splitlines()[0][:200]})") from None
         if not isinstance(data, dict):
-            raise BadInput("request body must be a JSON object")
+            raise BadInput("the request body must be a JSON object")
+        _check_json(data, "the request body")
         return data
 
     def reply(self, data: Any, status: int = 200) -> None:
@@ -91,91 +329,209 @@ class BaseHandler(APIHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, Cd4mlError):
-            payload = {"message": str(exc), "error": type(exc).__name__}
+            scrub = self.ext.root.scrub
+            payload = {"message": scrub(str(exc)), "error": type(exc).__name__}
             if isinstance(exc, PairConflict):
-                payload["diff"] = exc.diff
+                payload["diff"] = scrub(exc.diff)
             self.set_status(exc.http_status)
             self.finish(json.dumps(payload))
             return
         super().write_error(status_code, **kwargs)
 
+    def log_exception(self, typ, value, tb) -> None:
+        """Errors of ours are expected (bad input, a store away): one line, no traceback."""
+        if isinstance(value, Cd4mlError):
+            message = self.ext.root.scrub(str(value)).splitlines() or [""]
+            self.log.warning("cd4ml-nb %s %s: %d %s: %s", self.request.method, self.request.path,
+                             value.http_status, type(value).__name__, message[0][:500])
+            return
+        super().log_exception(typ, value, tb)
 
-class StatusHandler(BaseHandler):
-    @tornado.web.authenticated
-    @authorized
-    def get(self) -> None:
-        self.reply(asdict(project_status(self.project)))
+
+# --- the core calls behind each route (run on the thread pool) ----------------------------------
 
 
-def _pairing_state(project: Project, rel: str) -> dict[str, Any]:
+def _status(root: ServerRoot) -> dict[str, Any]:
+    return asdict(project_status(root.project()))
+
+
+def _pairing_state(root: ServerRoot, project: Project, real: Path) -> dict[str, Any]:
     from . import pairing
 
-    pair = pairing.find_pair(project.root / rel, project)
+    rel = root.inside(real)
+    pair = pairing.find_pair(real, project)
     if pair is None:
         return {"path": rel, "paired": False, "ipynb": None, "text": None, "formats": None, "in_sync": None,
                 "newer": None, "conflict": False, "missing": None, "basis": None}
     state = pairing.compare(pair, project).to_json(project)
+    state.update(ipynb=root.inside(pair.ipynb, "paired file"), text=root.inside(pair.text, "paired file"))
     return {"path": rel, "paired": True, **state}
+
+
+def _read_pairing(root: ServerRoot, text: Any) -> dict[str, Any]:
+    real = root.file(text)
+    return _pairing_state(root, root.project(real), real)
+
+
+def _pair(root: ServerRoot, text: Any) -> dict[str, Any]:
+    from . import pairing
+
+    real = root.file(text)
+    project = root.project(real)
+    pair = pairing.find_pair(real, project, default=True)
+    if pair is not None:  # both sides must be inside the root before anything is written
+        root.inside(pair.ipynb, "paired file")
+        root.inside(pair.text, "paired file")
+    pairing.pair_notebook(real, project)
+    return _pairing_state(root, project, real)
+
+
+def _contract(root: ServerRoot, text: Any) -> dict[str, Any]:
+    from . import notebooks, params
+
+    real = root.file(text)
+    return params.read_contract(notebooks.read(real).node, root.inside(real)).to_json()
+
+
+def _submit(ext: Extension, text: Any, values: Any) -> dict[str, Any]:
+    real = ext.root.file(text)
+    project = ext.root.project(real)
+    values = _check_parameters(values, project.config.max_parameter_bytes)
+    job = ext.jobs(project).submit(ext.root.inside(real), values)
+    return {"id": job.id}
+
+
+def _list_jobs(ext: Extension, limit: int, offset: int) -> dict[str, Any]:
+    managers = ext.all_jobs()
+    if len(managers) == 1:
+        jobs, total = managers[0].list_page(limit, offset)
+    else:  # several projects under the root: merge their newest-first pages
+        jobs, total = [], 0
+        for manager in managers:
+            page, count = manager.list_page(offset + limit, 0)
+            jobs += page
+            total += count
+        jobs = sorted(jobs, key=lambda j: j.created, reverse=True)[offset:offset + limit]
+    return {"jobs": [job.to_json() for job in jobs], "total": total, "limit": limit, "offset": offset}
+
+
+def _find_job(ext: Extension, job_id: str):
+    """The manager that holds job ``job_id``, and the job."""
+    from .jobs import JOB_ID
+
+    if JOB_ID.match(job_id):
+        for manager in ext.all_jobs():
+            try:
+                return manager, manager.get(job_id)
+            except NotFound:
+                continue
+    raise NotFound(f"no job {_shown(job_id, 40)}")
+
+
+def _job(ext: Extension, job_id: str) -> dict[str, Any]:
+    return _find_job(ext, job_id)[1].to_json()
+
+
+def _cancel(ext: Extension, job_id: str) -> dict[str, Any]:
+    manager, _ = _find_job(ext, job_id)
+    job = manager.cancel(job_id)
+    return {"id": job.id, "state": job.state}
+
+
+def _job_html(ext: Extension, job_id: str) -> bytes:
+    manager, _ = _find_job(ext, job_id)
+    path = manager.html_path(job_id)
+    ext.root.inside(Path(path), "HTML render", hidden=True)
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        raise NotFound(f"job {job_id}: its HTML render is gone") from None
+
+
+def _runs(root: ServerRoot, branch: str | None, notebook: str | None, limit: int,
+          page_token: str | None) -> dict[str, Any]:
+    from . import tracking
+
+    tag = None
+    if notebook:
+        real = root.file(notebook, "notebook")
+        project = root.project(real)
+        tag = project.relative(real)  # runs record the notebook relative to their project
+    else:
+        project = root.project()
+    experiment = tracking.branch_experiment(project, branch)
+    try:
+        page = tracking.runs_page(project, experiment, tag, limit, page_token)
+    except Cd4mlError:
+        raise
+    except Exception as e:  # MLflow's own errors (a server that answers 5xx, a store it cannot read)
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(e, MlflowException):
+            raise
+        raise TrackingError(f"MLflow store {project.tracking_uri}: {str(e).splitlines()[0][:300]}") from None
+    runs = []
+    for run in page.runs:
+        shown = asdict(run)
+        shown["notebook"] = root.relative(project.root / run.notebook) if run.notebook else None
+        runs.append(shown)
+    return {"experiment": experiment, "runs": runs, "next_page_token": page.next_page_token}
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+class StatusHandler(BaseHandler):
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.off_loop(_status, self.ext.root))
 
 
 class PairingHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
-    def get(self) -> None:
-        rel = self.user_path(self.get_query_argument("path", None))
-        self.reply(_pairing_state(self.project, rel))
+    async def get(self) -> None:
+        self.reply(await self.off_loop(_read_pairing, self.ext.root, self.text_arg("path")))
 
     @tornado.web.authenticated
     @authorized
-    def post(self) -> None:
-        from . import pairing
-
-        rel = self.user_path(self.body().get("path"))
-        project = self.project
-        pairing.pair_notebook(project.root / rel, project)
-        self.reply(_pairing_state(project, rel))
+    async def post(self) -> None:
+        self.reply(await self.off_loop(_pair, self.ext.root, self.body().get("path")))
 
 
 class ParamsHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
-    def get(self) -> None:
-        from . import notebooks, params
-
-        rel = self.user_path(self.get_query_argument("path", None))
-        nb = notebooks.read(self.project.root / rel)
-        self.reply(params.read_contract(nb.node, rel).to_json())
+    async def get(self) -> None:
+        self.reply(await self.off_loop(_contract, self.ext.root, self.text_arg("path")))
 
 
 class JobsHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
-    def get(self) -> None:
-        self.reply({"jobs": [job.to_json() for job in self.jobs.list()]})
+    async def get(self) -> None:
+        limit = self.int_arg("limit", 50, 1, MAX_PAGE)
+        offset = self.int_arg("offset", 0, 0, 10**9)
+        self.reply(await self.off_loop(_list_jobs, self.ext, limit, offset))
 
     @tornado.web.authenticated
     @authorized
-    def post(self) -> None:
+    async def post(self) -> None:
         data = self.body()
-        rel = self.user_path(data.get("path"))
-        values = data.get("parameters") or {}
-        if not isinstance(values, dict):
-            raise BadInput("'parameters' must be an object of name: value")
-        job = self.jobs.submit(rel, values)
-        self.reply({"id": job.id}, status=202)
+        self.reply(await self.off_loop(_submit, self.ext, data.get("path"), data.get("parameters")), status=202)
 
 
 class JobHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
-    def get(self, job_id: str) -> None:
-        self.reply(self.jobs.get(job_id).to_json())
+    async def get(self, job_id: str) -> None:
+        self.reply(await self.off_loop(_job, self.ext, job_id))
 
     @tornado.web.authenticated
     @authorized
-    def delete(self, job_id: str) -> None:
-        job = self.jobs.cancel(job_id)
-        self.reply({"id": job.id, "state": job.state})
+    async def delete(self, job_id: str) -> None:
+        self.reply(await self.off_loop(_cancel, self.ext, job_id))
 
 
 class JobHtmlHandler(BaseHandler):
@@ -183,32 +539,19 @@ class JobHtmlHandler(BaseHandler):
 
     @tornado.web.authenticated
     @authorized
-    def get(self, job_id: str) -> None:
-        path = self.jobs.html_path(job_id)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header("Content-Security-Policy", "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:")
-        self.finish(path.read_bytes())
+    async def get(self, job_id: str) -> None:
+        html = await self.off_loop(_job_html, self.ext, job_id)
+        self.set_header("Content-Security-Policy", HTML_CSP)
+        self.finish(html, set_content_type="text/html; charset=utf-8")
 
 
 class RunsHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
-    def get(self) -> None:
-        from . import tracking
-
-        project = self.project
-        branch = self.get_query_argument("branch", None)
-        notebook = self.get_query_argument("notebook", None)
-        if notebook:
-            notebook = self.user_path(notebook)
-        try:
-            limit = min(MAX_PAGE, max(1, int(self.get_query_argument("max_results", "50"))))
-        except ValueError:
-            raise BadInput("max_results must be an integer") from None
-        experiment = tracking.branch_experiment(project, branch)
-        page = tracking.runs_page(project, experiment, notebook, limit, self.get_query_argument("page_token", None))
-        self.reply({"experiment": experiment, "runs": [asdict(r) for r in page.runs],
-                    "next_page_token": page.next_page_token})
+    async def get(self) -> None:
+        limit = self.int_arg("max_results", 50, 1, MAX_PAGE, clamp=True)
+        self.reply(await self.off_loop(_runs, self.ext.root, self.text_arg("branch"), self.text_arg("notebook"),
+                                       limit, self.text_arg("page_token")))
 
 
 ROUTES = [
@@ -222,36 +565,12 @@ ROUTES = [
 ]
 
 
-def setup_route_handlers(server_app) -> None:
-    """Register the routes; job managers are made on first use, one per project root."""
-    from .jobs import JobManager
-
-    managers: dict[str, JobManager] = {}
-    lock = threading.Lock()
-
-    def jobs_for(project: Project) -> JobManager:
-        with lock:
-            key = str(project.root)
-            if key not in managers:
-                managers[key] = JobManager(project)
-            return managers[key]
-
+def setup_route_handlers(server_app) -> Extension:
+    """Register the routes; start-up work (orphaned runs, queued jobs) runs on the thread pool."""
+    ext = Extension(server_app)
     web_app = server_app.web_app
-    web_app.settings["cd4ml_nb_server_app"] = server_app
-    web_app.settings["cd4ml_nb_jobs"] = jobs_for
+    web_app.settings["cd4ml_nb"] = ext
     base_url = web_app.settings["base_url"]
     web_app.add_handlers(".*$", [(url_path_join(base_url, NAMESPACE, path), handler) for path, handler in ROUTES])
-    threading.Thread(target=_reconcile, args=(server_app,), name="cd4ml-reconcile", daemon=True).start()
-
-
-def _reconcile(server_app) -> None:
-    """On server start: runs left RUNNING by dead job processes become FAILED (orphaned)."""
-    try:
-        project = Project.discover(server_app.root_dir, parent=server_app)
-        from . import tracking
-
-        fixed = tracking.reconcile_orphans(project)
-        if fixed:
-            server_app.log.info("cd4ml_nb: marked %d orphaned run(s) FAILED", len(fixed))
-    except Exception as e:  # never break the server start
-        server_app.log.warning("cd4ml_nb: could not reconcile orphaned runs: %s", e)
+    ext.executor.submit(ext.start)
+    return ext

@@ -371,10 +371,14 @@ class RunsPage:
 
 
 def branch_experiment(project: Project, branch: str | None) -> str:
-    """The experiment of ``branch`` (default: the current branch)."""
+    """The experiment of ``branch`` (default: the checked-out branch, a cheap lookup: no diff)."""
     if branch is None:
-        return experiment_name(project, gitinfo.inspect(project.root))
-    return project.config.experiment_template.format(branch=branch, project=project.root.name)
+        branch = (gitinfo.current_branch(project.root) or "detached") if project.in_git else "no-git"
+    try:
+        return project.config.experiment_template.format(branch=branch, project=project.root.name)
+    except (KeyError, IndexError, ValueError) as e:
+        raise BadInput(f"experiment_template {project.config.experiment_template!r}: {e!r}; "
+                       "use the fields {branch} and {project}") from None
 
 
 def runs_page(project: Project, experiment: str, notebook: str | None, limit: int,

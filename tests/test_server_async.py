@@ -6,12 +6,25 @@ status request has completed), so a slow machine cannot make it fail.
 """
 from __future__ import annotations
 
+import inspect
 import socket
 import threading
+
+import pytest
+
+from cd4ml_nb.routes import ROUTES
 
 from nbfactory import commit_all, init_repo, write_ipynb
 
 from test_server_root import SCORE, assert_no_traceback, served
+
+
+@pytest.mark.parametrize("path, handler", ROUTES)
+def test_every_verb_is_a_coroutine(path, handler):
+    """Under the decorators, each verb is ``async``: its blocking part can wait off the loop."""
+    for name in ("get", "post", "delete"):
+        if name in handler.__dict__:
+            assert inspect.iscoroutinefunction(inspect.unwrap(getattr(handler, name))), (handler.__name__, name)
 
 
 def test_status_answers_while_runs_waits_on_a_silent_tracking_server(tmp_path):

@@ -28,18 +28,31 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz")
     repo = init_repo(base / "repo")
     # no job may really start: the kernel does not exist, so every submission is refused up front
-    (repo / "pyproject.toml").write_text('[tool.cd4ml_nb]\nkernel_name = "no-such-kernel"\n'
-                                         "max_request_bytes = 200000\nmax_parameter_bytes = 1000\n")
+    (repo / "pyproject.toml").write_text(
+        '[tool.cd4ml_nb]\nkernel_name = "no-such-kernel"\nmax_parameter_bytes = 1000\n')
     sub = repo / "sub"
     sub.mkdir()
     write_ipynb(sub / "score.ipynb", SCORE)
     write_ipynb(repo / "top.ipynb", SCORE)
     (sub / "up").symlink_to(repo, target_is_directory=True)
     commit_all(repo)
+    _store_with_a_run(repo, "sub/score.ipynb")
     with served(sub, "--Cd4mlConfig.max_request_bytes=200000") as running:
         yield running
         for job in running.call("GET", "jobs", {"limit": 500}).json().get("jobs", []):
             running.call("DELETE", f"jobs/{job['id']}")
+
+
+def _store_with_a_run(repo, notebook: str) -> None:
+    """A real store with one run of ``notebook`` on this branch, so that `GET runs` reaches MLflow."""
+    from cd4ml_nb import tracking
+    from cd4ml_nb.project import Project
+
+    project = Project.discover(repo)
+    c = tracking.client(project)
+    experiment = tracking.ensure_experiment(c, project, tracking.branch_experiment(project, None))
+    run = tracking.create_run(c, experiment, "fuzz", {tracking.NOTEBOOK: notebook}, {"alpha": 0.5})
+    tracking.end_run(c, run.info.run_id, "FINISHED")
 
 
 def _check(reply, what) -> None:
@@ -104,19 +117,31 @@ HOSTILE = [
 @pytest.mark.parametrize("method, route, query, raw", HOSTILE,
                          ids=[f"{m}-{r}-{i}" for i, (m, r, _q, _b) in enumerate(HOSTILE)])
 def test_hostile_request_is_a_4xx_with_a_message(server, method, route, query, raw):
+    mark = server.mark()
     reply = server.call(method, route, query, raw=raw)
     assert 400 <= reply.status < 500, (reply.status, reply.body[:500])
     assert reply.headers["Content-Type"].startswith("application/json")
     assert reply.message and str(server.root.parent) not in reply.message
-    assert_no_traceback(server)
+    assert_no_traceback(server, mark)
+
+
+def test_odd_but_valid_queries_answer(server):
+    """A branch nobody has: an empty page; the run of the root's notebook is found by its root path."""
+    for branch in ("x" * 200, "feature/é{0}'\"", "master'; --"):
+        reply = server.call("GET", "runs", {"branch": branch})
+        assert reply.status == 200 and reply.json()["runs"] == [], reply.body
+    runs = server.call("GET", "runs", {"notebook": "score.ipynb"}).json()["runs"]
+    assert [r["notebook"] for r in runs] == ["score.ipynb"]
 
 
 def test_size_limits(server):
-    too_big = server.call("POST", "jobs", raw=json.dumps({"path": "score.ipynb", "parameters": {"alpha": "x" * 300_000}}).encode())
+    mark = server.mark()
+    body = {"path": "score.ipynb", "parameters": {"alpha": "x" * 300_000}}
+    too_big = server.call("POST", "jobs", raw=json.dumps(body).encode())
     assert too_big.status == 413 and "200000" in too_big.message, too_big.body
     value = server.call("POST", "jobs", body={"path": "score.ipynb", "parameters": {"alpha": "y" * 5000}})
     assert value.status in (400, 413) and "alpha" in value.message and "1000" in value.message, value.body
-    assert_no_traceback(server)
+    assert_no_traceback(server, mark)
 
 
 # --- random requests -----------------------------------------------------------------------------
@@ -156,9 +181,10 @@ REQUESTS = st.tuples(st.sampled_from([p for p, _h in ROUTES]), st.sampled_from([
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(request=REQUESTS)
-def test_random_requests_never_answer_5xx(server, request):
-    pattern, method, segment, query, body = request
+@given(req=REQUESTS)
+def test_random_requests_never_answer_5xx(server, req):
+    """Random methods, routes, job ids, query strings and bodies (valid and hostile paths among them)."""
+    pattern, method, segment, query, body = req
     if method in ("GET", "DELETE"):
         body = None
     elif body is None:
@@ -168,4 +194,5 @@ def test_random_requests_never_answer_5xx(server, request):
 
 
 def test_no_traceback_after_fuzzing(server):
+    """The whole log of the module's server (the random requests included) has no traceback."""
     assert_no_traceback(server)

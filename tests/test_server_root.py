@@ -44,8 +44,14 @@ class Served:
     root: Path
     log: Path
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+    def log_text(self, since: int = 0) -> str:
+        """The server's log, from byte ``since`` on (a :meth:`mark`)."""
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+
+    def mark(self) -> int:
+        return self.log.stat().st_size
 
     def call(self, method: str, route: str, query: dict | str | None = None, body: Any = None,
              raw: bytes | None = None, headers: dict | None = None, timeout: float = 120) -> "Reply":
@@ -109,8 +115,8 @@ def served(root: Path, *extra: str, env: dict | None = None) -> Iterator[Served]
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-def assert_no_traceback(server: Served) -> None:
-    text = server.log_text()
+def assert_no_traceback(server: Served, since: int = 0) -> None:
+    text = server.log_text(since)
     assert "Uncaught exception" not in text and "Traceback" not in text, text[-4000:]
 
 
