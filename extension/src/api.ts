@@ -85,7 +85,7 @@ export function submitJob(
   return requestAPI<{ id: string }>('jobs', settings, json('POST', request));
 }
 
-/** `GET /cd4ml-nb/jobs`: every job the server knows, newest first. */
+/** `GET /cd4ml-nb/jobs`: the newest jobs (the server pages them: 50 by default). */
 export async function listJobs(settings: ServerConnection.ISettings): Promise<IJob[]> {
   const data = await requestAPI<{ jobs: IJob[] }>('jobs', settings, { method: 'GET' });
   return data.jobs;
