@@ -403,7 +403,8 @@ def runs_page(project: Project, experiment: str, notebook: str | None, limit: in
         if page_token:
             raise BadInput(f"invalid page_token: {str(e).splitlines()[0]}") from None
         raise
-    return RunsPage([summarize(r) for r in page], page.token or None)
+    token = page.token.decode() if isinstance(page.token, bytes) else page.token  # bytes from SQL stores
+    return RunsPage([summarize(r) for r in page], token or None)
 
 
 MIN_RUN_PREFIX = 6
