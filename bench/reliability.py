@@ -57,7 +57,7 @@ def main() -> int:
         figures += suite.check_faults(base / "faults", args.repeat)
         figures += suite.check_parameter_values(args.examples)
         (base / "runs").mkdir()
-        figures += runs.check_all(base / "runs", args.rounds, args.repeat)
+        figures += runs.check_all(base / "runs", args.rounds, args.repeat, args.examples)
     rows = ["| area | case | tried | must be 0 | time | note |", "|---|---|---|---|---|---|"]
     rows += [f.row() for f in figures]
     print("\n".join(rows))

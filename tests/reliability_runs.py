@@ -180,13 +180,42 @@ def check_team_batches(base: Path) -> list[suite.Figure]:
     ]
 
 
-def check_all(base: Path, rounds: int, repeat: int) -> list[suite.Figure]:
+def check_fuzz(base: Path, examples: int) -> list[suite.Figure]:
+    """Hypothesis-drawn requests (routes, methods, job ids, query strings, bodies) at a real server."""
+    from hypothesis import HealthCheck, given, settings
+
+    import test_server_fuzz as fuzz
+    from test_server_root import assert_no_traceback
+
+    sent, server_errors = [], []
+    with fuzz.fuzz_server(base) as server:
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(req=fuzz.REQUESTS)
+        def probe(req) -> None:
+            reply, what = fuzz.send(server, req)
+            sent.append(what)
+            if reply.status >= 500:
+                server_errors.append(what)
+
+        probe()
+        try:
+            assert_no_traceback(server)
+            tracebacks = 0
+        except AssertionError:
+            tracebacks = 1
+    return [suite.Figure("HTTP fuzz", "random requests at every route (hypothesis)", len(sent), len(server_errors),
+                         "answered 5xx", note="root in a subfolder of a repository, a store with a run"),
+            suite.Figure("HTTP fuzz", "server log with an 'Uncaught exception' traceback", 1, tracebacks, "found")]
+
+
+def check_all(base: Path, rounds: int, repeat: int, examples: int = 1000) -> list[suite.Figure]:
     figures = []
     for name, check in (("new-store", lambda b: check_new_store(b, rounds)),
                         ("lab-store", lambda b: check_lab_store(b, rounds)),
                         ("runners", lambda b: check_killed_runners(b, repeat)),
                         ("sessions", lambda b: check_killed_sessions(b, repeat)),
-                        ("team", check_team_batches)):
+                        ("team", check_team_batches),
+                        ("fuzz", lambda b: check_fuzz(b, examples))):
         (base / name).mkdir()
         figures += check(base / name)
         print(f"{name}: done", flush=True)

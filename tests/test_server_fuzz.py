@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
+from contextlib import contextmanager
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +26,13 @@ JOB = "0123456789ab"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("fuzz")
+    with fuzz_server(tmp_path_factory.mktemp("fuzz")) as running:
+        yield running
+
+
+@contextmanager
+def fuzz_server(base):
+    """A real server whose root is a subfolder of a repository, with a store holding one run."""
     repo = init_repo(base / "repo")
     # no job may really start: the kernel does not exist, so every submission is refused up front
     (repo / "pyproject.toml").write_text(
@@ -180,17 +187,22 @@ REQUESTS = st.tuples(st.sampled_from([p for p, _h in ROUTES]), st.sampled_from([
                      SEGMENT, QUERIES, BODIES)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(req=REQUESTS)
-def test_random_requests_never_answer_5xx(server, req):
-    """Random methods, routes, job ids, query strings and bodies (valid and hostile paths among them)."""
+def send(server, req):
+    """Send one drawn request; returns (reply, what was sent)."""
     pattern, method, segment, query, body = req
     if method in ("GET", "DELETE"):
         body = None
     elif body is None:
         body = b""
     route = _route(pattern, segment)
-    _check(server.call(method, route, query or None, raw=body), (method, route, query, body))
+    return server.call(method, route, query or None, raw=body), (method, route, query, body)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(req=REQUESTS)
+def test_random_requests_never_answer_5xx(server, req):
+    """Random methods, routes, job ids, query strings and bodies (valid and hostile paths among them)."""
+    _check(*send(server, req))
 
 
 def test_no_traceback_after_fuzzing(server):
