@@ -103,6 +103,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge_driver(args: argparse.Namespace) -> int:
+    from . import merge
+
+    if args.action == "install":
+        if args.files:
+            raise BadInput("merge-driver install takes no file arguments")
+        changed = merge.install(Path.cwd(), global_=args.global_)
+        where = "globally" if args.global_ else "in this repository"
+        _say(f"merge driver for *.ipynb installed {where}: " + (", ".join(changed) if changed else "already installed"))
+        return 0
+    if args.global_ or len(args.files) not in (4, 5):
+        raise BadInput("merge-driver run takes BASE OURS THEIRS [MARKER_SIZE] PATH (git passes %O %A %B %L %P)")
+    base, ours, theirs, *rest = args.files
+    marker_size = int(rest[0]) if len(rest) == 2 and rest[0].isdigit() else 7
+    result = merge.run(Path(base), Path(ours), Path(theirs), rest[-1], marker_size, warn=_warn)
+    return result.exit_code
+
+
 # --- parameters and runs ----------------------------------------------------------------------
 
 
@@ -608,6 +626,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "report pairs whose inputs differ (exit 1); writes nothing")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (default: the repository)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("merge-driver", cmd_merge_driver, "git merge driver for paired .ipynb: `install` once per clone "
+            "(--global: for every repository); git calls `run`")
+    p.add_argument("action", choices=["install", "run"])
+    p.add_argument("files", nargs="*", metavar="FILE", help="run: %%O %%A %%B %%L %%P, as git passes them")
+    p.add_argument("--global", dest="global_", action="store_true", help="install: ~/.gitconfig and the "
+                   "global attributes file")
+
     p = add("params", cmd_params, "show a notebook's parameter contract (cell tagged 'parameters')")
     p.add_argument("notebook", metavar="NOTEBOOK")
     p.add_argument("--json", action="store_true", help="machine-readable output")
