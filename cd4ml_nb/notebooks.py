@@ -12,8 +12,15 @@ from typing import Any
 
 from .exceptions import NotebookError, NotFound
 
-NOTEBOOK_SUFFIXES = (".ipynb", ".py")
+NOTEBOOK_SUFFIXES = (".ipynb", ".py")  # the suffixes ``run``/``params`` look for; ``read`` takes any Jupytext one
 TEXT_FORMAT = "py:percent"
+
+
+def _text_suffixes() -> tuple[str, ...]:
+    """Every extension Jupytext reads as a text notebook (``.py``, ``.md``, ``.R``, …)."""
+    from jupytext.formats import NOTEBOOK_EXTENSIONS
+
+    return tuple(ext for ext in NOTEBOOK_EXTENSIONS if ext != ".ipynb")
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,8 @@ def read(path: Path) -> Notebook:
         raise NotFound(f"{path}: no such file")
     if path.is_dir():
         raise NotebookError(f"{path}: is a folder, not a notebook")
-    if path.suffix not in NOTEBOOK_SUFFIXES:
-        raise NotebookError(f"{path}: not a notebook (expected a .ipynb file or its paired .py)")
+    if path.suffix not in NOTEBOOK_SUFFIXES and path.suffix not in _text_suffixes():
+        raise NotebookError(f"{path}: not a notebook (expected a .ipynb file or a Jupytext text notebook)")
     raw = path.read_bytes()
     if path.suffix == ".ipynb":
         _check_ipynb_json(path, raw)
@@ -91,6 +98,33 @@ def text_of(node: Any, fmt: str = TEXT_FORMAT) -> str:
     import jupytext
 
     return jupytext.writes(node, fmt)
+
+
+def ipynb_text(node: Any) -> str:
+    """``node`` as ``.ipynb`` JSON, exactly as Jupytext writes it, valid for its nbformat version.
+
+    Cell ``id``s are required from nbformat 4.5 on and invalid before it: cells created from a
+    text notebook carry one, so they are dropped for a 4.0–4.4 notebook (Jupytext keeps them and
+    writes an invalid file) and added where a 4.5 notebook lacks them. Ends with a newline, as
+    ``nbformat.write`` and Jupytext's files do.
+    """
+    import copy
+
+    import jupytext
+    from nbformat.corpus.words import generate_corpus_id as random_cell_id
+
+    node = copy.deepcopy(node)
+    with_ids = (node.nbformat, node.nbformat_minor) >= (4, 5)
+    seen: set[str] = set()
+    for cell in node.cells:
+        if not with_ids:
+            cell.pop("id", None)
+            continue
+        if not cell.get("id") or cell["id"] in seen:
+            cell["id"] = random_cell_id()
+        seen.add(cell["id"])
+    text = jupytext.writes(node, fmt="ipynb")
+    return text if text.endswith("\n") else text + "\n"
 
 
 def inputs_digest(node: Any) -> str:

@@ -1,22 +1,27 @@
-"""Pairs of ``.ipynb`` notebooks and Jupytext ``.py`` scripts: pair, check and sync.
+"""Pairs of ``.ipynb`` notebooks and Jupytext text notebooks (``.py``, ``.md``, …): pair, check and sync.
 
 Whether a pair is in sync is decided by the *content* of its inputs (cell types, sources, tags),
-never by modification times. Which side changed is decided against the last sync: the digest
-``cd4ml-nb pair``/``sync`` recorded in the state folder, else the committed version of both
-files at git ``HEAD``; only without either do modification times say which side looks newer.
-When both sides changed since the last sync, ``sync`` refuses and shows a diff.
+never by modification times. Which side changed is decided against the last sync that
+``cd4ml-nb pair``/``sync`` recorded in the state folder while the same branch and commit were
+checked out; else a side equal to its committed version at git ``HEAD`` has not changed (the
+record is one per work tree and outlives branch switches); else an older record, else ``HEAD``;
+only without any of these do modification times say which side looks newer. When both sides
+changed, ``sync`` refuses and shows a diff.
+
+Files are written as Jupytext writes them (byte for byte), except that a notebook older than
+nbformat 4.5 never gets cell ids (see :func:`notebooks.ipynb_text`); a text form that would not
+read back with the same inputs is refused rather than written.
 """
 from __future__ import annotations
 
 import difflib
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from . import notebooks
+from . import gitinfo, notebooks
 from .config import DEFAULT_FORMATS
 from .exceptions import BadInput, NotebookError, PairConflict
 from .project import Project
@@ -178,42 +183,74 @@ def _record_path(project: Project) -> Path:
     return project.state_dir / SYNC_RECORD
 
 
-def _load_record(project: Project) -> dict[str, str]:
+def _load_record(project: Project) -> dict[str, Any]:
     try:
         return json.loads(_record_path(project).read_text())
     except (OSError, ValueError):
         return {}
 
 
+def _checked_out(project: Project) -> str | None:
+    """What is checked out: ``branch@commit`` (``@commit`` when detached), or None outside git."""
+    if not project.in_git:
+        return None
+    commit = (gitinfo._git(project.root, "rev-parse", "--verify", "-q", "HEAD") or "").strip()
+    branch = (gitinfo._git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD") or "").strip()
+    return f"{branch}@{commit}"
+
+
 def _save_record(project: Project, pair: Pair, digest: str) -> None:
+    """Record the inputs of a pair in sync, and the branch and commit checked out then.
+
+    The record is one per work tree; what was checked out tells whether it still describes it.
+    """
     project.ensure_state_dir()
     record = _load_record(project)
-    record[project.relative(pair.ipynb)] = digest
-    notebooks.write_atomic(_record_path(project), json.dumps(record, indent=1, sort_keys=True))
+    record[project.relative(pair.ipynb)] = {"inputs": digest, "head": _checked_out(project)}
+    notebooks.write_atomic(_record_path(project), json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
-def _committed_digest(project: Project, pair: Pair) -> str | None:
-    """Digest of the pair's inputs at git HEAD when both sides were committed and agreed there."""
+def _recorded(project: Project, pair: Pair) -> tuple[str | None, str | None]:
+    """The inputs digest of the last sync and what was checked out then (None: unknown)."""
+    entry = _load_record(project).get(project.relative(pair.ipynb))
+    if isinstance(entry, str):  # records written before the commit was kept
+        return entry, None
+    if isinstance(entry, dict) and isinstance(entry.get("inputs"), str):
+        return entry["inputs"], entry.get("head")
+    return None, None
+
+
+def _head_digest(project: Project, side: Path, fmt: str) -> str | None:
+    """Inputs digest of ``side`` as committed at git HEAD, or None (no git, not committed, unreadable)."""
     if not project.in_git:
         return None
     import jupytext
 
-    digests = []
-    for side, fmt in ((pair.ipynb, "ipynb"), (pair.text, pair.text_format)):
-        done = subprocess.run(
-            ["git", "show", f"HEAD:{project.relative(side)}"], cwd=project.root, capture_output=True
-        )
-        if done.returncode != 0:
-            return None
-        try:
-            digests.append(notebooks.inputs_digest(jupytext.reads(done.stdout.decode("utf-8"), fmt=fmt)))
-        except Exception:
-            return None
-    return digests[0] if digests[0] == digests[1] else None
+    committed = gitinfo._git(project.root, "show", f"HEAD:{project.relative(side)}")
+    if committed is None:
+        return None
+    try:
+        return notebooks.inputs_digest(jupytext.reads(committed, fmt=fmt))
+    except Exception:  # a committed file jupytext cannot read: no basis, not an error
+        return None
+
+
+def _changed(pair: Pair, state_of: tuple[bool, bool], basis: str) -> PairState:
+    ipynb_changed, text_changed = state_of
+    if ipynb_changed and text_changed:
+        return PairState(pair, False, None, True, None, basis)
+    return PairState(pair, False, "ipynb" if ipynb_changed else "text", False, None, basis)
 
 
 def compare(pair: Pair, project: Project) -> PairState:
-    """Compare the inputs of both sides. Writes nothing."""
+    """Compare the inputs of both sides. Writes nothing.
+
+    Which side changed is decided against the last sync when it was made with the same branch and
+    commit checked out as now. Otherwise (another branch, or no record) a side equal to its committed version at
+    git HEAD has not changed, whatever an older record says: the record is one per work tree and
+    outlives branch switches. Then the older record, then HEAD when both sides agreed there, and
+    only without any of these the modification times.
+    """
     for side, name in ((pair.ipynb, "ipynb"), (pair.text, "text")):
         if not side.exists():
             other = "text" if name == "ipynb" else "ipynb"
@@ -222,15 +259,18 @@ def compare(pair: Pair, project: Project) -> PairState:
     d_text = notebooks.inputs_digest(notebooks.read(pair.text).node)
     if d_ipynb == d_text:
         return PairState(pair, True, None, False, None, "content")
-    base = _load_record(project).get(project.relative(pair.ipynb))
-    basis = "the last cd4ml-nb sync"
-    if base is None:
-        base, basis = _committed_digest(project, pair), "git HEAD"
+    base, base_head = _recorded(project, pair)
+    if base is not None and base_head == _checked_out(project):
+        return _changed(pair, (d_ipynb != base, d_text != base), "the last cd4ml-nb sync")
+    head_ipynb = _head_digest(project, pair.ipynb, "ipynb")
+    head_text = _head_digest(project, pair.text, pair.text_format)
+    at_head = (d_ipynb == head_ipynb, d_text == head_text)
+    if at_head[0] != at_head[1]:
+        return _changed(pair, (not at_head[0], not at_head[1]), "git HEAD")
     if base is not None:
-        ipynb_changed, text_changed = d_ipynb != base, d_text != base
-        if ipynb_changed and text_changed:
-            return PairState(pair, False, None, True, None, basis)
-        return PairState(pair, False, "ipynb" if ipynb_changed else "text", False, None, basis)
+        return _changed(pair, (d_ipynb != base, d_text != base), "the last cd4ml-nb sync")
+    if head_ipynb is not None and head_ipynb == head_text:
+        return _changed(pair, (d_ipynb != head_ipynb, d_text != head_text), "git HEAD")
     newer = "ipynb" if pair.ipynb.stat().st_mtime >= pair.text.stat().st_mtime else "text"
     return PairState(pair, False, newer, False, None, "modification times")
 
@@ -253,9 +293,43 @@ def diff(pair: Pair) -> str:
 
 
 def _write(node: Any, path: Path, fmt: str) -> None:
+    """Write one side as Jupytext would (``.ipynb``: valid for its nbformat version, final newline)."""
     import jupytext
 
-    notebooks.write_atomic(path, jupytext.writes(node, fmt=fmt))
+    text = notebooks.ipynb_text(node) if fmt == "ipynb" else jupytext.writes(node, fmt=fmt)
+    notebooks.write_atomic(path, text)
+
+
+def _canonicalize_text(node: Any, pair: Pair) -> None:
+    """Rewrite a hand-edited text side in the form Jupytext writes (``%%html`` becomes
+    ``# %% language="html"``, …), as `jupytext --sync` does; only when that keeps its inputs."""
+    import jupytext
+
+    canonical = jupytext.writes(node, fmt=pair.text_format)
+    if canonical == pair.text.read_text(encoding="utf-8"):
+        return
+    back = jupytext.reads(canonical, fmt=pair.text_format)
+    if notebooks.inputs_digest(back) == notebooks.inputs_digest(node):
+        notebooks.write_atomic(pair.text, canonical)
+
+
+def _check_round_trip(node: Any, pair: Pair, project: Project, source: Path) -> None:
+    """Refuse (PairConflict, exit 1, nothing written) a notebook whose inputs the text format cannot
+    hold: ``check`` would otherwise report the pair out of sync for ever."""
+    import jupytext
+
+    back = jupytext.reads(jupytext.writes(node, fmt=pair.text_format), fmt=pair.text_format)
+    if notebooks.inputs_digest(back) == notebooks.inputs_digest(node):
+        return
+    detail = "".join(difflib.unified_diff(
+        [f"{c.cell_type}: {c.source!r}\n" for c in node.cells],
+        [f"{c.cell_type}: {c.source!r}\n" for c in back.cells],
+        fromfile=f"{source.name} (cells)", tofile=f"{pair.text.name} read back (cells)",
+    ))
+    raise PairConflict(  # the difference is in the message: `pair` prints the message only
+        f"{project.relative(source)} does not round-trip through {pair.text_format}: its cells would "
+        f"change when read back from {project.relative(pair.text)}; nothing was written\n{detail}"
+    )
 
 
 def _with_formats(node: Any, pair: Pair) -> Any:
@@ -292,6 +366,8 @@ def pair_notebook(path: Path, project: Project) -> tuple[Pair, str]:
         _save_record(project, pair, notebooks.inputs_digest(source.node))
         return pair, "already paired, in sync"
     node = _with_formats(source.node, pair)
+    if source.is_ipynb:
+        _check_round_trip(node, pair, project, source.path)
     if not source.is_ipynb and not node.metadata.get("kernelspec"):
         from .runner import default_kernelspec
 
@@ -325,8 +401,10 @@ def sync_pair(pair: Pair, project: Project) -> str:
     if state.newer == "text":
         combined = combine_inputs_with_outputs(text, ipynb, fmt=pair.text_format)
         _write(combined, pair.ipynb, "ipynb")
+        _canonicalize_text(combined, pair)
         digest, done = notebooks.inputs_digest(combined), f"updated {project.relative(pair.ipynb)} from {pair.text.name}"
     else:
+        _check_round_trip(ipynb, pair, project, pair.ipynb)  # else `check` would say "not in sync" for ever
         _write(ipynb, pair.text, pair.text_format)
         digest, done = notebooks.inputs_digest(ipynb), f"updated {project.relative(pair.text)} from {pair.ipynb.name}"
     _save_record(project, pair, digest)
