@@ -127,7 +127,7 @@ def cmd_merge_driver(args: argparse.Namespace) -> int:
 def cmd_params(args: argparse.Namespace) -> int:
     from . import notebooks, params
 
-    nb = notebooks.read(Path(args.notebook))
+    nb = notebooks.read(args.notebook)
     contract = params.read_contract(nb.node, nb.path)
     if args.json:
         _say(json.dumps(contract.to_json(), indent=2, default=str))
@@ -138,6 +138,8 @@ def cmd_params(args: argparse.Namespace) -> int:
     rows = [(p.name, p.type + (" | None" if p.nullable and p.type != "any" else ""),
              p.expression if p.expression is not None else repr(p.default), p.help) for p in contract.parameters]
     _table(["name", "type", "default", "help"], rows)
+    for note in contract.notes:
+        _warn(f"{args.notebook}: parameters cell (cell {contract.cell_index}), {note}; the other lines are used")
     return 0
 
 

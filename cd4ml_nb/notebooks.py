@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .exceptions import NotebookError, NotFound
+from .exceptions import BadInput, NotebookError, NotFound
 
 NOTEBOOK_SUFFIXES = (".ipynb", ".py")  # the suffixes ``run``/``params`` look for; ``read`` takes any Jupytext one
 TEXT_FORMAT = "py:percent"
@@ -60,8 +61,17 @@ def _check_ipynb_json(path: Path, raw: bytes) -> None:
         raise NotebookError(f"{path}: unsupported nbformat {data.get('nbformat')!r} (expected 4)")
 
 
+def refuse_remote(text: str | os.PathLike) -> None:
+    """BadInput for a URL (``s3://``, ``gs://``, ``https://`` …): notebooks are local files here."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", os.fspath(text))
+    if match:
+        raise BadInput(f"{os.fspath(text)}: remote notebooks ({match.group(1)}://) are not supported; copy it into "
+                       "the repository first, so that the run records the code it ran")
+
+
 def read(path: Path) -> Notebook:
     """Read a ``.ipynb`` or a Jupytext ``.py`` notebook; raise NotebookError with one line."""
+    refuse_remote(path)
     path = Path(path)
     if not path.exists():
         raise NotFound(f"{path}: no such file")

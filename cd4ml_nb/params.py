@@ -55,6 +55,7 @@ class Contract:
 
     parameters: tuple[Parameter, ...]
     cell_index: int | None  # index of the `parameters` cell, None when there is none
+    notes: tuple[str, ...] = ()  # lines of the cell that could not be read (the rest still counts)
 
     def names(self) -> list[str]:
         return [p.name for p in self.parameters]
@@ -68,7 +69,8 @@ class Contract:
         return ", ".join(p.describe() for p in self.parameters)
 
     def to_json(self) -> dict:
-        return {"cell_index": self.cell_index, "parameters": [p.to_json() for p in self.parameters]}
+        return {"cell_index": self.cell_index, "parameters": [p.to_json() for p in self.parameters],
+                "notes": list(self.notes)}
 
 
 # --- reading the contract ---------------------------------------------------------------------
@@ -135,16 +137,43 @@ def _help_for(stmt: ast.stmt, comments: dict[int, str], lines: list[str]) -> str
     return " ".join(above)
 
 
+def _statements(source: str) -> tuple[list[ast.stmt], list[str]]:
+    """The statements of ``source`` that parse, and a note for each line skipped because it does
+    not (papermill infers the rest of such a cell too). Line numbers stay those of ``source``."""
+    lines = source.splitlines(keepends=True)
+    body: list[ast.stmt] = []
+    notes: list[str] = []
+    start = 0
+    while start < len(lines):
+        try:
+            tree = ast.parse("".join(lines[start:]))
+        except SyntaxError as e:
+            bad = start + max(1, min(e.lineno or 1, len(lines) - start)) - 1
+            try:
+                head = ast.parse("".join(lines[start:bad]))
+            except SyntaxError:  # the bad line ends a statement begun above: skip it all
+                head, bad = ast.Module(body=[], type_ignores=[]), bad
+                notes += [f"line {n + 1}: cannot be read ({e.msg})" for n in range(start, bad)]
+            body += [ast.increment_lineno(stmt, start) for stmt in head.body]
+            notes.append(f"line {bad + 1}: cannot be read ({e.msg})")
+            start = bad + 1
+            continue
+        body += [ast.increment_lineno(stmt, start) for stmt in tree.body]
+        break
+    return body, notes
+
+
 def parse_cell(source: str, where: str = "parameters cell") -> tuple[Parameter, ...]:
-    """Parameters declared by the source of a parameters cell."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as e:
-        raise NotebookError(f"{where}: syntax error at line {e.lineno}: {e.msg}") from None
+    """Parameters declared by the source of a parameters cell (see :func:`read_contract`)."""
+    return _parse(source)[0]
+
+
+def _parse(source: str) -> tuple[tuple[Parameter, ...], list[str]]:
+    body, notes = _statements(source)
     comments = _comments(source)
     lines = source.splitlines()
     found: dict[str, Parameter] = {}
-    for stmt in tree.body:
+    for stmt in body:
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             name, value_node = stmt.target.id, stmt.value
             typ, nullable = _annotation_type(stmt.annotation)
@@ -170,7 +199,7 @@ def parse_cell(source: str, where: str = "parameters cell") -> tuple[Parameter, 
         elif default is None and expression is None:
             nullable = True
         found[name] = Parameter(name, typ, default, _help_for(stmt, comments, lines), nullable, expression)
-    return tuple(found.values())
+    return tuple(found.values()), notes
 
 
 def read_contract(node: Any, path: Path | str = "notebook") -> Contract:
@@ -184,8 +213,8 @@ def read_contract(node: Any, path: Path | str = "notebook") -> Contract:
     if len(tagged) > 1:
         raise NotebookError(f"{path}: {len(tagged)} cells are tagged 'parameters' (cells {tagged}); keep one")
     index = tagged[0]
-    params = parse_cell(node.cells[index].source, f"{path}: parameters cell (cell {index})")
-    return Contract(parameters=params, cell_index=index)
+    params, notes = _parse(node.cells[index].source)
+    return Contract(parameters=params, cell_index=index, notes=tuple(notes))
 
 
 # --- validating values ------------------------------------------------------------------------
@@ -266,6 +295,9 @@ def validate(
     ``texts`` are command-line strings (coerced); ``values`` come typed from YAML/JSON (checked;
     a string for a non-string parameter is coerced like a command-line value). Texts win.
     """
+    if contract.notes:  # the cell itself cannot execute: no kernel for it
+        raise NotebookError(f"{where}: parameters cell (cell {contract.cell_index}), {contract.notes[0]}: "
+                            "the cell cannot run; fix it (`cd4ml-nb params` shows what can be read)")
     requested: dict[str, tuple[str, Any]] = {}
     for name, value in (values or {}).items():
         requested[str(name)] = ("value", value)

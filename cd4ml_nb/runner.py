@@ -160,6 +160,8 @@ def _kernel_name(project: Project, nb: notebooks.Notebook, warn: Callable[[str],
     if not name:
         warn(f"{nb.path.name} names no kernel; running it on this environment's Python kernel (python3)")
         name = "python3"
+    if name == "python":  # jupyter_client's alias of the native kernel (papermill runs such notebooks)
+        name = "python3"
     try:
         KernelSpecManager().get_kernel_spec(name)
     except NoSuchKernel:
@@ -266,12 +268,20 @@ def _stop_on_cancel(cancel: threading.Event, finished: threading.Event, holder: 
             return
 
 
-def _source_index(exec_index: int, contract: params.Contract, injected_params: bool) -> int:
+ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill drops these cells before executing
+
+
+def _kept_cells(node) -> list[int]:
+    """Source indices of the cells papermill executes, in order (its own error markers dropped)."""
+    return [i for i, cell in enumerate(node.cells) if ERROR_MARKER_TAG not in cell.get("metadata", {}).get("tags", [])]
+
+
+def _source_index(exec_index: int, kept: list[int], contract: params.Contract, injected_params: bool) -> int | None:
     """Map a cell index of the executed copy back to the source notebook."""
     index = exec_index - 1  # the attach cell
-    if injected_params and contract.cell_index is not None and index > contract.cell_index:
+    if injected_params and contract.cell_index in kept and index > kept.index(contract.cell_index):
         index -= 1
-    return index
+    return kept[index] if 0 <= index < len(kept) else None
 
 
 def _last_started_cell(executed: Path) -> int | None:
@@ -283,7 +293,8 @@ def _last_started_cell(executed: Path) -> int | None:
     return started[-1] if started else None
 
 
-def _classify(error: BaseException, executed: Path, contract: params.Contract, injected: bool) -> Failure:
+def _classify(error: BaseException, executed: Path, kept: list[int], contract: params.Contract,
+              injected: bool) -> Failure:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
@@ -296,11 +307,11 @@ def _classify(error: BaseException, executed: Path, contract: params.Contract, i
             return Failure("KILLED", "interrupted", "interrupted (Ctrl-C)")
         if error.cell_index == 0:  # the attach cell: tracking could not be set up
             return Failure("FAILED", "tracking", f"could not attach the kernel to MLflow: {error.evalue}")
-        cell = _source_index(error.cell_index, contract, injected)
+        cell = _source_index(error.cell_index, kept, contract, injected)
         return Failure("FAILED", "cell-exception", f"cell index {cell} raised {error.ename}: {error.evalue}",
                        cell, error.ename, error.evalue)
     started = _last_started_cell(executed)
-    cell = _source_index(started, contract, injected) if started is not None else None
+    cell = _source_index(started, kept, contract, injected) if started is not None else None
     where = f" in cell index {cell}" if cell is not None else ""
     if isinstance(error, DeadKernelError):
         return Failure("FAILED", "kernel-died", f"the kernel died{where}", cell)
@@ -373,6 +384,7 @@ def run_notebook(
     exception. Bad input raises :class:`BadInput` before any kernel starts or run is created.
     """
     warn = warn or (lambda message: warnings.warn(message, stacklevel=2))
+    notebooks.refuse_remote(path)
     path = Path(path)
     if project is None:
         project = Project.discover(path if path.exists() else Path.cwd(), tracking_uri=tracking_uri)
@@ -442,7 +454,7 @@ def run_notebook(
                 timeout_func=lambda cell: None if INJECTED_TAG in cell.metadata.get("tags", []) else cell_timeout,
             )
         except (Exception, KeyboardInterrupt) as e:
-            failure = _classify(e, executed, contract, bool(values))
+            failure = _classify(e, executed, _kept_cells(nb.node), contract, bool(values))
             if cancel is not None and cancel.is_set():
                 failure = Failure("KILLED", "cancelled", "cancelled", failure.cell)
         finally:

@@ -92,6 +92,20 @@ def test_no_parameters_cell_refuses_values():
     assert validate(Contract((), None), {}) == {}
 
 
-def test_syntax_error_in_parameters_cell():
-    with pytest.raises(NotebookError, match="syntax error at line 1"):
-        parse_cell("alpha = = 1")
+def test_syntax_error_in_parameters_cell_reads_the_rest_and_refuses_to_run():
+    """As papermill infers what it can (its complex_parameters.ipynb), but a cell that cannot
+    execute is refused before any kernel starts."""
+    import nbformat
+
+    from cd4ml_nb.params import read_contract
+
+    node = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "a: float = 2.25  # weight\nb = [\n  'x',  # first\n]\nd = a == 3\n= 2\ne = 'after'\n",
+        metadata={"tags": ["parameters"]})])
+    contract = read_contract(node, "nb.ipynb")
+    assert [(p.name, p.type) for p in contract.parameters] == [("a", "float"), ("b", "list"), ("d", "any"),
+                                                                ("e", "str")]
+    assert contract.get("d").expression == "a == 3" and contract.notes == ("line 6: cannot be read (invalid syntax)",)
+    with pytest.raises(NotebookError, match="line 6: cannot be read .* the cell cannot run"):
+        validate(contract, {}, where="nb.ipynb")
+    assert parse_cell("alpha = = 1") == ()
