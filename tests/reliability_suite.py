@@ -433,10 +433,15 @@ def check_faults(base: Path, repeat: int) -> list[Figure]:
         for _ in range(repeat):
             (repo / "started").unlink(missing_ok=True)
             count = len(runs_of(repo))
-            proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "sleep.py", "-q", "--no-html"],
-                                    cwd=repo, env=env_without_tracking(), start_new_session=True,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            _wait_file(repo / "started", proc)
+            err = base / "runner.err"
+            with open(err, "wb") as stderr:
+                proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "sleep.py", "-q", "--no-html"],
+                                        cwd=repo, env=env_without_tracking(), start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                _wait_file(repo / "started", proc)
+            except AssertionError as e:
+                raise AssertionError(f"{e}; its stderr: {err.read_text()[-2000:]}") from None
             started = psutil.Process(proc.pid).children(recursive=True)  # its kernel, to end if orphaned
             start = time.monotonic()
             if sig == signal.SIGINT:
