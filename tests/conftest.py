@@ -38,3 +38,11 @@ async def http_server_client(http_server):
     client = AsyncHTTPServerClient(http_server=http_server)
     with closing(client) as context:
         yield context
+
+
+@pytest.fixture
+def here(repo, monkeypatch):
+    """In the module's ``repo``, with no ambient tracking URI."""
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return repo

@@ -145,3 +145,16 @@ def mlflow_server(repo: Path, port: int) -> subprocess.Popen:
                             cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
     return proc
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """End the process group a test started (``start_new_session=True``): SIGTERM, then SIGKILL."""
+    import os
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)

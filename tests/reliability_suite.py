@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 
 from nbfactory import (  # noqa: E402
     commit_all, digest_tree, end_processes, free_port, git, init_repo, jupyter_port, mlflow_server, percent,
-    wait_http, wait_until, write_ipynb,
+    stop_group, wait_http, wait_until, write_ipynb,
 )
 
 ROUTES = [("status", "GET"), ("pairing", "GET"), ("pairing", "POST"), ("params", "GET"), ("jobs", "GET"),
@@ -128,12 +128,7 @@ def jupyter_server(root: Path, *extra: str) -> Iterator[Server]:
         wait_http(f"{url}api/status?token={token}", proc=proc)
         yield Server(url, token, root)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
         shutil.rmtree(runtime, ignore_errors=True)
 
 

@@ -48,12 +48,6 @@ def repo(tmp_path_factory):
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-@pytest.fixture
-def here(repo, monkeypatch):
-    monkeypatch.chdir(repo)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return repo
-
 
 def gate(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["gate", *argv])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ from typing import Any, Iterator
 import pytest
 
 from nbfactory import (
-    commit_all, digest_tree, free_port, init_repo, jupyter_port, percent, wait_http, wait_until, write_ipynb,
+    commit_all, digest_tree, free_port, init_repo, jupyter_port, percent, stop_group, wait_http, wait_until,
+    write_ipynb,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -103,12 +103,7 @@ def served(root: Path, *extra: str, env: dict | None = None) -> Iterator[Served]
         wait_http(f"{url}api/status?token={token}", proc=proc)
         yield Served(url, token, root, log)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
         keep = os.environ.get("CD4ML_KEEP_SERVER_LOG")
         if keep:
             shutil.copy(log, keep)
