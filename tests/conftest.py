@@ -1,6 +1,8 @@
 """Shared fixtures: real git repositories, real MLflow stores, a real Jupyter server."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
@@ -46,3 +48,15 @@ def here(repo, monkeypatch):
     monkeypatch.chdir(repo)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return repo
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored():
+    """``mlflow.set_tracking_uri`` (which ``cd4ml_nb.track()`` calls in-process) also sets
+    ``MLFLOW_TRACKING_URI``: put the variable back after each test so it leaks into no later one."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
