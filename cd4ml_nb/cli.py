@@ -230,7 +230,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{args.port}"
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", project.tracking_uri,
                "--default-artifact-root", project.artifact_root.as_uri(), "--host", "127.0.0.1",
-               "--port", str(args.port)]
+               "--port", str(args.port), "--workers", "1"]
     _say(f"MLflow UI on {project.tracking_uri}: {url} (Ctrl-C to stop)")
     return _serve(command, None if args.no_browser else url)
 
@@ -571,6 +571,11 @@ def cmd_server(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", args.host,
                "--port", str(args.port), "--workers", str(args.workers)]
+    if backend.startswith("sqlite:"):  # born complete before MLflow's workers open it
+        from . import store
+
+        backend = store.absolute_uri(backend, Path.cwd())
+        store.ensure_sqlite(backend, "mlflow-artifacts:/")
     uri = f"http://{args.host}:{args.port}"
     _say(f"MLflow tracking server: backend {backend}, artifacts {artifacts}")
     _say(f"use it with: export MLFLOW_TRACKING_URI={uri}   (or --tracking-uri {uri}); Ctrl-C stops it")
@@ -578,20 +583,48 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _serve(command: list[str], open_url: str | None = None) -> int:
-    """Run a server process in the foreground; Ctrl-C stops it (exit 0)."""
+    """Run a server in the foreground; Ctrl-C or SIGTERM stop it and every process it started
+    (MLflow's workers and job consumers), then exit 0."""
     import subprocess
 
-    server = subprocess.Popen(command)
-    if open_url:
-        import webbrowser
+    from .runner import signals_as_interrupts
 
-        webbrowser.open(open_url)
+    with signals_as_interrupts():
+        server = subprocess.Popen(command)  # same process group: a kill of the group reaches it too
+        try:
+            if open_url:
+                import webbrowser
+
+                webbrowser.open(open_url)
+            return server.wait()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner.Terminated)
+            return 0
+        finally:
+            if server.poll() is None:  # never signal a pid the system may have given to another process
+                _stop_tree(server.pid)
+
+
+def _stop_tree(pid: int, timeout: float = 30) -> None:
+    """SIGTERM process ``pid`` and all its descendants; SIGKILL those alive after ``timeout``."""
+    import psutil
+
     try:
-        return server.wait()
-    except KeyboardInterrupt:
-        server.terminate()
-        server.wait()
-        return 0
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
 
 
 # --- plumbing ---------------------------------------------------------------------------------

@@ -30,3 +30,33 @@ def test_ui_serves_the_project_store(tmp_path):
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     assert f"http://127.0.0.1:{port}" in proc.stdout.read()
+
+
+def test_sigterm_stops_the_whole_ui_process_tree(tmp_path):
+    """`cd4ml-nb ui` under a process manager: SIGTERM to it ends mlflow and every worker it started."""
+    import psutil
+
+    from nbfactory import wait_until
+
+    repo = init_repo(tmp_path / "ui-tree")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "ui", "--no-browser", "--port", str(port)],
+                            cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tree = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", 180, proc=proc)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert tree, "mlflow ui runs as a child process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+        wait_until(lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 60,
+                   "every process of the tree ending", ignore=(psutil.NoSuchProcess,))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in tree:  # only what this test started, by pid
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
