@@ -265,8 +265,7 @@ def merge_notebook(base: Path, ours: Path, theirs: Path, fmt: str, marker_size: 
         return MergeResult(1, "notebook conflict",
                            f"{conflicts} conflict(s) in the {fmt} text; the .ipynb is left as ours")
     result = combine(merged_text, fmt, base_nb, ours_nb, theirs_nb)
-    text = jupytext.writes(result, fmt="ipynb")
-    notebooks.write_atomic(ours, text if text.endswith("\n") else text + "\n")
+    notebooks.write_atomic(ours, notebooks.ipynb_text(result))
     return MergeResult(0, "notebook", f"merged through {fmt}")
 
 
