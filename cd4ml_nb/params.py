@@ -368,3 +368,65 @@ def load_values_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: expected a mapping of parameter names to values")
     return data
+
+
+# --- the contract as JSON Schema (what the Lab form renders) ----------------------------------
+
+_JSON_TYPES = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "list": "array",
+               "dict": "object"}
+
+
+def _type_schema(typ: str) -> dict[str, Any]:
+    if typ.startswith("list[") and typ.endswith("]"):
+        return {"type": "array", "items": _type_schema(typ[5:-1])}
+    return {"type": _JSON_TYPES[typ]} if typ in _JSON_TYPES else {}
+
+
+def json_schema(contract: Contract) -> dict[str, Any]:
+    """The contract as a JSON Schema (draft 2020-12) object: one property per parameter, in cell order.
+
+    ``x-cd4ml-type`` keeps the declared type; a default that is not a literal is ``x-cd4ml-expression``.
+    """
+    properties: dict[str, Any] = {}
+    for p in contract.parameters:
+        schema = _type_schema(p.type)
+        if p.nullable and "type" in schema:
+            schema = {"anyOf": [schema, {"type": "null"}]}
+        schema.update({"title": p.name, "x-cd4ml-type": p.type, "x-cd4ml-nullable": p.nullable})
+        if p.help:
+            schema["description"] = p.help
+        if p.expression is not None:
+            schema["x-cd4ml-expression"] = p.expression
+        else:
+            schema["default"] = p.default
+        properties[p.name] = schema
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "properties": properties, "additionalProperties": False, "x-cd4ml-order": contract.names()}
+
+
+def check_texts(contract: Contract, texts: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Typed values of the fields that fit, and a short reason per field that does not (as typed in a form)."""
+    values, errors = {}, {}
+    for name, text in texts.items():
+        param = contract.get(name)
+        if param is None:
+            errors[name] = "not a declared parameter"
+            continue
+        try:
+            value = _from_text(param, text)
+        except ValueError as e:
+            errors[name] = f"{text!r} is not {_described_type(param)} ({str(e).splitlines()[0][:120]})"
+            continue
+        problem = _text_problem(value)
+        if problem:
+            errors[name] = problem
+        else:
+            values[name] = value
+    return values, errors
+
+
+def _described_type(param: Parameter) -> str:
+    names = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
+             "dict": "a mapping (YAML/JSON)", "list": "a list (YAML/JSON)"}
+    shown = names.get(param.type, f"a {param.type} (YAML/JSON)")
+    return f"{shown} or null" if param.nullable else shown

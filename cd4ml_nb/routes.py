@@ -390,7 +390,20 @@ def _contract(root: ServerRoot, text: Any) -> dict[str, Any]:
     from . import notebooks, params
 
     real = root.file(text)
-    return params.read_contract(notebooks.read(real).node, root.inside(real)).to_json()
+    contract = params.read_contract(notebooks.read(real).node, root.inside(real))
+    return {**contract.to_json(), "schema": params.json_schema(contract)}
+
+
+def _check_values(root: ServerRoot, text: Any, texts: Any) -> dict[str, Any]:
+    """The form's texts checked against the notebook's contract: typed values and a reason per misfit."""
+    from . import notebooks, params
+
+    real = root.file(text)
+    if not isinstance(texts, dict) or not all(isinstance(v, str) for v in texts.values()):
+        raise BadInput("'texts' must be an object of name: text")
+    contract = params.read_contract(notebooks.read(real).node, root.inside(real))
+    values, errors = params.check_texts(contract, texts)
+    return {"values": values, "errors": errors}
 
 
 def _submit(ext: Extension, text: Any, values: Any) -> dict[str, Any]:
@@ -478,6 +491,105 @@ def _runs(root: ServerRoot, branch: str | None, notebook: str | None, limit: int
     return {"experiment": experiment, "runs": runs, "next_page_token": page.next_page_token}
 
 
+MAX_COMPARED = 10  # runs one comparison takes
+
+
+def _run_links(root: ServerRoot, project: Project, run) -> dict[str, Any]:
+    """Where a run's executed notebook and HTML render are, relative to the root (None when gone or outside)."""
+    from . import tracking
+
+    out_dir, notebook = run.data.tags.get(tracking.OUTPUT_DIR), run.data.tags.get(tracking.NOTEBOOK)
+    links: dict[str, Any] = {"executed": None, "html": None}
+    if out_dir and notebook:
+        executed = Path(out_dir) / f"{PurePosixPath(notebook).stem}.ipynb"
+        for key, path in (("executed", executed), ("html", executed.with_suffix(".html"))):
+            if path.is_file():
+                links[key] = root.relative(path)
+    return links
+
+
+def _run_summary(root: ServerRoot, project: Project, run) -> dict[str, Any]:
+    from . import tracking
+
+    shown = asdict(tracking.summarize(run))
+    shown["branch"] = run.data.tags.get(tracking.GIT_BRANCH)
+    shown["notebook"] = root.relative(project.root / shown["notebook"]) if shown["notebook"] else None
+    return {**shown, **_run_links(root, project, run)}
+
+
+def _gate_verdict(project: Project, run, metric: str, tolerance: str) -> dict[str, Any]:
+    """What ``cd4ml-nb gate`` says of the run's branch against the base, for one metric."""
+    from . import compare, tracking
+
+    branch = run.data.tags.get(tracking.GIT_BRANCH)
+    notebook = run.data.tags.get(tracking.NOTEBOOK)
+    verdict: dict[str, Any] = {"branch": branch, "base": project.base_branch, "metric": metric,
+                               "max_regression": tolerance, "passed": None, "checks": [], "message": None}
+    if not branch:
+        verdict["message"] = "the run records no git branch: nothing to gate"
+        return verdict
+    value, relative = compare.parse_tolerance(tolerance)
+    try:
+        result = compare.gate(project, [compare.GateSpec(metric, "", value, relative)], branch=branch,
+                              notebooks=[notebook] if notebook and (project.root / notebook).is_file() else [])
+    except compare.CannotEvaluate as e:
+        verdict["message"] = str(e)
+        return verdict
+    verdict.update(passed=result.passed, checks=[c.describe() for c in result.checks],
+                   message="; ".join(s.describe() for s in result.skipped) or None)
+    return verdict
+
+
+def _compare_runs(root: ServerRoot, data: dict[str, Any]) -> dict[str, Any]:
+    """Two or more runs against the first: ``cd4ml-nb diff`` per pair, metric deltas with each
+    metric's goal, and ``cd4ml-nb gate`` of the last run's branch against the base."""
+    from . import compare, repro, tracking
+
+    ids = data.get("run_ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not 2 <= len(ids) <= MAX_COMPARED:
+        raise BadInput(f"'run_ids' must be a list of 2 to {MAX_COMPARED} run ids")
+    metric, tolerance = data.get("metric"), data.get("max_regression", "0")
+    if metric is not None and not isinstance(metric, str) or not isinstance(tolerance, str):
+        raise BadInput("'metric' and 'max_regression' must be strings")
+    project = root.project()
+    c = tracking.client(project, create=False)
+    ids = list(dict.fromkeys(tracking.resolve_run_id(c, i) for i in ids))
+    if len(ids) < 2:
+        raise BadInput("give two different runs to compare")
+    runs = [c.get_run(i) for i in ids]
+    reference, others = runs[0], runs[1:]
+    diffs = [repro.diff_runs(project, ids[0], run.info.run_id).to_json() for run in others]
+    names = sorted({m for run in runs for m in run.data.metrics})
+    deltas = [
+        {"run_id": run.info.run_id, **compare.MetricDelta(m, compare.goal_of(m), reference.data.metrics.get(m),
+                                                          run.data.metrics.get(m)).to_json()}
+        for run in others for m in names
+    ]
+    metric = metric or (names[0] if names else None)
+    return {
+        "reference": ids[0],
+        "runs": [_run_summary(root, project, run) for run in runs],
+        "goals": {m: compare.goal_of(m) for m in names},
+        "deltas": deltas,
+        "diffs": diffs,
+        "gate": _gate_verdict(project, runs[-1], metric, tolerance) if metric else None,
+    }
+
+
+def _run_html(root: ServerRoot, run_id: str) -> bytes:
+    from . import tracking
+
+    project = root.project()
+    c = tracking.client(project, create=False)
+    run = c.get_run(tracking.resolve_run_id(c, run_id))
+    html = _run_links(root, project, run)["html"]
+    if html is None:
+        raise NotFound(f"run {run_id[:12]}: no HTML render under the server root")
+    path = root.path / html
+    root.inside(path, "HTML render", hidden=True)
+    return path.read_bytes()
+
+
 # --- handlers -----------------------------------------------------------------------------------
 
 
@@ -505,6 +617,16 @@ class ParamsHandler(BaseHandler):
     @authorized
     async def get(self) -> None:
         self.reply(await self.off_loop(_contract, self.ext.root, self.text_arg("path")))
+
+
+class ParamsCheckHandler(BaseHandler):
+    """The form's texts checked by the same parser the runner uses (no second parser in the browser)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        data = self.body()
+        self.reply(await self.off_loop(_check_values, self.ext.root, data.get("path"), data.get("texts")))
 
 
 class JobsHandler(BaseHandler):
@@ -554,14 +676,37 @@ class RunsHandler(BaseHandler):
                                        limit, self.text_arg("page_token")))
 
 
+class CompareHandler(BaseHandler):
+    """Selected runs compared: what ``cd4ml-nb diff`` and ``cd4ml-nb gate`` compute."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.reply(await self.off_loop(_compare_runs, self.ext.root, self.body()))
+
+
+class RunHtmlHandler(BaseHandler):
+    """A run's executed notebook rendered as HTML, sandboxed like a job's."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, run_id: str) -> None:
+        html = await self.off_loop(_run_html, self.ext.root, run_id)
+        self.set_header("Content-Security-Policy", HTML_CSP)
+        self.finish(html, set_content_type="text/html; charset=utf-8")
+
+
 ROUTES = [
     ("status", StatusHandler),
     ("pairing", PairingHandler),
     ("params", ParamsHandler),
+    ("params/check", ParamsCheckHandler),
     ("jobs", JobsHandler),
     (r"jobs/([^/]+)", JobHandler),
     (r"jobs/([^/]+)/html", JobHtmlHandler),
     ("runs", RunsHandler),
+    (r"runs/([^/]+)/html", RunHtmlHandler),
+    ("compare", CompareHandler),
 ]
 
 

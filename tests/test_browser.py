@@ -4,15 +4,14 @@ Starts ``jupyter lab`` (token auth, 127.0.0.1, free port) in a temporary git rep
 and drives Debian's ``chromium`` through Playwright with ``executable_path``: no browser
 is downloaded, so never run ``playwright install``. ``.ci/run`` installs both.
 
-The end-to-end test runs the example notebook as a branch experiment from the panel; with
-``CD4ML_SCREENSHOT_DIR`` set it also leaves ``experiments-panel.png`` there.
+The walk through the panel and the Experiments dashboard (run, cancel, compare, filter, chart)
+is in test_browser_dashboard.py; this file holds the shared set-up and the status-bar checks.
 """
 from __future__ import annotations
 
 import importlib.metadata
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
@@ -271,119 +270,3 @@ def _add_example(repo: Path) -> None:
         cwd=repo, env=env, capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, f"base run on main failed:\n{done.stdout}\n{done.stderr}"
-
-
-def _widen_left_sidebar(page, panel, width: int) -> None:
-    """Drag the handle between the left sidebar and the main area so the panel is ``width`` px wide."""
-    handle = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle").first
-    box, current = handle.bounding_box(), panel.bounding_box()
-    if not box or not current:
-        return
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + width - current["width"], y, steps=8)
-    page.mouse.up()
-
-
-def _save_screenshot(page, tmp_path: Path) -> Path:
-    shot = tmp_path / "experiments-panel.png"
-    page.screenshot(path=str(shot))
-    target = os.environ.get("CD4ML_SCREENSHOT_DIR")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, Path(target) / shot.name)
-    return shot
-
-
-def test_run_notebook_as_branch_experiment_from_the_panel(browser, tmp_path: Path) -> None:
-    from playwright.sync_api import expect
-
-    branch = "try-random-forest"
-    notebook = "notebooks/train.ipynb"
-    with running_lab(tmp_path, branch, prepare=_add_example) as lab:
-        status, body = _get_json(f"{lab.url}/cd4ml-nb/params?path={notebook}", lab.token)
-        assert status == 200, f"GET /cd4ml-nb/params -> {status}: {body}\n{lab.log_tail()}"
-
-        with open_lab(browser, lab, path=notebook, viewport={"width": 1440, "height": 1200}) as page:
-            # The notebook opens in the main area; the panel follows it.
-            expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=UI_TIMEOUT_MS)
-            page.locator(PANEL_TAB).click()
-            panel = page.get_by_test_id("cd4ml-experiments-panel")
-            expect(panel).to_be_visible(timeout=UI_TIMEOUT_MS)
-            expect(panel.get_by_test_id("cd4ml-branch")).to_have_text(branch, timeout=UI_TIMEOUT_MS)
-            expect(panel.get_by_test_id("cd4ml-base-branch")).to_have_text("main")
-            expect(panel.get_by_test_id("cd4ml-notebook-path")).to_have_text(notebook, timeout=UI_TIMEOUT_MS)
-            expect(panel.get_by_test_id("cd4ml-pairing")).to_have_text("paired ✓", timeout=UI_TIMEOUT_MS)
-            expect(page.locator(STATUS_ITEM)).to_contain_text(f"cd4ml: {branch} · paired ✓")
-
-            # The form comes from the parameters cell, with the notebook's defaults.
-            max_depth = panel.get_by_test_id("cd4ml-param-max_depth")
-            expect(max_depth).to_have_value("8", timeout=UI_TIMEOUT_MS)
-            expect(panel.get_by_test_id("cd4ml-param-model")).to_have_value("decision_tree")
-
-            # Inline validation before anything is sent.
-            max_depth.fill("three")
-            expect(panel.get_by_test_id("cd4ml-param-error-max_depth")).to_contain_text("whole number")
-            max_depth.fill("3")
-            expect(panel.get_by_test_id("cd4ml-param-error-max_depth")).to_have_text("")
-
-            # The base branch's run is listed already.
-            table = panel.get_by_test_id("cd4ml-runs-table")
-            expect(table.locator('tr[data-side="base"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
-
-            panel.get_by_test_id("cd4ml-run-button").click()
-            state = panel.get_by_test_id("cd4ml-job-state")
-            expect(state).to_have_attribute(
-                "data-state", re.compile("^(finished|failed|killed)$"), timeout=JOB_TIMEOUT_MS
-            )
-            job_error = panel.get_by_test_id("cd4ml-job-error")
-            assert state.text_content() == "finished", (
-                f"job ended {state.text_content()}: {job_error.text_content()}"
-            )
-            progress = panel.get_by_test_id("cd4ml-progress")
-            total = progress.get_attribute("data-total")
-            assert total and int(total) > 0 and progress.get_attribute("data-done") == total
-            expect(panel.get_by_test_id("cd4ml-job-params")).to_have_text("Parameters: max_depth=3")
-            expect(panel.get_by_test_id("cd4ml-open-executed")).to_be_visible()
-            run_id = panel.get_by_test_id("cd4ml-job-run-id").text_content()
-            assert run_id
-
-            # The run appears in the table with its metric and parameter, beside the base run.
-            row = table.locator(f'tr[data-run-id="{run_id}"]')
-            expect(row).to_have_count(1, timeout=UI_TIMEOUT_MS)
-            expect(row).to_have_attribute("data-side", "current")
-            panel.get_by_test_id("cd4ml-metric-select").select_option("nwrmsle")
-            nwrmsle = row.locator('td[data-metric="nwrmsle"]')
-            expect(nwrmsle).to_have_text(re.compile(r"^\d+(\.\d+)?(e-?\d+)?$"))
-            expect(row.locator("td.cd4ml-nb-Params")).to_contain_text("max_depth=3")
-            chart = panel.get_by_test_id("cd4ml-runs-chart")
-            expect(chart.locator(f'circle[data-run-id="{run_id}"]')).to_have_count(1)
-            expect(chart.locator('circle[data-side="base"]')).to_have_count(1)
-
-            # Sorting by the metric puts the better (lower) run first, then reverses.
-            header = table.locator('th[data-sort-key="metric:nwrmsle"]')
-            header.click()
-            expect(header).to_have_attribute("aria-sort", "ascending")
-            values = [float(v) for v in table.locator('tbody td[data-metric="nwrmsle"]').all_text_contents()]
-            assert values == sorted(values), values
-
-            _widen_left_sidebar(page, panel, 560)
-            panel.evaluate(
-                "node => { node.scrollTop = 0;"
-                " node.querySelectorAll('.cd4ml-nb-TableScroll').forEach(n => { n.scrollLeft = 0; }); }"
-            )
-            _save_screenshot(page, tmp_path)
-
-            # The executed notebook opens in Lab (it lives in the visible, git-ignored cd4ml-runs/).
-            panel.get_by_test_id("cd4ml-open-executed").click()
-            expect(page.locator('.lm-TabBar-tab[title*="cd4ml-runs/"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
-
-        # The server agrees: the run is in this branch's experiment with the value given.
-        status, body = _get_json(f"{lab.url}/cd4ml-nb/runs?notebook={notebook}", lab.token)
-        assert status == 200, body
-        runs = {r["run_id"]: r for r in body["runs"]}
-        assert run_id in runs, body
-        assert runs[run_id]["status"] == "FINISHED"
-        assert runs[run_id]["params"].get("max_depth") == "3"
-        assert "nwrmsle" in runs[run_id]["metrics"]

@@ -7,9 +7,12 @@ import { ServerConnection } from '@jupyterlab/services';
 import { requestAPI } from './request';
 import {
   API_NAMESPACE,
+  ICompareRequest,
+  IComparison,
   IJob,
   IJobRequest,
   IPairing,
+  IParamsCheck,
   IParamsContract,
   IRunsPage,
   IRunsQuery,
@@ -128,4 +131,29 @@ export function getRuns(
     settings,
     { method: 'GET' }
   );
+}
+
+/** `POST /cd4ml-nb/params/check`: the form's texts checked by the server's parser. */
+export function checkParams(
+  settings: ServerConnection.ISettings,
+  path: string,
+  texts: Record<string, string>
+): Promise<IParamsCheck> {
+  return requestAPI<IParamsCheck>('params/check', settings, json('POST', { path, texts }));
+}
+
+/**
+ * `POST /cd4ml-nb/compare`: two or more runs against the first (`cd4ml-nb diff` per pair,
+ * metric deltas with each metric's goal, `cd4ml-nb gate` of the last run's branch).
+ */
+export function compareRuns(
+  settings: ServerConnection.ISettings,
+  request: ICompareRequest
+): Promise<IComparison> {
+  return requestAPI<IComparison>('compare', settings, json('POST', request));
+}
+
+/** URL of `GET /cd4ml-nb/runs/ID/html`: a run's HTML render, sandboxed (CSP). */
+export function runHtmlUrl(settings: ServerConnection.ISettings, runId: string): string {
+  return URLExt.join(settings.baseUrl, API_NAMESPACE, 'runs', encodeURIComponent(runId), 'html');
 }

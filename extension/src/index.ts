@@ -3,26 +3,93 @@
  *
  * - `cd4ml-nb:model` provides the experiments model and follows the active notebook;
  * - `cd4ml-nb:status` shows the branch and pairing state in the status bar;
- * - `cd4ml-nb:experiments` adds the Experiments panel and the palette commands.
+ * - `cd4ml-nb:experiments` adds the Experiments panel and the palette commands;
+ * - `cd4ml-nb:dashboard` adds the Experiments dashboard (main area) to the palette and launcher.
+ *
+ * Intervals, the default metric and the base branch come from the `cd4ml-nb:model`
+ * settings (`schema/model.json`); strings go through the `cd4ml_nb` translation domain.
  */
 import {
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { PathExt } from '@jupyterlab/coreutils';
+import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Poll } from '@lumino/polling';
+import { Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
 
+import { shortRunId } from './dashboard/charts';
+import { DashboardModel } from './dashboard/model';
 import { experimentsIcon } from './icons';
-import { ExperimentsModel } from './model';
+import { ExperimentsModel, isExecutedCopy } from './model';
+import { mlflowRunUrl } from './runs';
 import { CommandIDs, IExperimentsModel } from './tokens';
+import { DashboardView } from './widgets/dashboard';
 import { ExperimentsPanel } from './widgets/experimentsPanel';
 import { StatusItem } from './widgets/statusItem';
 
-/** How often the branch is re-read. */
-const STATUS_REFRESH_MS = 30 * 1000;
+/** Id of the settings (schema/model.json) every plugin here reads. */
+const SETTINGS_ID = 'cd4ml-nb:model';
+
+/** The settings, with their defaults when the registry is absent or fails. */
+export interface ICd4mlSettings {
+  jobPollInterval: number;
+  statusPollInterval: number;
+  runsPollInterval: number;
+  pageSize: number;
+  defaultMetric: string;
+  baseBranch: string;
+}
+
+const DEFAULTS: ICd4mlSettings = {
+  jobPollInterval: 1000,
+  statusPollInterval: 30000,
+  runsPollInterval: 15000,
+  pageSize: 25,
+  defaultMetric: '',
+  baseBranch: ''
+};
+
+async function loadSettings(registry: ISettingRegistry | null): Promise<ICd4mlSettings> {
+  if (!registry) {
+    return DEFAULTS;
+  }
+  try {
+    const settings = await registry.load(SETTINGS_ID);
+    return { ...DEFAULTS, ...(settings.composite as Partial<ICd4mlSettings>) };
+  } catch (reason) {
+    console.warn('cd4ml_nb: settings not read, using the defaults:', reason);
+    return DEFAULTS;
+  }
+}
+
+/**
+ * The title of an executed copy: `train · 1a2b3c4d` (the run id when known, else the
+ * run folder's name), so it is not mistaken for the notebook it was run from.
+ */
+export function executedTitle(path: string, runId?: string | null): string {
+  const stem = PathExt.basename(path, PathExt.extname(path));
+  const folder = PathExt.basename(PathExt.dirname(path));
+  return `${stem} · ${runId ? shortRunId(runId) : folder.slice(0, 8)}`;
+}
+
+/**
+ * Title an executed copy's tab after its run. A document widget renames its file when its
+ * label changes: that link (title → widget) is cut first, so the label is only a label.
+ */
+export function labelExecuted(widget: Widget, path: string, runId?: string | null): void {
+  Signal.disconnectBetween(widget.title, widget);
+  widget.title.label = executedTitle(path, runId);
+  widget.title.caption = `${path}\n${widget.title.caption}`;
+  widget.title.className = `${widget.title.className} cd4ml-nb-ExecutedTab`;
+}
 
 /** Id of the Experiments panel in the left sidebar. */
 export const PANEL_ID = 'cd4ml-nb-experiments';
@@ -41,14 +108,22 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
   description: 'State of cd4ml_nb experiments: branch, pairing, parameters, jobs, runs.',
   autoStart: true,
   provides: IExperimentsModel,
-  optional: [INotebookTracker],
-  activate: (app: JupyterFrontEnd, tracker: INotebookTracker | null): IExperimentsModel => {
-    const model = new ExperimentsModel({ settings: app.serviceManager.serverSettings });
+  optional: [INotebookTracker, ISettingRegistry],
+  activate: async (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker | null,
+    registry: ISettingRegistry | null
+  ): Promise<IExperimentsModel> => {
+    const config = await loadSettings(registry);
+    const model = new ExperimentsModel({
+      settings: app.serviceManager.serverSettings,
+      pollInterval: config.jobPollInterval
+    });
 
     // Lives as long as the application; it waits while the page is hidden.
     new Poll({
       factory: () => model.refreshStatus(),
-      frequency: { interval: STATUS_REFRESH_MS, backoff: false },
+      frequency: { interval: config.statusPollInterval, backoff: false },
       name: 'cd4ml-nb:status',
       standby: 'when-hidden'
     });
@@ -67,6 +142,13 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
           void model.setNotebook(serverPath(app, followed));
         }
       };
+      // An executed copy is titled after its run, not like the notebook it was run from.
+      tracker.widgetAdded.connect((_, panel) => {
+        const path = serverPath(app, panel);
+        if (isExecutedCopy(path) && !panel.title.label.includes(' · ')) {
+          labelExecuted(panel, path);
+        }
+      });
       const follow = (panel: NotebookPanel | null) => {
         if (followed) {
           followed.context.fileChanged.disconnect(onSaved);
@@ -135,7 +217,14 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
 
     const panel = new ExperimentsPanel(model, {
       run: () => void commands.execute(CommandIDs.run),
-      openPath: path => commands.execute('docmanager:open', { path })
+      openPath: async path => {
+        const widget = await commands.execute('docmanager:open', { path });
+        if (widget instanceof Widget && isExecutedCopy(path)) {
+          labelExecuted(widget, path, model.job?.run_id);
+        }
+        return widget;
+      },
+      openDashboard: () => void commands.execute(CommandIDs.openDashboard)
     });
     panel.id = PANEL_ID;
     panel.title.icon = experimentsIcon;
@@ -152,7 +241,8 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
       label: 'Run as experiment',
       caption: 'Run the active notebook as a tracked MLflow run on this branch',
       icon: experimentsIcon,
-      isEnabled: () => model.notebookPath !== null && !model.jobActive && !model.submitting,
+      isEnabled: () =>
+        model.notebookPath !== null && !model.jobActive && !model.submitting && model.runBlocked === null,
       execute: () => {
         show();
         return model.run();
@@ -174,7 +264,7 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
       execute: show
     });
     model.changed.connect((_, change) => {
-      if (change === 'notebook' || change === 'job' || change === 'pairing') {
+      if (change === 'notebook' || change === 'job' || change === 'pairing' || change === 'form') {
         commands.notifyCommandChanged(CommandIDs.run);
         commands.notifyCommandChanged(CommandIDs.pair);
       }
@@ -189,4 +279,122 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [modelPlugin, statusPlugin, experimentsPlugin];
+/**
+ * Dashboard plugin: the Experiments dashboard in the main area (palette, launcher and the
+ * panel's button), and the MLflow UI the server starts on demand and proxies.
+ */
+const dashboardPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'cd4ml-nb:dashboard',
+  description: 'Experiments dashboard: runs of this branch beside the base branch, charts and comparison.',
+  autoStart: true,
+  requires: [IExperimentsModel],
+  optional: [ICommandPalette, ILauncher, ILayoutRestorer, ISettingRegistry, ITranslator],
+  activate: async (
+    app: JupyterFrontEnd,
+    experiments: IExperimentsModel,
+    palette: ICommandPalette | null,
+    launcher: ILauncher | null,
+    restorer: ILayoutRestorer | null,
+    registry: ISettingRegistry | null,
+    translator: ITranslator | null
+  ) => {
+    const { commands, shell } = app;
+    const trans: TranslationBundle = (translator ?? nullTranslator).load('cd4ml_nb');
+    const serverSettings = app.serviceManager.serverSettings;
+    const tracker = new WidgetTracker<MainAreaWidget<DashboardView>>({ namespace: 'cd4ml-nb-dashboard' });
+    // Commands first: the layout restorer may run them before the settings are read.
+    const ready = loadSettings(registry);
+
+    // The configured MLflow UI (`mlflow_ui_url`). TODO: an MLflow UI started on demand and proxied
+    // under /cd4ml-nb/mlflow/ for the embedded store (not served yet: no link without configuration).
+    const mlflowUrl = (experiment: string, runId: string): string | null =>
+      mlflowRunUrl(experiments.status?.mlflow_ui_url, experiment, runId);
+
+    const open = async (): Promise<MainAreaWidget<DashboardView>> => {
+      const existing = tracker.currentWidget;
+      if (existing && !existing.isDisposed) {
+        shell.activateById(existing.id);
+        return existing;
+      }
+      const config = await ready;
+      const model = new DashboardModel({
+        settings: serverSettings,
+        pageSize: config.pageSize,
+        defaultMetric: config.defaultMetric || null,
+        baseBranch: config.baseBranch || null
+      });
+      const view = new DashboardView(
+        model,
+        {
+          openExecuted: (path, runId) =>
+            void commands.execute('docmanager:open', { path }).then(widget => {
+              if (widget instanceof Widget) {
+                labelExecuted(widget, path, runId);
+              }
+            }),
+          mlflowRunUrl: mlflowUrl
+        },
+        trans
+      );
+      const widget = new MainAreaWidget({ content: view });
+      widget.id = 'cd4ml-nb-dashboard';
+      widget.title.label = trans.__('Experiments');
+      widget.title.icon = experimentsIcon;
+      widget.title.closable = true;
+      // Read again every interval while visible, and when a job of the panel ends.
+      const poll = new Poll({
+        factory: () => model.refresh(),
+        frequency: { interval: config.runsPollInterval, backoff: true, max: config.runsPollInterval * 8 },
+        name: 'cd4ml-nb:dashboard',
+        standby: () => widget.isHidden || document.hidden
+      });
+      const onJob = (_: unknown, change: string) => {
+        if (change === 'runs') {
+          void poll.refresh();
+        }
+      };
+      experiments.changed.connect(onJob);
+      widget.disposed.connect(() => {
+        poll.dispose();
+        experiments.changed.disconnect(onJob);
+        model.dispose();
+      });
+      void model.refresh();
+      shell.add(widget, 'main');
+      await tracker.add(widget);
+      shell.activateById(widget.id);
+      return widget;
+    };
+
+    commands.addCommand(CommandIDs.openDashboard, {
+      label: trans.__('Open Experiments Dashboard'),
+      caption: trans.__("This branch's runs beside the base branch's: table, charts and comparison"),
+      icon: experimentsIcon,
+      execute: open
+    });
+    commands.addCommand(CommandIDs.openMlflow, {
+      label: trans.__('Open MLflow UI'),
+      caption: trans.__("The MLflow UI of this project's tracking store (mlflow_ui_url)"),
+      isEnabled: () => !!experiments.status?.mlflow_ui_url,
+      execute: () => {
+        const url = experiments.status?.mlflow_ui_url;
+        if (url) {
+          window.open(url, '_blank', 'noopener');
+        }
+      }
+    });
+    if (palette) {
+      const category = trans.__('CD4ML');
+      palette.addItem({ command: CommandIDs.openDashboard, category });
+      palette.addItem({ command: CommandIDs.openMlflow, category });
+    }
+    if (launcher) {
+      launcher.add({ command: CommandIDs.openDashboard, category: trans.__('Other'), rank: 1 });
+    }
+    if (restorer) {
+      void restorer.restore(tracker, { command: CommandIDs.openDashboard, name: () => 'dashboard' });
+    }
+  }
+};
+
+export default [modelPlugin, statusPlugin, experimentsPlugin, dashboardPlugin];

@@ -5,6 +5,7 @@
  * Views listen to `changed` and read the state; they never call the REST API themselves.
  */
 import { ServerConnection } from '@jupyterlab/services';
+import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
@@ -55,6 +56,14 @@ export function errorMessage(error: unknown): string {
 
 function httpStatus(error: unknown): number | null {
   return error instanceof Cd4mlRequestError ? error.status : null;
+}
+
+/** Folder (at any depth) the server writes executed notebooks to. */
+export const EXECUTED_FOLDER = 'cd4ml-runs';
+
+/** Whether a path is an executed copy written by a run (not a notebook to run or pair). */
+export function isExecutedCopy(path: string | null | undefined): boolean {
+  return !!path && new RegExp(`(^|/)${EXECUTED_FOLDER}/`).test(path.replace(/^\.?\//, ''));
 }
 
 /** Paths compare equal whatever their leading `./` or `/`. */
@@ -185,6 +194,32 @@ export class ExperimentsModel implements IExperimentsModel {
     return this._metric;
   }
 
+  /** Whether the notebook followed is an executed copy (no form, no pairing, no run). */
+  get executedCopy(): boolean {
+    return isExecutedCopy(this._notebookPath);
+  }
+
+  /** Why Run is disabled now, `null` when it is not. */
+  get runBlocked(): string | null {
+    const invalid = this._fields.find(field => field.error !== null);
+    if (invalid) {
+      return `${invalid.parameter.name}: ${invalid.error}`;
+    }
+    if (this.executedCopy) {
+      return 'This is an executed copy of a run: open the source notebook to run it.';
+    }
+    return null;
+  }
+
+  /** `cancelling` from the moment Cancel is pressed until the job ends, then `cancelled`. */
+  get cancelState(): 'cancelling' | 'cancelled' | null {
+    const job = this._job;
+    if (job === null || this._cancelRequested !== job.id) {
+      return null;
+    }
+    return isTerminal(job.state) ? (job.state === 'killed' ? 'cancelled' : null) : 'cancelling';
+  }
+
   /** Read `GET /cd4ml-nb/status`; the runs are re-read when the branch changed. */
   async refreshStatus(): Promise<void> {
     const before = this._status;
@@ -235,7 +270,7 @@ export class ExperimentsModel implements IExperimentsModel {
     this._emit('params');
     this._emit('job');
     this._emit('runs');
-    if (path === null) {
+    if (path === null || isExecutedCopy(path)) {
       return;
     }
     await Promise.all([
@@ -390,7 +425,7 @@ export class ExperimentsModel implements IExperimentsModel {
    */
   async run(): Promise<IJob | null> {
     const path = this._notebookPath;
-    if (path === null || this._submitting || this.jobActive) {
+    if (path === null || this._submitting || this.jobActive || this.executedCopy) {
       return null;
     }
     const values = this.collectValues();
@@ -438,6 +473,8 @@ export class ExperimentsModel implements IExperimentsModel {
     if (job === null || isTerminal(job.state)) {
       return;
     }
+    this._cancelRequested = job.id; // "cancelling…" at once, before the server answers
+    this._emit('job');
     try {
       const answer = await cancelJob(this._settings, job.id);
       if (this._job?.id !== job.id || this._isDisposed) {
@@ -450,6 +487,7 @@ export class ExperimentsModel implements IExperimentsModel {
       // Read the job at once, then every interval until it has ended.
       this._startPolling(job.id);
     } catch (reason) {
+      this._cancelRequested = null;
       this._jobError = `Cancel failed: ${errorMessage(reason)}`;
       this._emit('job');
     }
@@ -621,59 +659,60 @@ export class ExperimentsModel implements IExperimentsModel {
     }
   }
 
+  /** Follow a job with a `Poll`: read at once, then every interval (backing off on errors) until it ends. */
   private _startPolling(id: string): void {
     this._stopPolling();
-    const token = ++this._pollToken;
-    let failures = 0;
-    const tick = async (): Promise<void> => {
-      this._timer = null;
-      if (token !== this._pollToken || this._isDisposed) {
+    const poll: Poll = new Poll({
+      factory: (): Promise<void> => this._readJob(id, poll),
+      frequency: { interval: this._pollInterval, backoff: true, max: this._pollInterval * 10 },
+      name: `cd4ml-nb:job:${id}`,
+      standby: 'never'
+    });
+    this._poll = poll;
+    void poll.refresh();
+  }
+
+  private async _readJob(id: string, poll: Poll): Promise<void> {
+    if (poll !== this._poll || this._isDisposed) {
+      return;
+    }
+    try {
+      const job = await getJob(this._settings, id);
+      if (poll !== this._poll || this._isDisposed) {
         return;
       }
-      try {
-        const job = await getJob(this._settings, id);
-        if (token !== this._pollToken || this._isDisposed) {
-          return;
-        }
-        failures = 0;
-        this._job = job;
-        if (this._jobError?.startsWith('Lost contact')) {
-          this._jobError = null;
-        }
-        this._emit('job');
-        if (isTerminal(job.state)) {
-          this._pollToken++;
-          void this.refreshRuns();
-          return;
-        }
-      } catch (reason) {
-        if (token !== this._pollToken || this._isDisposed) {
-          return;
-        }
-        if (httpStatus(reason) === 404) {
-          this._jobError = `The server no longer knows job ${id}.`;
-          if (this._job?.id === id && !isTerminal(this._job.state)) {
-            this._job = null;
-          }
-          this._emit('job');
-          return;
-        }
-        failures++;
-        this._jobError = `Lost contact with the job: ${errorMessage(reason)}`;
-        this._emit('job');
+      this._job = job;
+      if (this._jobError?.startsWith('Lost contact')) {
+        this._jobError = null;
       }
-      const delay = this._pollInterval * Math.min(2 ** failures, 10);
-      this._timer = setTimeout(() => void tick(), delay);
-    };
-    void tick();
+      this._emit('job');
+      if (isTerminal(job.state)) {
+        this._stopPolling();
+        void this.refreshRuns();
+      }
+    } catch (reason) {
+      if (poll !== this._poll || this._isDisposed) {
+        return;
+      }
+      if (httpStatus(reason) === 404) {
+        this._jobError = `The server no longer knows job ${id}.`;
+        if (this._job?.id === id && !isTerminal(this._job.state)) {
+          this._job = null;
+        }
+        this._emit('job');
+        this._stopPolling();
+        return;
+      }
+      this._jobError = `Lost contact with the job: ${errorMessage(reason)}`;
+      this._emit('job');
+      throw reason; // the Poll backs off
+    }
   }
 
   private _stopPolling(): void {
-    this._pollToken++;
-    if (this._timer !== null) {
-      clearTimeout(this._timer);
-      this._timer = null;
-    }
+    const poll = this._poll;
+    this._poll = null;
+    poll?.dispose();
   }
 
   private _emit(change: ExperimentsChange): void {
@@ -687,8 +726,8 @@ export class ExperimentsModel implements IExperimentsModel {
   private _isDisposed = false;
   private _generation = 0;
   private _runsGeneration = 0;
-  private _pollToken = 0;
-  private _timer: ReturnType<typeof setTimeout> | null = null;
+  private _poll: Poll | null = null;
+  private _cancelRequested: string | null = null;
 
   private _status: IStatus | null = null;
   private _statusError: string | null = null;

@@ -5,7 +5,7 @@
 import { IBranchRun, IRunsSection } from './tokens';
 
 /** Columns the runs table sorts by; `metric:NAME` sorts by a metric, `param:NAME` by a parameter. */
-export type RunSortKey = 'branch' | 'status' | 'start_time' | 'params' | string;
+export type RunSortKey = 'branch' | 'notebook' | 'status' | 'start_time' | 'params' | string;
 
 export type SortDirection = 'asc' | 'desc';
 
@@ -56,6 +56,8 @@ function sortValue(run: IBranchRun, key: RunSortKey): string | number | null {
   switch (key) {
     case 'branch':
       return run.branch ?? '';
+    case 'notebook':
+      return run.notebook ?? '';
     case 'status':
       return run.status;
     case 'start_time':

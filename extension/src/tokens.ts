@@ -83,11 +83,116 @@ export interface IParameter {
   expression: string | null;
 }
 
+/** A JSON Schema (draft 2020-12) of one parameter, as `cd4ml_nb.params.json_schema` writes it. */
+export interface IParameterSchema {
+  type?: string;
+  anyOf?: IParameterSchema[];
+  items?: IParameterSchema;
+  title?: string;
+  description?: string;
+  default?: unknown;
+  'x-cd4ml-type'?: string;
+  'x-cd4ml-nullable'?: boolean;
+  'x-cd4ml-expression'?: string;
+}
+
+/** The parameter contract as JSON Schema: one property per parameter. */
+export interface IContractSchema {
+  type: 'object';
+  properties: Record<string, IParameterSchema>;
+  additionalProperties: boolean;
+  'x-cd4ml-order': string[];
+}
+
 /** Payload of `GET /cd4ml-nb/params?path=P`. */
 export interface IParamsContract {
   /** Index of the cell tagged `parameters`; `null` when there is none. */
   cell_index: number | null;
   parameters: IParameter[];
+  /** The same contract as JSON Schema: what the form is rendered from. */
+  schema?: IContractSchema;
+}
+
+/** Payload of `POST /cd4ml-nb/params/check`. */
+export interface IParamsCheck {
+  /** Typed values of the texts that fit. */
+  values: Record<string, unknown>;
+  /** Why each text that does not fit is refused. */
+  errors: Record<string, string>;
+}
+
+/** Body of `POST /cd4ml-nb/compare`. */
+export interface ICompareRequest {
+  /** Two or more run ids; the first is the reference. */
+  run_ids: string[];
+  /** Metric the gate checks (default: the first logged). */
+  metric?: string;
+  /** Regression the gate allows: `0.05` or `2%`. */
+  max_regression?: string;
+}
+
+/** One run of a comparison, with links to what it left. */
+export interface IComparedRun extends IRun {
+  branch: string | null;
+  /** Executed notebook, server-root relative (openable in Lab). */
+  executed: string | null;
+  /** HTML render, server-root relative. */
+  html: string | null;
+}
+
+/** A metric of one run against the reference run. */
+export interface IMetricDelta {
+  run_id: string;
+  metric: string;
+  goal: 'minimize' | 'maximize' | string;
+  base: number | null;
+  branch: number | null;
+  delta: number | null;
+  relative: number | null;
+}
+
+/** One data set of `cd4ml-nb diff`. */
+export interface IDatasetDiff {
+  name: string;
+  only_in?: string | null;
+  schema_changed?: boolean;
+  sampling_changed?: boolean;
+  [key: string]: unknown;
+}
+
+/** `cd4ml-nb diff REF RUN --json`. */
+export interface IRunDiff {
+  run_a: string;
+  run_b: string;
+  commits: [string | null, string | null];
+  notebooks: [string | null, string | null];
+  source_diff: string;
+  params_changed: Record<string, [string | null, string | null]>;
+  datasets: IDatasetDiff[];
+  axes: Record<string, boolean>;
+  metrics: Record<string, [number | null, number | null]>;
+}
+
+/** `cd4ml-nb gate` of a branch against the base, for one metric. */
+export interface IGateVerdict {
+  branch: string | null;
+  base: string;
+  metric: string;
+  max_regression: string;
+  /** `null` when the gate could not evaluate (see `message`). */
+  passed: boolean | null;
+  checks: string[];
+  message: string | null;
+}
+
+/** Payload of `POST /cd4ml-nb/compare`. */
+export interface IComparison {
+  reference: string;
+  runs: IComparedRun[];
+  goals: Record<string, string>;
+  deltas: IMetricDelta[];
+  diffs: IRunDiff[];
+  gate: IGateVerdict | null;
 }
 
 /** Lifecycle of a job. */
@@ -246,6 +351,12 @@ export interface IExperimentsModel extends IDisposable {
   readonly submitting: boolean;
   /** Whether the job shown is queued or running. */
   readonly jobActive: boolean;
+  /** Whether the notebook followed is an executed copy of a run (no form, pairing or Run). */
+  readonly executedCopy: boolean;
+  /** Why Run is disabled (a value that does not fit, an executed copy), `null` when it is not. */
+  readonly runBlocked: string | null;
+  /** `cancelling` from the moment Cancel is pressed until the job ends, then `cancelled`. */
+  readonly cancelState: 'cancelling' | 'cancelled' | null;
 
   readonly runs: ReadonlyArray<IRunsSection>;
   readonly runsLoading: boolean;
@@ -288,4 +399,6 @@ export namespace CommandIDs {
   export const run = 'cd4ml-nb:run';
   export const pair = 'cd4ml-nb:pair';
   export const show = 'cd4ml-nb:show';
+  export const openDashboard = 'cd4ml-nb:open-dashboard';
+  export const openMlflow = 'cd4ml-nb:open-mlflow';
 }

@@ -22,12 +22,14 @@ describe('ExperimentsPanel', () => {
   let panel: ExperimentsPanel;
   let runs: number;
   let opened: string[];
+  let dashboards: number;
 
   beforeEach(async () => {
     server = exampleServer();
     model = new ExperimentsModel({ settings: server.settings, pollInterval: 10 });
     opened = [];
     runs = 0;
+    dashboards = 0;
     panel = new ExperimentsPanel(model, {
       run: () => {
         runs++;
@@ -38,6 +40,9 @@ describe('ExperimentsPanel', () => {
         if (path.includes('missing')) {
           throw new Error('404 Not Found');
         }
+      },
+      openDashboard: () => {
+        dashboards++;
       }
     });
     Widget.attach(panel, document.body);
@@ -139,28 +144,75 @@ describe('ExperimentsPanel', () => {
     expect(byTestId(panel.node, 'cd4ml-mlflow-link').hasAttribute('href')).toBe(false);
   });
 
-  it('lists the runs of both branches, sorts on a header click, charts the chosen metric', () => {
-    const table = byTestId<HTMLTableElement>(panel.node, 'cd4ml-runs-table');
-    const ids = () => Array.from(table.querySelectorAll('tbody tr')).map(tr => tr.getAttribute('data-run-id'));
-    expect(ids()).toEqual(['cur-1', 'base-1']);
-    const headers = Array.from(table.querySelectorAll('th')).map(th => th.getAttribute('data-sort-key'));
-    expect(headers).toEqual(['branch', 'status', 'metric:mae', 'metric:nwrmsle', 'start_time', 'params']);
+  it('disables Run while a value does not fit, with the reason beside the button', () => {
+    const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
+    const runButton = byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button');
+    const reason = byTestId(panel.node, 'cd4ml-run-blocked');
+    expect(runButton.disabled).toBe(false);
+    expect(reason.hidden).toBe(true);
+    depth.value = 'three';
+    depth.dispatchEvent(new Event('input'));
+    expect(runButton.disabled).toBe(true);
+    expect(reason.hidden).toBe(false);
+    expect(reason.textContent).toMatch(/^max_depth: .*whole number/);
+    // The reason sits beside the button, in the same row.
+    expect(reason.parentElement).toBe(runButton.parentElement);
+    depth.value = '3';
+    depth.dispatchEvent(new Event('input'));
+    expect(runButton.disabled).toBe(false);
+    expect(reason.hidden).toBe(true);
+    expect(reason.textContent).toBe('');
+  });
 
-    const nwrmsle = table.querySelector<HTMLElement>('th[data-sort-key="metric:nwrmsle"]')!;
-    nwrmsle.click();
-    expect(ids()).toEqual(['cur-1', 'base-1']); // 0.5 < 0.7
-    expect(panel.table.sortDirection).toBe('asc');
-    table.querySelector<HTMLElement>('th[data-sort-key="metric:nwrmsle"]')!.click();
-    expect(ids()).toEqual(['base-1', 'cur-1']);
-    expect(table.querySelector('th[data-sort-key="metric:nwrmsle"]')!.getAttribute('aria-sort')).toBe('descending');
+  it('shows "cancelling…" as soon as Cancel is pressed, then "cancelled" (not how it was stopped)', async () => {
+    let release: () => void = () => undefined;
+    let killed = false;
+    server.on('POST', 'jobs', [202, { id: 'job-1' }]);
+    server.on('GET', 'jobs/job-1', () => [
+      200,
+      job({ state: killed ? 'killed' : 'running', error: killed ? 'stopped by SIGTERM' : null })
+    ]);
+    server.on('DELETE', 'jobs/job-1', () => new Promise(resolve => {
+      release = () => {
+        killed = true;
+        resolve([200, { id: 'job-1', state: 'running' }]);
+      };
+    }));
+    await model.run();
+    await waitFor(() => model.job?.state === 'running');
+    const state = byTestId(panel.node, 'cd4ml-job-state');
+    byTestId<HTMLButtonElement>(panel.node, 'cd4ml-cancel-button').click();
+    // Before the server has answered:
+    expect(state.textContent).toBe('cancelling…');
+    expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-cancel-button').disabled).toBe(true);
+    await waitFor(() => server.callsTo('DELETE', 'jobs/job-1').length === 1);
+    expect(state.textContent).toBe('cancelling…'); // still, while the server takes its time
+    release();
+    await waitFor(() => state.textContent === 'cancelled');
+    expect(state.getAttribute('data-state')).toBe('killed');
+    expect(byTestId(panel.node, 'cd4ml-job-error').hidden).toBe(true);
+    expect(panel.node.textContent).not.toContain('SIGTERM');
+  });
 
-    const select = byTestId<HTMLSelectElement>(panel.node, 'cd4ml-metric-select');
-    select.value = 'nwrmsle';
-    select.dispatchEvent(new Event('change'));
-    expect(model.metric).toBe('nwrmsle');
-    const points = panel.node.querySelectorAll('[data-testid="cd4ml-runs-chart"] circle');
-    expect(Array.from(points).map(p => p.getAttribute('data-side'))).toEqual(['base', 'current']);
-    expect(byTestId(panel.node, 'cd4ml-chart-legend').textContent).toBe('try-random-forestmain (base)');
+  it('offers no form, pairing or Run for an executed copy of a run', async () => {
+    await model.setNotebook('cd4ml-runs/0123456789ab/train.ipynb');
+    expect(byTestId(panel.node, 'cd4ml-executed-copy').hidden).toBe(false);
+    expect(panel.node.querySelector('[data-testid="cd4ml-param-max_depth"]')).toBeNull();
+    expect(panel.node.querySelector('[data-testid="cd4ml-pair-button"]')).toBeNull();
+    expect(byTestId(panel.node, 'cd4ml-run-button').closest('[hidden]')).not.toBeNull();
+    expect(model.runBlocked).toMatch(/executed copy/);
+    expect(await model.run()).toBeNull();
+    expect(server.callsTo('GET', 'params').filter(c => c.query.path?.startsWith('cd4ml-runs'))).toHaveLength(0);
+    expect(server.callsTo('GET', 'pairing').filter(c => c.query.path?.startsWith('cd4ml-runs'))).toHaveLength(0);
+  });
+
+  it('opens the dashboard from its button and counts the runs of each branch', () => {
+    byTestId<HTMLButtonElement>(panel.node, 'cd4ml-open-dashboard').click();
+    expect(dashboards).toBe(1);
+    expect(byTestId(panel.node, 'cd4ml-runs-count').textContent).toBe(
+      'Runs of this notebook: 1 on try-random-forest, 1 on main'
+    );
+    expect(panel.node.querySelector('table')).toBeNull(); // no runs table squeezed in the sidebar
   });
 
   it('renders untrusted strings as text only', async () => {

@@ -119,13 +119,16 @@ export class JobView {
     const fraction = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
     const active = !isTerminal(job.state);
 
-    this._state.textContent = job.state;
-    this._state.className = `cd4ml-nb-JobState cd4ml-nb-mod-${job.state}`;
+    const cancel = model.cancelState;
+    // Cancel is acknowledged at once ("cancelling…") and a cancelled job says so, not how it was stopped.
+    this._state.textContent = cancel === 'cancelling' ? 'cancelling…' : cancel ?? job.state;
+    this._state.className = `cd4ml-nb-JobState cd4ml-nb-mod-${cancel ?? job.state}`;
     this._state.setAttribute('data-state', job.state);
     this._state.setAttribute('data-job-id', job.id);
     this._progressText.textContent =
       total > 0 ? `${done} / ${total} cells` : active ? 'starting…' : '';
     show(this._cancel, active);
+    this._cancel.disabled = cancel === 'cancelling';
 
     this._bar.className = `cd4ml-nb-Progress cd4ml-nb-mod-${job.state}`;
     this._bar.setAttribute('aria-valuemax', String(total));
@@ -141,8 +144,8 @@ export class JobView {
 
     this._runId.textContent = job.run_id ?? '';
     show(this._runLine, !!job.run_id);
-    this._error.textContent = job.error ?? '';
-    show(this._error, !!job.error);
+    this._error.textContent = cancel === 'cancelled' ? '' : job.error ?? '';
+    show(this._error, !!job.error && cancel !== 'cancelled');
 
     const names = Object.keys(job.metrics ?? {}).sort();
     replaceChildren(

@@ -1,7 +1,8 @@
 /**
  * The left-sidebar Experiments panel: branch, the active notebook's pairing and
- * parameter form, *Run experiment*, the job's progress, and this branch's runs
- * against the base branch (table and chart).
+ * parameter form, *Run experiment* (disabled, with the reason beside it, while a value
+ * does not fit), the job's progress, and a button to the Experiments dashboard, where
+ * the runs are compared (the sidebar is too narrow for their table and charts).
  *
  * Every string from the server is rendered as text (see `components/dom.ts`).
  */
@@ -11,8 +12,6 @@ import { button, h, replaceChildren } from '../components/dom';
 import { JobView } from '../components/jobView';
 import { PairingView } from '../components/pairingView';
 import { ParameterForm } from '../components/parameterForm';
-import { RunsChart } from '../components/runsChart';
-import { RunsTable } from '../components/runsTable';
 import { ExperimentsChange, IExperimentsModel } from '../tokens';
 
 /** What the panel asks of the application. */
@@ -21,6 +20,8 @@ export interface IExperimentsPanelActions {
   run(): void;
   /** Open a server-root-relative path in JupyterLab (rejects when it cannot be opened). */
   openPath(path: string): Promise<unknown>;
+  /** Open the Experiments dashboard (the `cd4ml-nb:open-dashboard` command). */
+  openDashboard(): void;
 }
 
 const PANEL_CLASS = 'cd4ml-nb-Panel';
@@ -49,44 +50,43 @@ export class ExperimentsPanel extends Widget {
       testid: 'cd4ml-unsaved',
       text: 'The notebook has unsaved changes: a run reads the saved file.'
     });
-    this._actions = h('div', { className: 'cd4ml-nb-Section' }, [
-      h('div', { className: 'cd4ml-nb-Actions' }, [this._runButton, this._resetButton]),
+    this._blocked = h('span', {
+      className: 'cd4ml-nb-Blocked',
+      testid: 'cd4ml-run-blocked',
+      attrs: { role: 'status', 'aria-live': 'polite' }
+    });
+    this._actions = h('div', { className: 'cd4ml-nb-Section cd4ml-nb-ActionsSection' }, [
+      h('div', { className: 'cd4ml-nb-Actions' }, [this._runButton, this._resetButton, this._blocked]),
       this._unsaved
     ]);
+    this._executedNote = h('p', {
+      className: 'cd4ml-nb-Hint',
+      testid: 'cd4ml-executed-copy',
+      text: 'Executed copy of a run: it is read-only here. Open its source notebook to run it again.'
+    });
     this._job = new JobView(model, { openPath: path => actions.openPath(path) });
 
-    this._metricSelect = h('select', {
-      className: 'cd4ml-nb-MetricSelect',
-      testid: 'cd4ml-metric-select',
-      attrs: { 'aria-label': 'Metric to chart' }
-    });
-    this._metricSelect.addEventListener('change', () =>
-      model.setMetric(this._metricSelect.value || null)
-    );
     this._refresh = button('↻', () => void model.refreshRuns(), {
       testid: 'cd4ml-runs-refresh',
       title: 'Read the runs again'
     });
     this._runsStatus = h('div', { className: 'cd4ml-nb-RunsStatus' });
-    this._chart = new RunsChart(model);
-    this._table = new RunsTable(model);
-    this._more = h('div', { className: 'cd4ml-nb-Links' });
+    // The runs table and charts need the width of the main area: the dashboard shows them.
+    this._dashboardButton = button('Open Experiments Dashboard', () => actions.openDashboard(), {
+      testid: 'cd4ml-open-dashboard',
+      title: 'Runs of this branch beside the base branch: table, charts, comparison'
+    });
+    this._dashboardButton.classList.add('jp-mod-accept');
     this._runs = h('section', { className: 'cd4ml-nb-Section cd4ml-nb-Runs', testid: 'cd4ml-runs' }, [
-      h('div', { className: 'cd4ml-nb-Row' }, [
-        h('h3', { className: 'cd4ml-nb-Heading', text: 'Runs' }),
-        h('label', { className: 'cd4ml-nb-Label', text: 'Metric' }),
-        this._metricSelect,
-        this._refresh
-      ]),
+      h('div', { className: 'cd4ml-nb-Row' }, [h('h3', { className: 'cd4ml-nb-Heading', text: 'Runs' }), this._refresh]),
       this._runsStatus,
-      this._chart.node,
-      h('div', { className: 'cd4ml-nb-TableScroll' }, [this._table.node]),
-      this._more
+      this._dashboardButton
     ]);
 
     this.node.append(
       h('header', { className: 'cd4ml-nb-Header' }, [h('h2', { text: 'Experiments' })]),
       this._branch,
+      this._executedNote,
       this._pairing.node,
       this._form.node,
       this._actions,
@@ -95,11 +95,6 @@ export class ExperimentsPanel extends Widget {
     );
     model.changed.connect(this._onChange, this);
     this._renderAll();
-  }
-
-  /** The runs table (its sort state), for tests. */
-  get table(): RunsTable {
-    return this._table;
   }
 
   dispose(): void {
@@ -129,6 +124,7 @@ export class ExperimentsPanel extends Widget {
         break;
       case 'form':
         this._form.update();
+        this._renderActions();
         break;
       case 'job':
         this._job.update();
@@ -191,8 +187,16 @@ export class ExperimentsPanel extends Widget {
   private _renderActions(): void {
     const model = this._model;
     const noNotebook = model.notebookPath === null;
-    this._actions.hidden = noNotebook;
-    this._runButton.disabled = noNotebook || model.submitting || model.jobActive;
+    const executed = model.executedCopy;
+    this._actions.hidden = noNotebook || executed;
+    this._executedNote.hidden = !executed;
+    this._pairing.node.hidden = executed;
+    this._form.node.hidden = executed;
+    const blocked = model.runBlocked;
+    this._runButton.disabled = noNotebook || model.submitting || model.jobActive || blocked !== null;
+    this._blocked.textContent = blocked ?? '';
+    this._blocked.hidden = blocked === null;
+    this._runButton.title = blocked ?? 'Run the saved notebook with these parameters as a tracked MLflow run on this branch';
     this._runButton.textContent = model.submitting
       ? 'Starting…'
       : model.jobActive
@@ -208,18 +212,6 @@ export class ExperimentsPanel extends Widget {
     if (model.notebookPath === null) {
       return;
     }
-    const names = model.metricNames;
-    replaceChildren(
-      this._metricSelect,
-      names.length
-        ? names.map(name => {
-            const option = h('option', { text: name, attrs: { value: name } });
-            option.selected = name === model.metric;
-            return option;
-          })
-        : [h('option', { text: '(no metrics)', attrs: { value: '' } })]
-    );
-    this._metricSelect.disabled = names.length === 0;
     this._refresh.disabled = model.runsLoading;
 
     const problems = model.runs
@@ -229,18 +221,11 @@ export class ExperimentsPanel extends Widget {
       model.runsLoading ? h('span', { className: 'cd4ml-nb-Hint', text: 'Loading runs…' }) : null,
       ...problems.map(text => h('p', { className: 'cd4ml-nb-Error', testid: 'cd4ml-runs-error', text }))
     ]);
-    this._chart.update();
-    this._table.update();
-    replaceChildren(
-      this._more,
-      model.runs
-        .filter(section => section.nextPageToken)
-        .map(section =>
-          button(`More runs of ${section.branch ?? 'this branch'}`, () => void model.loadMoreRuns(section.side), {
-            testid: `cd4ml-more-runs-${section.side}`
-          })
-        )
+    const counts = model.runs.map(
+      section => `${section.runs.length}${section.nextPageToken ? '+' : ''} on ${section.branch ?? 'this branch'}`
     );
+    this._runsCount.textContent = counts.length ? `Runs of this notebook: ${counts.join(', ')}` : '';
+    this._runsStatus.append(this._runsCount);
   }
 
   private _model: IExperimentsModel;
@@ -252,11 +237,11 @@ export class ExperimentsPanel extends Widget {
   private _actions: HTMLElement;
   private _unsaved: HTMLElement;
   private _job: JobView;
-  private _metricSelect: HTMLSelectElement;
   private _refresh: HTMLButtonElement;
   private _runsStatus: HTMLElement;
-  private _chart: RunsChart;
-  private _table: RunsTable;
-  private _more: HTMLElement;
   private _runs: HTMLElement;
+  private _blocked: HTMLElement;
+  private _executedNote: HTMLElement;
+  private _dashboardButton: HTMLButtonElement;
+  private _runsCount = h('p', { className: 'cd4ml-nb-Hint', testid: 'cd4ml-runs-count' });
 }

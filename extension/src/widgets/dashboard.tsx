@@ -1,0 +1,503 @@
+/**
+ * The Experiments dashboard: a main-area widget with this branch's runs beside the base
+ * branch's (a full-width table, sortable, filterable and paged), Vega-Lite charts, and the
+ * comparison of the runs selected. Rendered with React (`ReactWidget`); every string from
+ * the server is rendered as text.
+ */
+import { ReactWidget } from '@jupyterlab/apputils';
+import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
+import { refreshIcon } from '@jupyterlab/ui-components';
+import * as React from 'react';
+import embed, { Result } from 'vega-embed';
+
+import { runHtmlUrl } from '../api';
+import { metricAgainstParameter, metricOverTime, shortRunId, VegaLiteSpec } from '../dashboard/charts';
+import { DashboardModel } from '../dashboard/model';
+import { formatMetric, formatShortTime, formatTime } from '../runs';
+import { IBranchRun, IComparison, IComparedRun, IRunDiff } from '../tokens';
+
+/** What the dashboard asks of JupyterLab. */
+export interface IDashboardActions {
+  /** Open an executed notebook (server-root relative) titled after its run. */
+  openExecuted(path: string, runId: string): void;
+  /** URL of a run's page in the MLflow UI, `null` when there is none. */
+  mlflowRunUrl(experimentId: string, runId: string): string | null;
+}
+
+/** Whether JupyterLab shows a dark theme now. */
+function isDark(): boolean {
+  return document.body.dataset.jpThemeLight === 'false';
+}
+
+/** A Vega-Lite chart, embedded with vega-embed (SVG, tooltips naming the run). */
+export function VegaChart(props: { spec: VegaLiteSpec; testid: string; label: string }): JSX.Element {
+  const ref = React.useRef<HTMLDivElement>(null);
+  const dark = isDark();
+  const json = JSON.stringify(props.spec);
+  React.useEffect(() => {
+    let result: Result | null = null;
+    let cancelled = false;
+    if (ref.current) {
+      embed(ref.current, JSON.parse(json), {
+        actions: false,
+        renderer: 'svg',
+        theme: dark ? 'dark' : undefined,
+        tooltip: { theme: dark ? 'dark' : 'light' },
+        config: { background: 'transparent' }
+      })
+        .then(r => {
+          if (cancelled) {
+            r.finalize();
+          } else {
+            result = r;
+          }
+        })
+        .catch(reason => console.warn('cd4ml_nb: chart not drawn:', reason));
+    }
+    return () => {
+      cancelled = true;
+      result?.finalize();
+    };
+  }, [json, dark]);
+  return <div className="cd4ml-nb-Chart" data-testid={props.testid} aria-label={props.label} ref={ref} />;
+}
+
+interface IProps {
+  model: DashboardModel;
+  trans: TranslationBundle;
+  actions: IDashboardActions;
+}
+
+function sortAttr(model: DashboardModel, key: string): 'ascending' | 'descending' | 'none' {
+  if (model.sortKey !== key) {
+    return 'none';
+  }
+  return model.sortDirection === 'asc' ? 'ascending' : 'descending';
+}
+
+function SortHeader(props: { model: DashboardModel; sortKey: string; label: string; title?: string }): JSX.Element {
+  const { model, sortKey, label } = props;
+  const sort = sortAttr(model, sortKey);
+  return (
+    <th data-sort-key={sortKey} aria-sort={sort} title={props.title ?? label}>
+      <button className="cd4ml-nb-SortButton" onClick={() => model.sortBy(sortKey)}>
+        {label}
+        <span className="cd4ml-nb-SortMark">{sort === 'ascending' ? ' ▲' : sort === 'descending' ? ' ▼' : ''}</span>
+      </button>
+    </th>
+  );
+}
+
+function Filters({ model, trans }: IProps): JSX.Element {
+  const f = model.filter;
+  return (
+    <div className="cd4ml-nb-Filters" data-testid="cd4ml-dashboard-filters">
+      <label>
+        {trans.__('Notebook')}
+        <select data-testid="cd4ml-filter-notebook" value={f.notebook} onChange={e => model.setFilter({ notebook: e.target.value })}>
+          <option value="">{trans.__('all')}</option>
+          {model.notebooks.map(n => (
+            <option key={n} value={n}>{n}</option>
+          ))}
+        </select>
+      </label>
+      <label>
+        {trans.__('Status')}
+        <select data-testid="cd4ml-filter-status" value={f.status} onChange={e => model.setFilter({ status: e.target.value })}>
+          <option value="">{trans.__('all')}</option>
+          {model.statuses.map(s => (
+            <option key={s} value={s}>{s}</option>
+          ))}
+        </select>
+      </label>
+      <label>
+        {trans.__('Parameter')}
+        <input
+          data-testid="cd4ml-filter-parameter"
+          placeholder={trans.__('name=value')}
+          value={f.parameter}
+          onChange={e => model.setFilter({ parameter: e.target.value })}
+        />
+      </label>
+      <label>
+        {trans.__('Metric')}
+        <input
+          data-testid="cd4ml-filter-metric"
+          placeholder={trans.__('e.g. %1 < 0.5', model.metric ?? 'rmse')}
+          value={f.metric}
+          onChange={e => model.setFilter({ metric: e.target.value })}
+        />
+      </label>
+      <span className="cd4ml-nb-Count" data-testid="cd4ml-dashboard-count">
+        {trans._n('%1 run', '%1 runs', model.filtered.length)}
+        {model.hasMore ? trans.__(' (more on the server)') : ''}
+      </span>
+    </div>
+  );
+}
+
+function Charts({ model, trans }: IProps): JSX.Element | null {
+  const metric = model.metric;
+  if (!metric) {
+    return <p className="cd4ml-nb-Hint">{trans.__('No metric logged yet: run a notebook that logs one.')}</p>;
+  }
+  const runs = model.filtered;
+  const parameter = model.chartParameter;
+  return (
+    <section className="cd4ml-nb-Charts">
+      <div className="cd4ml-nb-Row">
+        <label>
+          {trans.__('Metric')}
+          <select data-testid="cd4ml-dashboard-metric" value={metric} onChange={e => model.setMetric(e.target.value)}>
+            {model.metricNames.map(m => (
+              <option key={m} value={m}>{m}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          {trans.__('against parameter')}
+          <select
+            data-testid="cd4ml-dashboard-parameter"
+            value={parameter ?? ''}
+            onChange={e => model.setChartParameter(e.target.value || null)}
+          >
+            {model.parameterNames.map(p => (
+              <option key={p} value={p}>{p}</option>
+            ))}
+          </select>
+        </label>
+      </div>
+      <div className="cd4ml-nb-ChartGrid">
+        <VegaChart spec={metricOverTime(runs, metric)} testid="cd4ml-chart-time" label={trans.__('%1 per branch over time', metric)} />
+        {parameter ? (
+          <VegaChart
+            spec={metricAgainstParameter(runs, metric, parameter)}
+            testid="cd4ml-chart-parameter"
+            label={trans.__('%1 against %2', metric, parameter)}
+          />
+        ) : null}
+      </div>
+    </section>
+  );
+}
+
+function RunsTable({ model, trans, actions }: IProps): JSX.Element {
+  const metrics = model.metricNames;
+  const params = model.parameterNames;
+  const rows = model.pageRuns;
+  return (
+    <div className="cd4ml-nb-DashboardTableScroll">
+      <table className="cd4ml-nb-DashboardTable" data-testid="cd4ml-dashboard-table">
+        <thead>
+          <tr>
+            <th title={trans.__('Select to compare')}>{trans.__('Compare')}</th>
+            <th>{trans.__('Run')}</th>
+            <SortHeader model={model} sortKey="branch" label={trans.__('Branch')} />
+            <SortHeader model={model} sortKey="notebook" label={trans.__('Notebook')} />
+            <SortHeader model={model} sortKey="status" label={trans.__('Status')} />
+            <SortHeader model={model} sortKey="start_time" label={trans.__('Started')} />
+            {metrics.map(m => (
+              <SortHeader key={m} model={model} sortKey={`metric:${m}`} label={m} />
+            ))}
+            {params.map(p => (
+              <SortHeader key={p} model={model} sortKey={`param:${p}`} label={p} title={trans.__('parameter %1', p)} />
+            ))}
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map(run => (
+            <RunRow key={run.run_id} run={run} model={model} trans={trans} actions={actions} metrics={metrics} params={params} />
+          ))}
+        </tbody>
+      </table>
+      {rows.length === 0 && !model.loading ? (
+        <p className="cd4ml-nb-Hint" data-testid="cd4ml-dashboard-empty">
+          {model.runs.length ? trans.__('No run matches the filter.') : trans.__('No runs yet on these branches.')}
+        </p>
+      ) : null}
+    </div>
+  );
+}
+
+function RunRow(props: IProps & { run: IBranchRun; metrics: ReadonlyArray<string>; params: ReadonlyArray<string> }): JSX.Element {
+  const { run, model, trans, actions } = props;
+  const selected = model.selected.includes(run.run_id);
+  const mlflow = actions.mlflowRunUrl(run.experiment, run.run_id);
+  return (
+    <tr data-run-id={run.run_id} data-side={run.side} aria-selected={selected} className={selected ? 'cd4ml-nb-mod-selected' : ''}>
+      <td>
+        <input
+          type="checkbox"
+          aria-label={trans.__('Compare run %1', shortRunId(run.run_id))}
+          data-testid={`cd4ml-select-${run.run_id}`}
+          checked={selected}
+          onChange={() => model.toggle(run.run_id)}
+        />
+      </td>
+      <td className="cd4ml-nb-RunId" title={run.run_id}>
+        {mlflow ? (
+          <a href={mlflow} target="_blank" rel="noopener noreferrer">{shortRunId(run.run_id)}</a>
+        ) : (
+          shortRunId(run.run_id)
+        )}
+      </td>
+      <td className="cd4ml-nb-BranchCell" title={run.branch ?? ''}>
+        <span className={`cd4ml-nb-Swatch cd4ml-nb-mod-${run.side}`} />
+        {run.branch ?? trans.__('(no branch)')}
+      </td>
+      <td title={run.notebook ?? ''}>{run.notebook ?? ''}</td>
+      <td data-status={run.status} title={run.reason ?? ''}>{run.status}</td>
+      <td title={formatTime(run.start_time)}>{formatShortTime(run.start_time)}</td>
+      {props.metrics.map(m => (
+        <td key={m} data-metric={m} className="cd4ml-nb-Number">{formatMetric(run.metrics?.[m])}</td>
+      ))}
+      {props.params.map(p => (
+        <td key={p} data-param={p}>{run.params?.[p] ?? ''}</td>
+      ))}
+    </tr>
+  );
+}
+
+function Pager({ model, trans }: IProps): JSX.Element {
+  const last = model.page >= model.pageCount - 1 && !model.hasMore;
+  return (
+    <div className="cd4ml-nb-Pager" data-testid="cd4ml-dashboard-pager">
+      <button className="jp-Button jp-mod-styled" disabled={model.page === 0} onClick={() => void model.setPage(model.page - 1)}>
+        {trans.__('Previous')}
+      </button>
+      <span data-testid="cd4ml-dashboard-page">
+        {trans.__('Page %1 of %2', model.page + 1, model.pageCount + (model.hasMore ? '+' : ''))}
+      </span>
+      <button className="jp-Button jp-mod-styled" disabled={last} onClick={() => void model.setPage(model.page + 1)}>
+        {trans.__('Next')}
+      </button>
+    </div>
+  );
+}
+
+function signed(value: number | null): string {
+  if (value === null) {
+    return '—';
+  }
+  return (value > 0 ? '+' : '') + formatMetric(value);
+}
+
+function verdictOf(goal: string, delta: number | null, trans: TranslationBundle): [string, string] {
+  if (delta === null || delta === 0) {
+    return ['same', delta === null ? '—' : trans.__('same')];
+  }
+  const better = goal === 'minimize' ? delta < 0 : delta > 0;
+  return better ? ['better', trans.__('better')] : ['worse', trans.__('worse')];
+}
+
+function RunLinks(props: IProps & { run: IComparedRun }): JSX.Element {
+  const { run, model, trans, actions } = props;
+  const mlflow = actions.mlflowRunUrl(run.experiment, run.run_id);
+  return (
+    <li data-run-id={run.run_id}>
+      <strong>{shortRunId(run.run_id)}</strong> {run.branch ?? ''} · {run.notebook ?? ''} · {run.commit ? run.commit.slice(0, 8) : ''}{' '}
+      {run.executed ? (
+        <button className="cd4ml-nb-Link" data-testid={`cd4ml-open-executed-${run.run_id}`} onClick={() => actions.openExecuted(run.executed as string, run.run_id)}>
+          {trans.__('executed notebook')}
+        </button>
+      ) : null}{' '}
+      {run.html ? (
+        <a href={runHtmlUrl(model.settings, run.run_id)} target="_blank" rel="noopener noreferrer" data-testid={`cd4ml-open-html-${run.run_id}`}>
+          {trans.__('HTML render')}
+        </a>
+      ) : null}{' '}
+      {mlflow ? (
+        <a href={mlflow} target="_blank" rel="noopener noreferrer" data-testid={`cd4ml-open-mlflow-${run.run_id}`}>
+          {trans.__('MLflow')}
+        </a>
+      ) : null}
+    </li>
+  );
+}
+
+function DiffView({ diff, trans }: { diff: IRunDiff; trans: TranslationBundle }): JSX.Element {
+  const params = Object.entries(diff.params_changed);
+  const datasets = diff.datasets.filter(d => d.only_in || d.schema_changed || d.sampling_changed);
+  return (
+    <div className="cd4ml-nb-Diff" data-testid={`cd4ml-diff-${diff.run_b}`}>
+      <h4>
+        {trans.__('%1 against %2', shortRunId(diff.run_b), shortRunId(diff.run_a))}{' '}
+        <span className="cd4ml-nb-Hint">
+          {trans.__('changed: %1', Object.keys(diff.axes).filter(k => diff.axes[k]).join(', ') || trans.__('nothing'))}
+        </span>
+      </h4>
+      <table className="cd4ml-nb-DiffParams" data-testid="cd4ml-params-changed">
+        <tbody>
+          {params.length ? (
+            params.map(([name, [a, b]]) => (
+              <tr key={name} data-param={name}>
+                <th>{name}</th>
+                <td>{a ?? '—'}</td>
+                <td>→</td>
+                <td>{b ?? '—'}</td>
+              </tr>
+            ))
+          ) : (
+            <tr><td>{trans.__('parameters identical')}</td></tr>
+          )}
+        </tbody>
+      </table>
+      <p data-testid="cd4ml-data-changes">
+        {datasets.length
+          ? datasets
+              .map(d =>
+                d.only_in
+                  ? trans.__('%1: logged by one run only', d.name)
+                  : [d.schema_changed ? trans.__('%1: schema changed', d.name) : '', d.sampling_changed ? trans.__('%1: sampling changed', d.name) : '']
+                      .filter(Boolean)
+                      .join('; ')
+              )
+              .join('; ')
+          : diff.datasets.length
+            ? trans.__('data: same schema and sampling')
+            : trans.__('no data sets logged')}
+      </p>
+      {diff.source_diff ? (
+        <details open>
+          <summary>{trans.__('.py diff between the runs (commits %1 → %2)', (diff.commits[0] ?? '-').slice(0, 8), (diff.commits[1] ?? '-').slice(0, 8))}</summary>
+          <pre className="cd4ml-nb-CodeDiff" data-testid="cd4ml-code-diff">{diff.source_diff}</pre>
+        </details>
+      ) : (
+        <p className="cd4ml-nb-Hint">{trans.__('paired .py source identical')}</p>
+      )}
+    </div>
+  );
+}
+
+function ComparisonView(props: IProps & { comparison: IComparison }): JSX.Element {
+  const { comparison, trans } = props;
+  const gate = comparison.gate;
+  const shown = comparison.deltas.filter(d => d.base !== null || d.branch !== null);
+  return (
+    <section className="cd4ml-nb-Comparison" data-testid="cd4ml-comparison">
+      <h3>{trans.__('Comparison against %1', shortRunId(comparison.reference))}</h3>
+      {gate ? (
+        <p
+          className={`cd4ml-nb-Gate cd4ml-nb-mod-${gate.passed === null ? 'unknown' : gate.passed ? 'pass' : 'fail'}`}
+          data-testid="cd4ml-gate"
+          data-passed={String(gate.passed)}
+        >
+          {gate.passed === null
+            ? trans.__('Gate (%1 vs %2, %3): cannot evaluate — %4', gate.branch ?? '?', gate.base, gate.metric, gate.message ?? '')
+            : gate.passed
+              ? trans.__('Gate PASS: %1 on %2 against %3', gate.metric, gate.branch ?? '?', gate.base)
+              : trans.__('Gate FAIL: %1 on %2 against %3', gate.metric, gate.branch ?? '?', gate.base)}
+          {gate.checks.map(c => (
+            <span key={c} className="cd4ml-nb-GateCheck">{c}</span>
+          ))}
+        </p>
+      ) : null}
+      <table className="cd4ml-nb-DashboardTable" data-testid="cd4ml-deltas">
+        <thead>
+          <tr>
+            <th>{trans.__('Run')}</th>
+            <th>{trans.__('Metric')}</th>
+            <th>{trans.__('Goal')}</th>
+            <th>{trans.__('Reference')}</th>
+            <th>{trans.__('Run value')}</th>
+            <th>{trans.__('Delta')}</th>
+            <th>{trans.__('Verdict')}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {shown.map(d => {
+            const [kind, label] = verdictOf(d.goal, d.delta, trans);
+            return (
+              <tr key={`${d.run_id}:${d.metric}`} data-metric={d.metric} data-run-id={d.run_id}>
+                <td>{shortRunId(d.run_id)}</td>
+                <td>{d.metric}</td>
+                <td>{d.goal}</td>
+                <td className="cd4ml-nb-Number">{formatMetric(d.base)}</td>
+                <td className="cd4ml-nb-Number">{formatMetric(d.branch)}</td>
+                <td className="cd4ml-nb-Number">
+                  {signed(d.delta)}
+                  {d.relative !== null ? ` (${(d.relative * 100).toFixed(2)}%)` : ''}
+                </td>
+                <td className={`cd4ml-nb-mod-${kind}`} data-verdict={kind}>{label}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      {comparison.diffs.map(diff => (
+        <DiffView key={diff.run_b} diff={diff} trans={trans} />
+      ))}
+      <ul className="cd4ml-nb-RunLinks" data-testid="cd4ml-compared-runs">
+        {comparison.runs.map(run => (
+          <RunLinks key={run.run_id} {...props} run={run} />
+        ))}
+      </ul>
+    </section>
+  );
+}
+
+function Dashboard(props: IProps): JSX.Element {
+  const { model, trans } = props;
+  const status = model.status;
+  return (
+    <div className="cd4ml-nb-Dashboard" data-testid="cd4ml-dashboard">
+      <header className="cd4ml-nb-DashboardHeader">
+        <h2>{trans.__('Experiments')}</h2>
+        <span data-testid="cd4ml-dashboard-branches">
+          <span className="cd4ml-nb-Swatch cd4ml-nb-mod-current" /> {status?.branch ?? trans.__('(no branch)')}{' '}
+          {trans.__('against')} <span className="cd4ml-nb-Swatch cd4ml-nb-mod-base" /> {model.baseBranch ?? ''}
+        </span>
+        <button className="jp-Button jp-mod-styled cd4ml-nb-IconButton" title={trans.__('Refresh')} onClick={() => void model.refresh()}>
+          <refreshIcon.react tag="span" />
+        </button>
+        {model.loading ? <span className="cd4ml-nb-Hint">{trans.__('Reading runs…')}</span> : null}
+      </header>
+      {model.error ? (
+        <p className="cd4ml-nb-Error" data-testid="cd4ml-dashboard-error">{model.error}</p>
+      ) : null}
+      <Filters {...props} />
+      <Charts {...props} />
+      <div className="cd4ml-nb-Row cd4ml-nb-CompareBar">
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept"
+          data-testid="cd4ml-compare-button"
+          disabled={model.selected.length < 2 || model.comparing}
+          onClick={() => void model.compare()}
+        >
+          {model.comparing ? trans.__('Comparing…') : trans.__('Compare selected (%1)', model.selected.length)}
+        </button>
+        {model.selected.length ? (
+          <button className="jp-Button jp-mod-styled" onClick={() => model.clearSelection()}>{trans.__('Clear selection')}</button>
+        ) : (
+          <span className="cd4ml-nb-Hint">{trans.__('Tick two or more runs to compare them.')}</span>
+        )}
+        {model.compareError ? <span className="cd4ml-nb-Error" data-testid="cd4ml-compare-error">{model.compareError}</span> : null}
+      </div>
+      <RunsTable {...props} />
+      <Pager {...props} />
+      {model.comparison ? <ComparisonView {...props} comparison={model.comparison} /> : null}
+    </div>
+  );
+}
+
+/** The dashboard widget (wrap it in a `MainAreaWidget`). */
+export class DashboardView extends ReactWidget {
+  constructor(
+    readonly model: DashboardModel,
+    private readonly _actions: IDashboardActions,
+    private readonly _trans: TranslationBundle = nullTranslator.load('cd4ml_nb')
+  ) {
+    super();
+    this.addClass('cd4ml-nb-DashboardView');
+    model.changed.connect(this.update, this);
+  }
+
+  dispose(): void {
+    this.model.changed.disconnect(this.update, this);
+    super.dispose();
+  }
+
+  render(): JSX.Element {
+    return <Dashboard model={this.model} trans={this._trans} actions={this._actions} />;
+  }
+}

@@ -1,0 +1,225 @@
+"""Browser walk at JupyterLab's default layout (1440×900, sidebar 250 px), light and dark theme.
+
+Real ``jupyter lab`` and Debian's Chromium (see test_browser.py): run the example notebook from
+the panel (an invalid value first), open the executed copy, cancel a second run, then open the
+Experiments dashboard by its command and filter, chart, compare two runs of two branches and open
+an HTML render. The browser console must stay free of errors. With ``CD4ML_SCREENSHOT_DIR`` set,
+a screenshot of each step is left there (``<step>.png``, ``<step>-dark.png``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_browser import (  # noqa: F401  (browser: the fixture)
+    JOB_TIMEOUT_MS, PANEL_TAB, UI_TIMEOUT_MS, _add_example, _get_json, browser, open_lab, pytestmark, running_lab,
+)
+
+VIEWPORT = {"width": 1440, "height": 900}
+BRANCH = "try-random-forest"
+NOTEBOOK = "notebooks/train.ipynb"
+FEEDBACK_MS = 1000  # "cancelling…" must show within a second of the click
+
+
+def _shot(page, tmp_path: Path, name: str, theme: str) -> None:
+    name = f"{name}{'-dark' if theme == 'dark' else ''}.png"
+    page.screenshot(path=str(tmp_path / name))
+    target = os.environ.get("CD4ML_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / name, Path(target) / name)
+
+
+def _set_theme(tmp_path: Path, theme: str) -> None:
+    """Lab's theme setting, written where running_lab points JUPYTERLAB_SETTINGS_DIR."""
+    settings = tmp_path / "jupyter" / "lab-settings" / "@jupyterlab" / "apputils-extension" / "themes.jupyterlab-settings"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    name = "JupyterLab Dark" if theme == "dark" else "JupyterLab Light"
+    settings.write_text(json.dumps({"theme": name}), encoding="utf-8")
+
+
+def _errors(console: list[str]) -> list[str]:
+    return [line for line in console if line.startswith(("[error]", "[pageerror]"))]
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
+    from playwright.sync_api import expect
+
+    _set_theme(tmp_path, theme)
+    with running_lab(tmp_path, BRANCH, prepare=_add_example) as lab, \
+            open_lab(browser, lab, path=NOTEBOOK, viewport=VIEWPORT) as page:
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+        expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(page.locator("body")).to_have_attribute("data-jp-theme-light", "false" if theme == "dark" else "true",
+                                                       timeout=UI_TIMEOUT_MS)
+        # The example notebook opens as JupyterLab saves it: nothing to save.
+        tab = page.locator(f'.lm-DockPanel-tabBar .lm-TabBar-tab[title*="{NOTEBOOK.split("/")[-1]}"]').first
+        expect(tab).to_be_visible(timeout=UI_TIMEOUT_MS)
+        page.wait_for_function(
+            "() => !!document.querySelector('.jp-NotebookPanel .jp-Cell')", timeout=UI_TIMEOUT_MS)
+        expect(tab).not_to_have_class(re.compile(r"jp-mod-dirty"))
+
+        # --- panel: an invalid value disables Run, the reason beside the button, in view ----------
+        page.locator(PANEL_TAB).click()
+        panel = page.get_by_test_id("cd4ml-experiments-panel")
+        expect(panel.get_by_test_id("cd4ml-branch")).to_have_text(BRANCH, timeout=UI_TIMEOUT_MS)
+        box = panel.bounding_box()
+        assert box and box["width"] < 300, f"the sidebar is at its default width, not {box}"
+        max_depth = panel.get_by_test_id("cd4ml-param-max_depth")
+        expect(max_depth).to_have_value("8", timeout=UI_TIMEOUT_MS)
+        run_button = panel.get_by_test_id("cd4ml-run-button")
+        blocked = panel.get_by_test_id("cd4ml-run-blocked")
+        max_depth.fill("three")
+        expect(run_button).to_be_disabled()
+        expect(blocked).to_contain_text("max_depth")
+        expect(blocked).to_contain_text("whole number")
+        expect(blocked).to_be_in_viewport()
+        expect(run_button).to_be_in_viewport()
+        _shot(page, tmp_path, "panel-invalid-value", theme)
+        max_depth.fill("5")
+        expect(blocked).to_be_hidden()
+        expect(run_button).to_be_enabled()
+
+        # --- run from the panel -----------------------------------------------------------------
+        run_button.click()
+        state = panel.get_by_test_id("cd4ml-job-state")
+        expect(state).to_have_attribute("data-state", re.compile("^(finished|failed|killed)$"), timeout=JOB_TIMEOUT_MS)
+        assert state.text_content() == "finished", panel.get_by_test_id("cd4ml-job-error").text_content()
+        progress = panel.get_by_test_id("cd4ml-progress")
+        total = progress.get_attribute("data-total")
+        assert total and int(total) > 0 and progress.get_attribute("data-done") == total
+        expect(panel.get_by_test_id("cd4ml-job-params")).to_have_text("Parameters: max_depth=5")
+        run_id = panel.get_by_test_id("cd4ml-job-run-id").text_content()
+        assert run_id
+
+        # --- the executed copy: titled after its run, no form, no pairing -----------------------
+        panel.get_by_test_id("cd4ml-open-executed").click()
+        executed_tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=f"train · {run_id[:8]}")
+        expect(executed_tab).to_have_count(1, timeout=UI_TIMEOUT_MS)
+        expect(panel.get_by_test_id("cd4ml-executed-copy")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(panel.get_by_test_id("cd4ml-param-max_depth")).to_be_hidden()
+        expect(panel.get_by_test_id("cd4ml-pairing")).to_be_hidden()
+        expect(panel.get_by_test_id("cd4ml-pair-button")).to_be_hidden()
+        expect(run_button).to_be_hidden()
+        _shot(page, tmp_path, "executed-notebook", theme)
+        page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=re.compile(r"^train\.ipynb$")).click()
+        expect(panel.get_by_test_id("cd4ml-notebook-path")).to_have_text(NOTEBOOK, timeout=UI_TIMEOUT_MS)
+
+        # --- cancel: "cancelling…" at once, then "cancelled" ------------------------------------
+        expect(run_button).to_be_enabled(timeout=UI_TIMEOUT_MS)
+        run_button.click()
+        cancel = panel.get_by_test_id("cd4ml-cancel-button")
+        expect(cancel).to_be_visible(timeout=UI_TIMEOUT_MS)
+        cancel.click()
+        expect(state).to_have_text("cancelling…", timeout=FEEDBACK_MS)
+        _shot(page, tmp_path, "panel-cancelling", theme)
+        expect(state).to_have_text("cancelled", timeout=JOB_TIMEOUT_MS)
+        expect(panel.get_by_test_id("cd4ml-job-error")).to_be_hidden()
+        expect(panel).not_to_contain_text("SIGTERM")
+        _shot(page, tmp_path, "panel-cancelled", theme)
+
+        # --- the dashboard, opened by its command from the palette ------------------------------
+        page.keyboard.press("Control+Shift+C")
+        palette = page.locator(".lm-CommandPalette-input")
+        expect(palette).to_be_visible(timeout=UI_TIMEOUT_MS)
+        palette.fill("Open Experiments Dashboard")
+        page.locator(".lm-CommandPalette-item", has_text="Open Experiments Dashboard").first.click()
+        dashboard = page.get_by_test_id("cd4ml-dashboard")
+        expect(dashboard).to_be_visible(timeout=UI_TIMEOUT_MS)
+        dbox = dashboard.bounding_box()
+        assert dbox and dbox["width"] > 1000, f"the dashboard uses the main area's width: {dbox}"
+        table = dashboard.get_by_test_id("cd4ml-dashboard-table")
+        expect(table.locator('tbody tr[data-side="base"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
+        # This branch: the finished run (and the cancelled one, when it got as far as an MLflow run).
+        expect(table.locator(f'tbody tr[data-side="current"][data-run-id="{run_id}"]')).to_have_count(1, timeout=UI_TIMEOUT_MS)
+        expect(dashboard.get_by_test_id("cd4ml-dashboard-branches")).to_contain_text(BRANCH)
+        expect(dashboard.get_by_test_id("cd4ml-dashboard-branches")).to_contain_text("main")
+        row = table.locator(f'tr[data-run-id="{run_id}"]')
+        expect(row.locator('td[data-param="max_depth"]')).to_have_text("5")
+        branch_cell = row.locator(".cd4ml-nb-BranchCell")
+        assert branch_cell.evaluate("n => n.scrollWidth <= n.clientWidth"), "the branch name is cut"
+        _shot(page, tmp_path, "dashboard", theme)
+
+        # Filter: finished runs only, then a parameter value.
+        dashboard.get_by_test_id("cd4ml-filter-status").select_option("FINISHED")
+        expect(table.locator("tbody tr")).to_have_count(2)
+        dashboard.get_by_test_id("cd4ml-filter-parameter").fill("max_depth=5")
+        expect(table.locator("tbody tr")).to_have_count(1)
+        expect(table.locator("tbody tr")).to_have_attribute("data-run-id", run_id)
+        _shot(page, tmp_path, "dashboard-filtered", theme)
+        dashboard.get_by_test_id("cd4ml-filter-parameter").fill("")
+        expect(table.locator("tbody tr")).to_have_count(2)
+
+        # Sort by the metric: ascending, then descending.
+        dashboard.get_by_test_id("cd4ml-dashboard-metric").select_option("nwrmsle")
+        header = table.locator('th[data-sort-key="metric:nwrmsle"]')
+        header.locator("button").click()
+        expect(header).to_have_attribute("aria-sort", "ascending")
+        values = [float(v) for v in table.locator('tbody td[data-metric="nwrmsle"]').all_text_contents()]
+        assert values == sorted(values) and len(values) == 2, values
+
+        # Chart: a point per finished run, a tooltip naming the run.
+        chart = dashboard.get_by_test_id("cd4ml-chart-time")
+        points = chart.locator("g.mark-symbol.role-mark path")
+        expect(points).to_have_count(2, timeout=UI_TIMEOUT_MS)
+        chart.scroll_into_view_if_needed()
+        found = False
+        for index in range(2):
+            points.nth(index).hover(force=True)
+            tooltip = page.locator("#vg-tooltip-element")
+            expect(tooltip).to_be_visible(timeout=UI_TIMEOUT_MS)
+            if run_id[:8] in (tooltip.text_content() or ""):
+                found = True
+                break
+        assert found, "no chart tooltip names the run"
+        expect(page.locator("#vg-tooltip-element")).to_contain_text("Branch")
+        expect(dashboard.get_by_test_id("cd4ml-chart-parameter").locator("g.mark-symbol.role-mark path")).to_have_count(2)
+        _shot(page, tmp_path, "dashboard-chart", theme)
+
+        # Compare the base run and this branch's run.
+        rows = table.locator("tbody tr")
+        for index in range(2):
+            rows.nth(index).locator('input[type="checkbox"]').check()
+        dashboard.get_by_test_id("cd4ml-compare-button").click()
+        comparison = dashboard.get_by_test_id("cd4ml-comparison")
+        expect(comparison).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(comparison.get_by_test_id("cd4ml-params-changed").locator('tr[data-param="max_depth"]')).to_have_count(1)
+        delta = comparison.locator(f'[data-testid="cd4ml-deltas"] tr[data-metric="nwrmsle"][data-run-id="{run_id}"]')
+        expect(delta).to_have_count(1)
+        expect(delta).to_contain_text("minimize")
+        expect(comparison.get_by_test_id("cd4ml-gate")).to_contain_text("nwrmsle")
+        expect(comparison.get_by_test_id("cd4ml-gate")).to_have_attribute("data-passed", re.compile("^(true|false)$"))
+        comparison.scroll_into_view_if_needed()
+        _shot(page, tmp_path, "dashboard-compare", theme)
+
+        # The HTML render opens rendered, not as source.
+        with page.expect_popup() as popup_info:
+            comparison.get_by_test_id(f"cd4ml-open-html-{run_id}").click()
+        popup = popup_info.value
+        popup.wait_for_load_state()
+        assert popup.evaluate("() => document.contentType") == "text/html"
+        body = popup.locator("body")
+        expect(body).to_contain_text("max_depth", timeout=UI_TIMEOUT_MS)
+        text = body.inner_text()
+        assert "<!DOCTYPE" not in text and "<div" not in text, text[:300]
+        assert popup.locator("div").count() > 10
+        popup.set_viewport_size(VIEWPORT)
+        _shot(popup, tmp_path, "html-render", theme)
+        popup.close()
+
+        assert not _errors(console), "browser console errors during the walk:\n" + "\n".join(_errors(console))
+
+        # The server agrees: the run is in this branch's experiment with the value given.
+        status, body = _get_json(f"{lab.url}/cd4ml-nb/runs?notebook={NOTEBOOK}", lab.token)
+        assert status == 200, body
+        runs = {r["run_id"]: r for r in body["runs"]}
+        assert runs[run_id]["status"] == "FINISHED" and runs[run_id]["params"].get("max_depth") == "5"
+        assert "RUNNING" not in {r["status"] for r in runs.values()}, runs
