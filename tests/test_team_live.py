@@ -1,0 +1,311 @@
+"""Team mode against a real `mlflow server`: metrics are live while the notebook runs, nothing is
+lost or duplicated when the server or the runner dies, and a run whose heartbeat stopped is marked
+orphaned from any host without being resurrected by its runner."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import reliability_suite as suite
+from cd4ml_nb.cli import main
+from cd4ml_nb.journal import TEST_BATCH, TEST_CRASH_AFTER
+from cd4ml_nb.tracking import HEARTBEAT, heartbeat_value
+
+from nbfactory import free_port, mlflow_server, wait_http, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One point every `pause` seconds until the test creates `stop`; the count is written at the end.
+LOOP = suite.percent(
+    "import pathlib, time, mlflow\nn = 0\n"
+    "while not pathlib.Path('stop').exists() and n < 400:\n"
+    "    mlflow.log_metric('live', n, step=n)\n    n += 1\n    time.sleep(PAUSE)\n"
+    "pathlib.Path('logged').write_text(str(n))")
+
+
+def source_plugins(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """Kernels and subprocesses import this source tree and find the MLflow entry points its
+    pyproject declares (what `pip install -e .` gives); returns the environment for subprocesses."""
+    import tomllib
+
+    info = tmp_path / "site" / "cd4ml_nb_source-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cd4ml-nb-source\nVersion: 0\n")
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items()) + "\n"
+        for group, points in groups.items()))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(info.parent)]))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return dict(os.environ)
+
+
+def notebook_repo(tmp_path: Path, pause: float, config: str = "") -> Path:
+    repo = suite.make_repo(tmp_path)
+    (repo / "live.py").write_text(LOOP.replace("PAUSE", repr(pause)))
+    if config:
+        (repo / "pyproject.toml").write_text(f"[tool.cd4ml_nb]\n{config}\n")
+    suite.commit_all(repo)
+    return repo
+
+
+def start_run(repo: Path, uri: str, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "live.py", "-q", "--no-html", "--json",
+                             "--tracking-uri", uri], cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def the_run(uri: str):
+    """The one run of experiment master on the server (None before it exists)."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    found = c.get_experiment_by_name("master")
+    runs = c.search_runs([found.experiment_id]) if found else []
+    assert len(runs) <= 1, "the run was duplicated"
+    return runs[0] if runs else None
+
+
+def points(uri: str, run_id: str, key: str = "live") -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    return [int(m.step) for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def report(fault: str, logged: int, steps: list[int], note: str = "") -> None:
+    """With CD4ML_FAULT_REPORT=FILE, add a line of docs/reliability.md's team-mode table to FILE."""
+    if os.environ.get("CD4ML_FAULT_REPORT"):
+        with open(os.environ["CD4ML_FAULT_REPORT"], "a") as f:
+            f.write(json.dumps({"fault": fault, "logged": logged, "on_server": len(set(steps)),
+                                "duplicates": len(steps) - len(set(steps)), "note": note}) + "\n")
+
+
+def kill_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=60)
+
+
+def finish(run: subprocess.Popen, repo: Path) -> tuple[dict, int]:
+    (repo / "stop").write_text("1")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    return json.loads(out), int((repo / "logged").read_text())
+
+
+def test_points_are_on_the_server_while_the_notebook_runs(tmp_path, monkeypatch):
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = notebook_repo(tmp_path, 0.5)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    run = start_run(repo, uri, env)
+    try:
+        def live() -> bool:
+            r = the_run(uri)
+            return r is not None and r.info.status == "RUNNING" and len(points(uri, r.info.run_id)) >= 10
+
+        wait_until(live, 90, "10 points on the server while the run is RUNNING", proc=run, ignore=(OSError,))
+        seen_live = len(points(uri, the_run(uri).info.run_id))
+        result, logged = finish(run, repo)
+        r = the_run(uri)
+        report("none (1 point / 0.5 s)", logged, points(uri, r.info.run_id),
+               f"{seen_live} on the server while RUNNING")
+        assert r.info.status == "FINISHED" and result["spooled"] is None
+        assert sorted(points(uri, r.info.run_id)) == list(range(logged))  # every point, once
+        assert r.data.tags[HEARTBEAT] and r.data.tags["cd4ml.runner"]
+        assert not list((repo / ".cd4ml" / "spool").iterdir())
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_server(server)
+
+
+def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = notebook_repo(tmp_path, 0.1)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    run = start_run(repo, uri, env)
+    try:
+        first = wait_until(lambda: (r := the_run(uri)) and len(points(uri, r.info.run_id)) >= 3 and r,
+                           90, "points on the server", proc=run, ignore=(OSError,))
+        kill_server(server)
+        journal = repo / ".cd4ml" / "spool" / first.info.run_id / "journal.jsonl"
+        at_kill = len(journal.read_text().splitlines())
+        wait_until(lambda: len(journal.read_text().splitlines()) >= at_kill + 10, 60,
+                   "the notebook logging on while the server is down", proc=run)
+        server = mlflow_server(repo, port)  # the same store, the same port
+        wait_until(lambda: len(points(uri, first.info.run_id)) > at_kill + 10, 60, "the journal replayed live",
+                   proc=run)
+        result, logged = finish(run, repo)
+        r = the_run(uri)
+        assert r.info.status == "FINISHED" and result["spooled"] is None
+        steps = points(uri, r.info.run_id)
+        report("server SIGKILLed mid-run, restarted on the same store and port", logged, steps,
+               f"{at_kill} journaled when killed; run FINISHED, nothing pending")
+        assert len(steps) == logged and sorted(steps) == list(range(logged))
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if server.poll() is None:
+            kill_server(server)
+
+
+def file_store_server(base: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on a file store: unlike a SQL backend it keeps a point sent twice twice,
+    so a duplicate made by a replay shows."""
+    env = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             (base / "mlruns").as_uri(), "--artifacts-destination", str(base / "artifacts"),
+                             "--serve-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            cwd=base, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
+    return proc
+
+
+BURST = suite.percent(
+    "import pathlib, time, mlflow\nmlflow.log_metric('before', 1.0)\n"
+    "while not pathlib.Path('go').exists():\n    time.sleep(0.05)\n"
+    "mlflow.log_metrics({'a': 1.0, 'b': 2.0}, step=0)\n"
+    "for i in range(300):\n    mlflow.log_metric('burst', i, step=i)\nmlflow.log_param('size', 300)")
+
+
+def test_runner_killed_mid_replay_then_a_second_sync_completes_without_duplicates(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = suite.make_repo(tmp_path)
+    (repo / "burst.py").write_text(BURST)
+    suite.commit_all(repo)
+    store = tmp_path / "server"
+    store.mkdir()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = file_store_server(store, port)
+    run = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "burst.py", "-q", "--no-html", "--json",
+                            "--tracking-uri", uri], cwd=repo, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        r = wait_until(lambda: (r := the_run(uri)) and points(uri, r.info.run_id, "before") and r, 90,
+                       "the run on the server", proc=run, ignore=(OSError,))
+        kill_server(server)
+        (repo / "go").write_text("1")
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        assert json.loads(out)["spooled"]  # ended locally, journal pending
+        listing = subprocess.run([sys.executable, "-m", "cd4ml_nb.cli", "runs", "--tracking-uri", uri], cwd=repo,
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert f"pending: run {r.info.run_id[:12]} (ended FINISHED)" in listing.stdout
+        server = file_store_server(store, port)
+
+        def sync(**hooks: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "cd4ml_nb.cli", "runs", "sync", "--tracking-uri", uri],
+                                  cwd=repo, env={**env, **hooks}, capture_output=True, text=True, timeout=300)
+
+        killed = sync(**{TEST_BATCH: "50", TEST_CRASH_AFTER: "3"})  # dies after batch 3 is sent, unacknowledged
+        assert killed.returncode == -signal.SIGKILL
+        partial = points(uri, r.info.run_id, "burst")
+        assert 0 < len(partial) < 300 and the_run(uri).info.status != "FINISHED"
+        done = sync()
+        assert done.returncode == 0, done.stdout + done.stderr
+        c = MlflowClient(uri)
+        got = c.get_run(r.info.run_id)
+        assert got.info.status == "FINISHED" and got.data.params["size"] == "300"
+        burst = points(uri, r.info.run_id, "burst")
+        report("server down until the end; `runs sync` SIGKILLed after 3 batches of 50 (the 3rd sent, not "
+               "acknowledged); second `runs sync`", 300, burst,
+               f"{len(partial)} on the server after the kill; file-store server (keeps a point sent twice)")
+        assert len(burst) == 300 and sorted(burst) == list(range(300))
+        assert [len(points(uri, r.info.run_id, k)) for k in ("before", "a", "b")] == [1, 1, 1]
+        assert "burst.ipynb" in {a.path for a in c.list_artifacts(r.info.run_id)}
+        assert sync().stdout.startswith("uploaded 0")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if server.poll() is None:
+            kill_server(server)
+
+
+def test_stale_heartbeat_is_orphaned_from_any_host(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    source_plugins(tmp_path, monkeypatch)
+    repo = suite.make_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    try:
+        c = MlflowClient(uri)
+        experiment = c.create_experiment("master")
+        now = time.time()
+        runs = {name: c.create_run(experiment, tags=tags).info.run_id for name, tags in {
+            "stale": {"cd4ml.runner": "other-host:1", HEARTBEAT: heartbeat_value(now - 1000)},
+            "fresh": {"cd4ml.runner": "other-host:2", HEARTBEAT: heartbeat_value(now)},
+            "no heartbeat": {"cd4ml.runner": "other-host:3"},
+        }.items()}
+        assert main(["runs", "--tracking-uri", uri]) == 0
+        status = {name: c.get_run(run_id) for name, run_id in runs.items()}
+        assert status["stale"].info.status == "FAILED"
+        assert status["stale"].data.tags["cd4ml.status.reason"] == "orphaned"
+        assert "heartbeat" in status["stale"].data.tags["cd4ml.status.message"]
+        assert [status[n].info.status for n in ("fresh", "no heartbeat")] == ["RUNNING", "RUNNING"]
+    finally:
+        kill_server(server)
+
+
+@pytest.mark.timeout(400)
+def test_runner_back_after_its_orphaning_neither_resurrects_nor_duplicates_the_run(tmp_path, monkeypatch):
+    """The runner stops answering (SIGSTOP) long enough for another host to mark its run orphaned;
+    when it resumes, the run never goes back to RUNNING, stays one run, gets every point once and
+    ends with the notebook's true status."""
+    from mlflow.tracking import MlflowClient
+
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = notebook_repo(tmp_path, 0.2, "heartbeat_interval = 0.5\nheartbeat_timeout = 3.0")
+    monkeypatch.chdir(repo)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    run = start_run(repo, uri, env)
+    c = MlflowClient(uri)
+    try:
+        r = wait_until(lambda: (r := the_run(uri)) and HEARTBEAT in r.data.tags and len(points(uri, r.info.run_id)) > 2
+                       and r, 90, "a live run with a heartbeat", proc=run, ignore=(OSError,))
+        os.kill(run.pid, signal.SIGSTOP)
+        c.set_tag(r.info.run_id, "cd4ml.runner", "another-host:4242")  # its runner is on another machine
+        wait_until(lambda: main(["runs", "--tracking-uri", uri]) == 0 and
+                   c.get_run(r.info.run_id).info.status == "FAILED", 60, "the run marked orphaned")
+        verdict = c.get_run(r.info.run_id)
+        assert verdict.data.tags["cd4ml.status.reason"] == "orphaned"
+        before = len(points(uri, r.info.run_id))
+        os.kill(run.pid, signal.SIGCONT)
+
+        def forwarding_again() -> bool:
+            assert the_run(uri).info.status != "RUNNING", "the run was resurrected"
+            return len(points(uri, r.info.run_id)) > before + 5
+
+        wait_until(forwarding_again, 60, "the runner forwarding again", proc=run)
+        result, logged = finish(run, repo)
+        end = the_run(uri)
+        assert end.info.run_id == r.info.run_id and result["status"] == "FINISHED"
+        assert end.info.status == "FINISHED" and "cd4ml.status.reason" not in end.data.tags
+        assert "heartbeat" in end.data.tags["cd4ml.orphan_verdict"]
+        steps = points(uri, r.info.run_id)
+        report("runner SIGSTOPped until another host marks it orphaned (heartbeat 0.5 s, timeout 3 s), then resumed",
+               logged, steps, "one run; never RUNNING again; ends FINISHED with the verdict kept as a tag")
+        assert len(steps) == logged and sorted(steps) == list(range(logged))
+    finally:
+        if run.poll() is None:
+            os.kill(run.pid, signal.SIGCONT)
+            run.kill()
+        kill_server(server)
