@@ -188,21 +188,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from . import tracking
 
     project = _project(".", args.tracking_uri)
-    if args.action == "sync":
-        from . import spool
+    from . import spool
 
-        uploaded, left = spool.sync(project)
-        _say(f"uploaded {uploaded} spooled run(s); {left} still pending"
-             + (" (the tracking server is unreachable)" if left else ""))
+    if args.action == "sync":
+        if args.wait:
+            _say("waiting until every journal is on its tracking server (Ctrl-C stops waiting)")
+        uploaded, left = spool.sync(project, wait=args.wait, on_error=_warn)
+        _say(f"uploaded {uploaded} journaled run(s); {left} still pending"
+             + (" (the tracking server is unreachable, or a runner still holds them)" if left else ""))
         return 1 if left else 0
     experiment = tracking.branch_experiment(project, args.branch)
     notebook = project.relative(Path(args.notebook)) if args.notebook else None
+    pending = spool.pending(project)
+    for p in [] if args.json else pending:  # shown before the server is asked: it may be down
+        state = "running" if p.live else f"ended {p.ended}" if p.ended else "runner gone"
+        _say(f"pending: run {p.run_id[:12]} ({state}): {max(p.bytes_pending, 0)} journal bytes and "
+             f"{max(p.artifacts_pending, 0)} artifact(s) not yet on {p.server_uri}; `cd4ml-nb runs sync` uploads them")
     tracking.reconcile_orphans(project, experiment)
     runs = tracking.runs_page(project, experiment, notebook, args.limit).runs
     if args.json:
         from dataclasses import asdict
 
-        _say(json.dumps({"experiment": experiment, "runs": [asdict(r) for r in runs]}, indent=2))
+        _say(json.dumps({"experiment": experiment, "runs": [asdict(r) for r in runs],
+                         "pending": [{**asdict(p), "folder": str(p.folder)} for p in pending]}, indent=2))
         return 0
     if not runs:
         _say(f"no runs in experiment '{experiment}' yet; start one with `cd4ml-nb run NOTEBOOK`")
@@ -375,13 +383,44 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_test(args: argparse.Namespace) -> int:
+    """Regression-test notebooks against their baselines: 0 within tolerance, 1 regression, 2 cannot evaluate."""
+    from . import params as params_mod
+    from . import regression
+
+    project = _project(args.notebooks[0] if args.notebooks and Path(args.notebooks[0]).exists() else ".",
+                       args.tracking_uri)
+    paths = [Path(n).resolve() for n in args.notebooks] or regression.default_notebooks(project)
+    if not paths:
+        raise BadInput("no notebook to test: give NOTEBOOK..., list ci_notebooks in [tool.cd4ml_nb], or record a "
+                       "baseline with `cd4ml-nb test NOTEBOOK --update`")
+    values = params_mod.load_values_file(Path(args.file)) if args.file else None
+    report = regression.run_regression(
+        project, paths, parameters=values, parameter_texts=_collect_texts(args.param), seeds=args.seeds,
+        rtol=args.rtol, atol=args.atol, baseline=args.baseline, update=args.update,
+        progress=not (args.quiet or args.json), warn=_warn)
+    if args.json:
+        _say(json.dumps(report.to_json(), indent=2, default=str))
+        return report.exit_code
+    for outcome in report.outcomes:
+        _say(regression.describe(outcome))
+    counts = {s: sum(o.status == s for o in report.outcomes) for s in ("pass", "regression", "cannot-evaluate")}
+    if args.update:
+        _say(f"\nbaseline(s) written for {sum(o.status == 'recorded' for o in report.outcomes)} notebook(s): "
+             "review and commit them")
+    else:
+        _say(f"\n{counts['pass']} within tolerance, {counts['regression']} regression(s), "
+             f"{counts['cannot-evaluate']} cannot be evaluated")
+    return report.exit_code
+
+
 def cmd_ci(args: argparse.Namespace) -> int:
-    """check pairs (3) -> smoke runs (4) -> nbval (5) -> gate (6; 7 cannot evaluate) -> report."""
+    """check pairs (3) -> smoke runs (4) and their regression test against the committed baselines
+    (5; 7 cannot evaluate) -> nbval with --nbval or ci_nbval = true (5) -> gate (6; 7) -> report."""
     import subprocess
 
-    from . import pairing, params, report
+    from . import config, pairing, params, regression, report
     from .compare import CannotEvaluate, compare, gate
-    from .runner import run_notebook
 
     project = _project(".", args.tracking_uri)
     cfg = project.config
@@ -401,14 +440,33 @@ def cmd_ci(args: argparse.Namespace) -> int:
     notebooks_ = [project.confine(n) for n in cfg.ci_notebooks]
     values = params.load_values_file(project.root / cfg.ci_params) if cfg.ci_params else None
     step("smoke runs")
-    for nb in notebooks_:
-        result = run_notebook(nb, values, project=project, progress=False, warn=_warn)
+    outcomes = []
+    for nb in notebooks_:  # each smoke run is the regression test's run (tagged cd4ml.test)
+        outcome = regression.check_notebook(project, nb, parameters=values, files_only=True, always_run=True,
+                                            via="ci", warn=_warn)
+        result = outcome.runs[-1]
         _say(f"{project.relative(nb)}: {result.status} run {result.run_id} " +
              " ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())))
         if result.status != "FINISHED":
             _say(f"ci FAILED at the smoke run of {project.relative(nb)}: {result.error}")
             return 4
-    if cfg.ci_nbval and notebooks_:
+        outcomes.append(outcome)
+    if outcomes:
+        step("regression test (committed baselines)")
+        for outcome in outcomes:
+            if outcome.baseline is None:
+                _say(f"{outcome.notebook}: no committed baseline, not compared (the gate compares it with the base "
+                     f"branch); {outcome.next_step}")
+            else:
+                _say(regression.describe(outcome))
+        if any(o.status == "regression" for o in outcomes):
+            _say("ci FAILED at the regression test")
+            return 5
+        if any(o.status == "cannot-evaluate" and o.baseline is not None for o in outcomes):
+            _say("ci cannot evaluate the regression test")
+            return 7
+    nbval = args.nbval or cfg.ci_nbval
+    if nbval and notebooks_:
         step("nbval")
         ipynbs = [str(n.with_suffix(".ipynb")) for n in notebooks_]
         done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
@@ -685,8 +743,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    p = add("runs", cmd_runs, "list this branch's runs, newest first; `runs sync` uploads spooled runs")
+    p = add("runs", cmd_runs, "list this branch's runs, newest first, and journals not yet on the tracking "
+            "server; `runs sync` uploads them")
     p.add_argument("action", nargs="?", choices=["list", "sync"], default="list")
+    p.add_argument("--wait", action="store_true", help="sync: block until every journal is uploaded")
     p.add_argument("--branch", metavar="B", help="another branch's experiment")
     p.add_argument("--notebook", metavar="PATH", help="only runs of this notebook")
     p.add_argument("--limit", type=int, default=50, metavar="N")
@@ -748,7 +808,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--tracking-uri", metavar="URI")
 
-    p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs, nbval, gate, report ([tool.cd4ml_nb] ci_*)")
+    p = add("test", cmd_test, "regression-test notebooks: run them (tracked, tagged cd4ml.test) and compare metrics "
+            "and cells tagged 'regression' with a baseline within a tolerance (exit 1 regression, 2 cannot evaluate)")
+    p.add_argument("notebooks", nargs="*", metavar="NOTEBOOK",
+                   help="default: the notebooks with a baseline file, and ci_notebooks")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter value (default: the baseline's parameters)")
+    p.add_argument("-f", "--file", metavar="PARAMS.yaml", help="parameter values from a YAML/JSON file")
+    p.add_argument("--seeds", type=int, metavar="K", help="run K seeds (parameter test_seed_parameter, 'seed') and "
+                   "compare the mean with the baseline's mean ± its spread")
+    p.add_argument("--rtol", type=float, metavar="R", help="relative tolerance (default: test_rtol, 1e-5)")
+    p.add_argument("--atol", type=float, metavar="A", help="absolute tolerance (default: test_atol, 1e-8)")
+    p.add_argument("--baseline", metavar="BRANCH|RUN|FOLDER", help="default: the committed baseline file, else the "
+                   "base branch's latest FINISHED run")
+    p.add_argument("--update", action="store_true", help="record the baseline files (.cd4ml-baselines/) instead")
+    p.add_argument("--tracking-uri", metavar="URI")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="machine-readable result")
+
+    p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs with the regression test, gate, report "
+            "([tool.cd4ml_nb] ci_*)")
+    p.add_argument("--nbval", action="store_true", help="also run nbval --nbval-lax on the notebooks")
     p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("sweep", cmd_sweep, "run a grid/random sweep of a notebook's parameters, locally or on Dask")
@@ -801,6 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def main_entry() -> None:
     """Console script: exit without tearing down the heavy modules (about a second)."""
+    from .notebooks import skip_iri_grammar
+
+    skip_iri_grammar()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

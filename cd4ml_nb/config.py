@@ -87,14 +87,36 @@ class Cd4mlConfig(Configurable):
     ).tag(config=True)
     ci_notebooks = List(Unicode(), help="Notebooks `cd4ml-nb ci` smoke-runs, relative to the root.").tag(config=True)
     ci_params = Unicode("", help="YAML/JSON parameters file for the smoke runs of `cd4ml-nb ci`.").tag(config=True)
-    ci_nbval = Bool(True, help="`cd4ml-nb ci` runs nbval (--nbval-lax) on the notebooks.").tag(config=True)
+    ci_nbval = Bool(False, help="`cd4ml-nb ci` also runs nbval (--nbval-lax) on the notebooks.").tag(config=True)
     ci_gate = List(
         Dict(), help="Gate rules of `cd4ml-nb ci`: tables {metric, goal, max_regression}."
     ).tag(config=True)
     ci_report = Unicode("cd4ml-report.md", help="Where `cd4ml-nb ci` writes the review report.").tag(config=True)
+    test_rtol = Float(
+        1e-5, help="`cd4ml-nb test`: relative tolerance of metrics and of the numbers in cells tagged "
+        "'regression' (numpy's isclose default)."
+    ).tag(config=True)
+    test_atol = Float(1e-8, help="`cd4ml-nb test`: absolute tolerance (numpy's isclose default).").tag(config=True)
+    test_tolerances = Dict(
+        value_trait=Dict(), help="`cd4ml-nb test`: per-metric tolerances, e.g. { nwrmsle = { rtol = 0.01 } }."
+    ).tag(config=True)
+    test_seed_parameter = Unicode(
+        "seed", help="`cd4ml-nb test --seeds K`: the notebook parameter that takes the seed."
+    ).tag(config=True)
+    test_baselines_dir = Unicode(
+        ".cd4ml-baselines", help="`cd4ml-nb test --update`: folder (relative to the root, committed) of baseline files."
+    ).tag(config=True)
     health_timeout = Float(10.0, help="Seconds to wait for an http(s) tracking server's health check.").tag(
         config=True
     )
+    heartbeat_interval = Float(
+        15.0, min=0.1, help="Seconds between two updates of the `cd4ml.heartbeat` tag of a run on a tracking server."
+    ).tag(config=True)
+    heartbeat_timeout = Float(
+        300.0, min=0.5, help="A RUNNING run whose `cd4ml.heartbeat` is older than this many seconds is marked FAILED "
+        "(orphaned) by `cd4ml-nb runs` and the Lab panel, whatever host ran it. Keep it well above "
+        "heartbeat_interval and the clock skew between hosts."
+    ).tag(config=True)
     mlflow_ui_url = Unicode(
         "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
     ).tag(config=True)

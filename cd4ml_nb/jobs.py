@@ -672,4 +672,7 @@ def run_job(job_dir: Path) -> int:
 
 
 if __name__ == "__main__":
+    from .notebooks import skip_iri_grammar
+
+    skip_iri_grammar()
     sys.exit(run_job(Path(sys.argv[1])))

@@ -17,6 +17,17 @@ NOTEBOOK_SUFFIXES = (".ipynb", ".py")  # the suffixes ``run``/``params`` look fo
 TEXT_FORMAT = "py:percent"
 
 
+def skip_iri_grammar() -> None:
+    """Spare this process the IRI grammar jsonschema builds when it is imported (``rfc3987-syntax``
+    compiles a Lark parser: 0.7 s of CPU, more than the rest of papermill's import). Notebook
+    validation never checks IRIs. For processes cd4ml-nb owns (the CLI, Lab job processes): call
+    before anything imports jsonschema; afterwards it changes nothing."""
+    import sys
+
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed"
+
+
 def _text_suffixes() -> tuple[str, ...]:
     """Every extension Jupytext reads as a text notebook (``.py``, ``.md``, ``.R``, …)."""
     from jupytext.formats import NOTEBOOK_EXTENSIONS

@@ -30,25 +30,47 @@ INJECTED_TAG = "cd4ml-injected"
 HANDOFF_TIMEOUT = 300.0
 
 ATTACH_CELL = '''\
-# Injected by cd4ml-nb: attach this kernel to the MLflow run created for this execution.
+# Injected by cd4ml-nb: once the notebook imports mlflow, it logs to the run of this execution.
 def _cd4ml_attach(handoff, timeout):
-    import json, os, time
-    import mlflow
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(handoff):
-        if time.monotonic() > deadline:
-            raise RuntimeError("cd4ml-nb: the MLflow run was not created in time")
-        time.sleep(0.02)
-    with open(handoff) as f:
-        run = json.load(f)
-    if run.get("error"):
-        raise RuntimeError("cd4ml-nb: " + run["error"])
-    os.environ.update(MLFLOW_TRACKING_URI=run["tracking_uri"], MLFLOW_EXPERIMENT_ID=run["experiment_id"])
-    import logging
-    for name in ("mlflow.store", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(run["tracking_uri"])
-    mlflow.start_run(run_id=run["run_id"])
+    import importlib.util, json, os, sys, time
+
+    def attach(mlflow):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(handoff):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cd4ml-nb: the MLflow run was not created in time")
+            time.sleep(0.02)
+        with open(handoff) as f:
+            run = json.load(f)
+        if run.get("error"):
+            raise RuntimeError("cd4ml-nb: " + run["error"])
+        os.environ.update(MLFLOW_TRACKING_URI=run["tracking_uri"], MLFLOW_EXPERIMENT_ID=run["experiment_id"])
+        import logging
+        for name in ("mlflow.store", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        mlflow.set_tracking_uri(run["tracking_uri"])
+        mlflow.start_run(run_id=run["run_id"])
+
+    if "mlflow" in sys.modules:
+        return attach(sys.modules["mlflow"])
+
+    class Finder:  # a post-import hook: attach right after mlflow is first imported
+        @staticmethod
+        def find_spec(name, path=None, target=None):
+            if name != "mlflow":
+                return None
+            sys.meta_path.remove(Finder)
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.loader is not None:
+                run_module = spec.loader.exec_module
+
+                def exec_module(module):
+                    run_module(module)
+                    attach(module)
+                spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Finder)
 _cd4ml_attach({handoff!r}, {timeout!r})
 del _cd4ml_attach
 '''
@@ -104,48 +126,6 @@ class Failure:
 
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def _engine(on_progress: ProgressCallback | None, holder: dict):
-    """A Papermill engine reporting (cells done, total) after each cell and exposing its client
-    (``holder["client"]``) so that a cancel can stop the kernel."""
-    from papermill.clientwrap import PapermillNotebookClient
-    from papermill.engines import NBClientEngine, NotebookExecutionManager
-
-    class Manager(NotebookExecutionManager):
-        def cell_complete(self, cell, cell_index=None, **kwargs):
-            super().cell_complete(cell, cell_index=cell_index, **kwargs)
-            if on_progress is not None and cell_index is not None:
-                on_progress(cell_index + 1, len(self.nb.cells))
-
-    class Engine(NBClientEngine):
-        @classmethod
-        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
-                                     stderr_file=None, start_timeout=60, execution_timeout=None, **kwargs):
-            kwargs.pop("input_path", None)
-            kwargs.pop("timeout", None)
-            client = PapermillNotebookClient(
-                nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
-                log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
-            holder["client"] = client
-            return client.execute()
-
-        @classmethod
-        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
-                             autosave_cell_every=30, **kwargs):
-            nb_man = Manager(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
-                             autosave_cell_every=autosave_cell_every)
-            nb_man.notebook_start()
-            if on_progress is not None:
-                on_progress(0, len(nb.cells))
-            try:
-                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
-            finally:
-                nb_man.cleanup_pbar()
-                nb_man.notebook_complete()
-            return nb_man.nb
-
-    return Engine
 
 
 def default_kernelspec() -> dict[str, str]:
@@ -208,8 +188,9 @@ class _Tracker(threading.Thread):
 
     def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path,
                  on_started: Callable[[str, str], None] | None = None, existing_run: str | None = None,
-                 defaults: tuple[str, ...] = ()):
+                 defaults: tuple[str, ...] = (), on_error: Callable[[], None] | None = None):
         super().__init__(name="cd4ml-tracker", daemon=True)
+        self.on_error = on_error  # stops the kernel: a run that cannot be tracked does not run on
         self.guard = None  # a guard.Guard told the run id once the run exists
         self.on_started, self.existing_run = on_started, existing_run
         self.project, self.experiment, self.run_name = project, experiment, run_name
@@ -235,16 +216,17 @@ class _Tracker(threading.Thread):
                 self.guard.add(self.run_id)
             payload = {"run_id": self.run_id, "experiment_id": self.experiment_id,
                        "tracking_uri": self.project.tracking_uri}
-            if spool.uses_spool(self.project):  # the kernel logs locally; the parent uploads at the end
-                self.spool = spool.create(self.project, self.run_id)
-                payload = {"run_id": self.spool.run_id, "experiment_id": self.spool.experiment_id,
-                           "tracking_uri": self.spool.uri}
+            if spool.uses_spool(self.project):  # the kernel logs into a journal forwarded live to the server
+                self.spool = spool.create(self.project, self.client.get_run(self.run_id), self.experiment)
+                payload = {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.spool.uri}
         except BaseException as e:  # reported to the kernel and re-raised in the main thread
             self.error = e
             payload = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
         tmp = self.handoff.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, self.handoff)
+        if self.error is not None and self.on_error is not None:
+            self.on_error()
         if self.error is None and self.on_started is not None:
             self.on_started(self.run_id, self.experiment_id)
         if self.error is None:  # warm up what finalising needs while the notebook runs
@@ -255,17 +237,6 @@ class _Tracker(threading.Thread):
                 import nbconvert  # noqa: F401
             except ImportError:
                 pass
-
-
-def _stop_on_cancel(cancel: threading.Event, finished: threading.Event, holder: dict) -> None:
-    """Kill the kernel when ``cancel`` is set before the run finishes."""
-    while not finished.is_set():
-        if cancel.wait(0.2):
-            client = holder.get("client")
-            process = getattr(getattr(getattr(client, "km", None), "provisioner", None), "process", None)
-            if process is not None:
-                process.kill()
-            return
 
 
 ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill drops these cells before executing
@@ -400,8 +371,10 @@ def run_notebook(
     experiment = experiment or tracking.experiment_name(project, git)
     tracking.check_store(project)
 
+    import nbformat
     import papermill
-    from papermill.engines import papermill_engines
+
+    from . import engine
 
     rel = project.relative(nb.path)
     source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
@@ -416,14 +389,14 @@ def run_notebook(
         **(extra_tags or {}),
     })
     recorded, defaults = params.as_run(contract, values)
-    tracker = _Tracker(project, experiment, nb.path.stem, tags, recorded, handoff, on_started, run_id, defaults)
+    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=on_progress)
+    tracker = _Tracker(project, experiment, nb.path.stem, tags, recorded, handoff, on_started, run_id, defaults,
+                       on_error=hooks.cancel)
 
     run_copy = copy.deepcopy(nb.node)
     run_copy.metadata.pop("jupytext", None)  # the executed copy is not one side of a pair
     if not run_copy.metadata.get("kernelspec"):
         run_copy.metadata["kernelspec"] = default_kernelspec()
-    import nbformat
-
     attach = nbformat.v4.new_code_cell(ATTACH_CELL.format(handoff=str(handoff), timeout=HANDOFF_TIMEOUT))
     attach.metadata["tags"] = [INJECTED_TAG]
     attach.metadata["jupyter"] = {"source_hidden": True}
@@ -431,12 +404,9 @@ def run_notebook(
 
     failure: Failure | None = None
     cell_timeout = timeout if timeout is not None else (project.config.cell_timeout or None)
-    engine = f"cd4ml-{secrets.token_hex(4)}"  # one per run: runs may share a process
-    holder: dict[str, Any] = {}
-    papermill_engines.register(engine, _engine(on_progress, holder))
     finished = threading.Event()
     if cancel is not None:
-        threading.Thread(target=_stop_on_cancel, args=(cancel, finished, holder), daemon=True).start()
+        threading.Thread(target=_cancel_when, args=(cancel, finished, hooks), daemon=True).start()
     guard = tracker.guard = Guard(project.tracking_uri) if run_id is None else None  # a sweep guards its own
     with signals_as_interrupts():
         try:
@@ -446,12 +416,12 @@ def run_notebook(
                 str(executed).replace("{", "{{").replace("}", "}}"),  # papermill formats paths
                 parameters=values or None,
                 kernel_name=kernel,
-                engine_name=engine,
+                engine_name=engine.ensure_registered(),
                 progress_bar=progress,
-                cwd=str(nb.path.parent),
                 execution_timeout=cell_timeout,
                 start_timeout=project.config.kernel_start_timeout,
                 timeout_func=lambda cell: None if INJECTED_TAG in cell.metadata.get("tags", []) else cell_timeout,
+                cd4ml_hooks=hooks,
             )
         except (Exception, KeyboardInterrupt) as e:
             failure = _classify(e, executed, _kept_cells(nb.node), contract, bool(values))
@@ -459,7 +429,6 @@ def run_notebook(
                 failure = Failure("KILLED", "cancelled", "cancelled", failure.cell)
         finally:
             finished.set()
-            papermill_engines._engines.pop(engine, None)
             with signals_ignored():
                 try:
                     result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
@@ -471,6 +440,14 @@ def run_notebook(
                     if guard is not None:
                         guard.release()
     return result
+
+
+def _cancel_when(cancel: threading.Event, finished: threading.Event, hooks) -> None:
+    """Stop the kernel when ``cancel`` is set before the run finishes."""
+    while not finished.is_set():
+        if cancel.wait(0.2):
+            hooks.cancel()
+            return
 
 
 def _end_failed(tracker: _Tracker, error: BaseException) -> None:
@@ -486,14 +463,14 @@ def _end_failed(tracker: _Tracker, error: BaseException) -> None:
 
 
 def _upload_spool(sp, project: Project, status: str, end_tags: dict, warn) -> str | None:
-    """Upload a spooled run to the server; the spool folder when it stays pending."""
-    spool.mark_pending(sp, project.tracking_uri, status, end_tags)
+    """End a journaled run: the rest of its journal, its artifacts, its status; the journal folder
+    when the server does not answer (it stays for `cd4ml-nb runs sync`)."""
     try:
-        if spool.upload(sp.folder, project.config.health_timeout):
+        if spool.finish(sp, status, end_tags, project.config.health_timeout, warn):
             return None
-    except Exception as e:  # the server went away during the upload: the spool keeps everything
+    except Exception as e:  # an unexpected answer: the journal keeps everything
         warn(f"upload to {project.tracking_uri} failed: {e}")
-    warn(f"the tracking server {project.tracking_uri} is unreachable: this run's results are spooled in "
+    warn(f"the tracking server {project.tracking_uri} is unreachable: this run's results are journaled in "
          f"{sp.folder}; upload them with `cd4ml-nb runs sync`")
     return str(sp.folder)
 

@@ -36,6 +36,7 @@ FAILED_ENAME = "cd4ml.failed_cell.ename"
 FAILED_EVALUE = "cd4ml.failed_cell.evalue"
 OUTPUT_DIR = "cd4ml.output_dir"
 RUNNER = "cd4ml.runner"  # host:pid of the process that owns the run
+HEARTBEAT = "cd4ml.heartbeat"  # UTC ISO time, refreshed by the runner of a run on a tracking server
 KERNEL = "cd4ml.kernel"
 PARAMS_DEFAULTS = "cd4ml.params.defaults"  # parameters the run left at the notebook's defaults
 
@@ -321,7 +322,9 @@ def _end_with_the_session(run_id: str, uri: str) -> None:
 
 
 def reconcile_orphans(project: Project, experiment: str | None = None) -> list[str]:
-    """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner process on this host is gone.
+    """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner is gone: its process on this
+    host has exited, or — whatever host ran it — its ``cd4ml.heartbeat`` is older than
+    ``heartbeat_timeout``.
 
     Looks in one experiment, or in all of them when ``experiment`` is None; creates no store.
     """
@@ -336,17 +339,43 @@ def reconcile_orphans(project: Project, experiment: str | None = None) -> list[s
         ids = [found.experiment_id] if found is not None else []
     if not ids:
         return []
-    host = socket.gethostname()
+    host, timeout = socket.gethostname(), project.config.heartbeat_timeout
     fixed = []
     for run in c.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
         owner = run.data.tags.get(RUNNER, "")
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or pid_alive(int(pid)):
+        age = heartbeat_age(run.data.tags.get(HEARTBEAT))
+        if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
+            message = f"runner process {owner} is gone"
+        elif age is not None and age > timeout:
+            message = f"no heartbeat from runner {owner or '?'} for {age:.0f} s (heartbeat_timeout {timeout:g} s)"
+        else:
             continue
-        end_run(c, run.info.run_id, "FAILED", {REASON: "orphaned",
-                                               "cd4ml.status.message": f"runner process {owner} is gone"})
+        if c.get_run(run.info.run_id).info.status != "RUNNING":  # ended meanwhile by its runner
+            continue
+        end_run(c, run.info.run_id, "FAILED", {REASON: "orphaned", "cd4ml.status.message": message})
         fixed.append(run.info.run_id)
     return fixed
+
+
+def heartbeat_value(now: float | None = None) -> str:
+    """A ``cd4ml.heartbeat`` value: the UTC time, ISO-8601."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(time.time() if now is None else now, timezone.utc).isoformat(timespec="seconds")
+
+
+def heartbeat_age(value: str | None, now: float | None = None) -> float | None:
+    """Seconds since a ``cd4ml.heartbeat`` value; None when absent or unreadable."""
+    from datetime import datetime, timezone
+
+    try:
+        stamp = datetime.fromisoformat(value or "")
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return (time.time() if now is None else now) - stamp.timestamp()
 
 
 def pid_alive(pid: int) -> bool:

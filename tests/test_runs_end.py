@@ -76,7 +76,7 @@ def test_runner_killed_mid_run_ends_its_run(repo, tmp_path):
                             stderr=subprocess.DEVNULL)
     try:
         wait_until(marker.exists, 300, "the notebook running", proc=proc)
-        (run,) = all_runs(repo)
+        (run,) = wait_until(lambda: all_runs(repo) or None, 300, "the run created (beside the kernel)", proc=proc)
         assert run.info.status == "RUNNING"
         proc.kill()
         proc.wait(timeout=60)

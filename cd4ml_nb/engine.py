@@ -1,0 +1,94 @@
+"""The papermill engine cd4ml-nb runs notebooks with, registered once as ``cd4ml``.
+
+Papermill's documented extension point (entry point group ``papermill.engine``; registered
+in code too when the package metadata is absent). Everything a run needs from the engine comes
+as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharing a process
+(sweep trials, Lab jobs) share the engine:
+
+- progress after each cell, through nbclient's public ``on_cell_executed`` hook;
+- the kernel's working directory through nbclient's ``resources["metadata"]["path"]`` (papermill's
+  ``cwd=`` changes the whole process's directory, which concurrent trials would race on);
+- cancel: the kernel is shut down with ``KernelManager.shutdown_kernel(now=True)`` on the
+  execution's own event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from papermill.engines import NBClientEngine, papermill_engines
+
+NAME = "cd4ml"
+
+
+@dataclass
+class Hooks:
+    """Per-run callbacks and the handles a cancel needs (mutable: filled in as the run starts)."""
+
+    cwd: str
+    on_progress: Callable[[int, int], None] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _km: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cancel(self) -> None:
+        """Stop the kernel now (from any thread); before it starts, it is stopped once it has."""
+        with self._lock:
+            self.cancelled.set()
+            loop, km = self._loop, self._km
+        if loop is not None and km is not None and not loop.is_closed():
+            try:
+                asyncio.run_coroutine_threadsafe(km.shutdown_kernel(now=True), loop)
+            except RuntimeError:  # the loop closed meanwhile: the kernel is already gone
+                pass
+
+    async def _started(self, km, total: int) -> None:
+        with self._lock:
+            self._loop, self._km = asyncio.get_running_loop(), km
+            cancelled = self.cancelled.is_set()
+        if cancelled:
+            await km.shutdown_kernel(now=True)
+        elif self.on_progress is not None:
+            self.on_progress(0, total)
+
+
+class Engine(NBClientEngine):
+    """papermill's nbclient engine, with the :class:`Hooks` of the run it executes."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        hooks: Hooks | None = kwargs.pop("cd4ml_hooks", None)
+        if hooks is None:
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        total = len(nb_man.nb.cells)
+        managers: list = []
+
+        from jupyter_client.manager import AsyncKernelManager
+
+        class KernelManager(AsyncKernelManager):  # lets the hooks reach this run's kernel
+            def __init__(self, **traits):
+                super().__init__(**traits)
+                managers.append(self)
+
+        async def on_notebook_start(notebook):
+            await hooks._started(managers[-1], total)
+
+        def on_cell_executed(cell, cell_index, execute_reply):
+            if hooks.on_progress is not None:
+                hooks.on_progress(cell_index + 1, total)
+
+        kwargs.update(kernel_manager_class=KernelManager, on_notebook_start=on_notebook_start,
+                      on_cell_executed=on_cell_executed, resources={"metadata": {"path": hooks.cwd}})
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+def ensure_registered() -> str:
+    """The engine's name, registering it unless papermill found it through its entry point."""
+    try:
+        papermill_engines.get_engine(NAME)
+    except Exception:  # papermill raises PapermillException for an unknown engine
+        papermill_engines.register(NAME, Engine)
+    return NAME
