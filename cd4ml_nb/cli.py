@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .exceptions import BadInput, Cd4mlError, PairConflict
+from .exceptions import BadInput, Cd4mlError, PairConflict, TrackingError
 
 EPILOG = """\
 exit codes: 0 ok, 1 a check or run failed, 2 bad input, 130 interrupted.
@@ -204,14 +204,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
         state = "running" if p.live else f"ended {p.ended}" if p.ended else "runner gone"
         _say(f"pending: run {p.run_id[:12]} ({state}): {max(p.bytes_pending, 0)} journal bytes and "
              f"{max(p.artifacts_pending, 0)} artifact(s) not yet on {p.server_uri}; `cd4ml-nb runs sync` uploads them")
-    tracking.reconcile_orphans(project, experiment)
-    runs = tracking.runs_page(project, experiment, notebook, args.limit).runs
     if args.json:
         from dataclasses import asdict
 
-        _say(json.dumps({"experiment": experiment, "runs": [asdict(r) for r in runs],
-                         "pending": [{**asdict(p), "folder": str(p.folder)} for p in pending]}, indent=2))
-        return 0
+        data: dict = {"experiment": experiment, "pending": [{**asdict(p), "folder": str(p.folder)} for p in pending]}
+        try:
+            tracking.reconcile_orphans(project, experiment)
+            data["runs"] = [asdict(r) for r in tracking.runs_page(project, experiment, notebook, args.limit).runs]
+        except TrackingError as e:  # the server is down: the pending journals are still worth showing
+            data.update(runs=[], error=str(e).splitlines()[0])
+        _say(json.dumps(data, indent=2))
+        return 1 if "error" in data else 0
+    tracking.reconcile_orphans(project, experiment)
+    runs = tracking.runs_page(project, experiment, notebook, args.limit).runs
     if not runs:
         _say(f"no runs in experiment '{experiment}' yet; start one with `cd4ml-nb run NOTEBOOK`")
         return 0

@@ -209,11 +209,22 @@ def _param_text(value: Any) -> str:
 
 
 def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> None:
-    """Set the terminal status (FINISHED, FAILED, KILLED) and the tags explaining it."""
+    """Set the terminal status (FINISHED, FAILED, KILLED) and the tags explaining it.
+
+    Done as ``MlflowClient.set_terminated`` does it, through the client's store, but without the
+    "View run …" lines MLflow writes to stdout for a tracking server (stdout carries ``--json``)."""
+    from mlflow.entities import RunStatus
+
     for key, value in (tags or {}).items():
         if value is not None:
             c.set_tag(run_id, key, clip(value))
-    c.set_terminated(run_id, status=status, end_time=int(time.time() * 1000))
+    end_time = int(time.time() * 1000)
+    target = getattr(getattr(c, "_tracking_client", None), "store", None)
+    if target is None:  # not an MlflowClient of this MLflow's shape: its own call, banner and all
+        c.set_terminated(run_id, status=status, end_time=end_time)
+        return
+    target.shut_down_async_logging()
+    target.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
 
 
 def summarize(run) -> RunSummary:

@@ -235,6 +235,60 @@ def test_runner_killed_mid_replay_then_a_second_sync_completes_without_duplicate
             kill_server(server)
 
 
+def test_runs_sync_wait_returns_once_the_journal_is_on_the_server(tmp_path, monkeypatch):
+    """Server down from mid-run on: `runs` lists the pending journal; `runs sync --wait` keeps trying
+    while the server is down and exits 0 only when the run is complete on it, every point once."""
+    from mlflow.tracking import MlflowClient
+
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = suite.make_repo(tmp_path)
+    (repo / "burst.py").write_text(BURST)
+    suite.commit_all(repo)
+    store = tmp_path / "server"
+    store.mkdir()
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = file_store_server(store, port)
+    cli = [sys.executable, "-m", "cd4ml_nb.cli"]
+    run = subprocess.Popen(cli + ["run", "burst.py", "-q", "--no-html", "--json", "--tracking-uri", uri], cwd=repo,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiter = None
+    try:
+        r = wait_until(lambda: (r := the_run(uri)) and points(uri, r.info.run_id, "before") and r, 90,
+                       "the run on the server", proc=run, ignore=(OSError,))
+        kill_server(server)
+        (repo / "go").write_text("1")
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+        folder = Path(json.loads(out)["spooled"])
+        assert folder.is_dir()
+        listing = subprocess.run(cli + ["runs", "--tracking-uri", uri], cwd=repo, env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert f"pending: run {r.info.run_id[:12]} (ended FINISHED)" in listing.stdout
+        errors = tmp_path / "waiter.err"
+        with open(tmp_path / "waiter.out", "w") as out_file, open(errors, "w") as err_file:
+            waiter = subprocess.Popen(cli + ["runs", "sync", "--wait", "--tracking-uri", uri], cwd=repo, env=env,
+                                      stdout=out_file, stderr=err_file, text=True)
+        # Two failed passes and still waiting: `--wait` does not give up while the server is down.
+        wait_until(lambda: errors.read_text().count(uri) >= 2, 120, "`runs sync --wait` retrying", proc=waiter)
+        assert waiter.poll() is None and folder.is_dir()
+        server = file_store_server(store, port)
+        assert waiter.wait(timeout=300) == 0, errors.read_text()
+        assert (tmp_path / "waiter.out").read_text().strip().endswith("uploaded 1 journaled run(s); 0 still pending")
+        got = MlflowClient(uri).get_run(r.info.run_id)
+        assert got.info.status == "FINISHED" and got.data.params["size"] == "300"
+        assert sorted(points(uri, r.info.run_id, "burst")) == list(range(300))  # every point, once
+        assert [len(points(uri, r.info.run_id, k)) for k in ("before", "a", "b")] == [1, 1, 1]
+        assert not folder.exists()
+    finally:
+        for proc in (run, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=60)
+        if server.poll() is None:
+            kill_server(server)
+
+
 def test_stale_heartbeat_is_orphaned_from_any_host(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -259,6 +313,29 @@ def test_stale_heartbeat_is_orphaned_from_any_host(tmp_path, monkeypatch):
         assert status["stale"].data.tags["cd4ml.status.reason"] == "orphaned"
         assert "heartbeat" in status["stale"].data.tags["cd4ml.status.message"]
         assert [status[n].info.status for n in ("fresh", "no heartbeat")] == ["RUNNING", "RUNNING"]
+    finally:
+        kill_server(server)
+
+
+def test_runs_json_stays_json_when_it_marks_an_orphan(tmp_path, monkeypatch, capsys):
+    """Marking an orphan on a tracking server prints nothing of MLflow's ("View run …") to stdout."""
+    from mlflow.tracking import MlflowClient
+
+    source_plugins(tmp_path, monkeypatch)
+    repo = suite.make_repo(tmp_path)
+    monkeypatch.chdir(repo)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    try:
+        c = MlflowClient(uri)
+        stale = c.create_run(c.create_experiment("master"), tags={
+            "cd4ml.runner": "other-host:1", HEARTBEAT: heartbeat_value(time.time() - 1000)}).info.run_id
+        capsys.readouterr()
+        assert main(["runs", "--json", "--tracking-uri", uri]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [(r["run_id"], r["status"], r["reason"]) for r in listed["runs"]] == [(stale, "FAILED", "orphaned")]
+        assert c.get_run(stale).info.end_time  # ended with an end time, as MLflow's set_terminated does
     finally:
         kill_server(server)
 
@@ -309,3 +386,14 @@ def test_runner_back_after_its_orphaning_neither_resurrects_nor_duplicates_the_r
             os.kill(run.pid, signal.SIGCONT)
             run.kill()
         kill_server(server)
+
+
+def test_runs_json_with_the_server_down_still_lists_pending_journals(tmp_path, monkeypatch, capsys):
+    """`runs --json` answers JSON (pending journals, the error) and exit 1 when the server is down."""
+    from nbfactory import init_repo
+
+    repo = init_repo(tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    assert main(["runs", "--json", "--tracking-uri", f"http://127.0.0.1:{free_port()}"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["runs"] == [] and data["pending"] == [] and "not reachable" in data["error"]
