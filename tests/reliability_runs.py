@@ -104,6 +104,7 @@ def check_killed_runners(base: Path, repeat: int) -> list[suite.Figure]:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_until(marker.exists, 300, "the notebook running", proc=proc)
+            wait_until(lambda: len(_runs(uri)) > i, 300, "the run created (beside the kernel)", proc=proc)
             proc.kill()
             killed = time.monotonic()
             proc.wait(timeout=60)

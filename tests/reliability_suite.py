@@ -437,6 +437,8 @@ def check_faults(base: Path, repeat: int) -> list[Figure]:
                 _wait_file(repo / "started", proc)
             except AssertionError as e:
                 raise AssertionError(f"{e}; its stderr: {err.read_text()[-2000:]}") from None
+            # the run is created beside the kernel, not before it: mid-run means once it exists
+            wait_until(lambda: len(runs_of(repo)) > count, 180, "the run created", proc=proc)
             started = psutil.Process(proc.pid).children(recursive=True)  # its kernel, to end if orphaned
             start = time.monotonic()
             if sig == signal.SIGINT:
