@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from . import gitinfo, notebooks
 from .config import DEFAULT_FORMATS
@@ -379,18 +379,27 @@ def pair_notebook(path: Path, project: Project) -> tuple[Pair, str]:
     return pair, f"created {project.relative(other)}"
 
 
-def sync_pair(pair: Pair, project: Project) -> str:
-    """Bring one pair in sync; raise PairConflict (writing nothing) when both sides changed."""
+def sync_pair(pair: Pair, project: Project, keep: Literal["ipynb", "text"] | None = None) -> str:
+    """Bring one pair in sync; raise PairConflict (writing nothing) when both sides changed.
+
+    ``keep`` (``"ipynb"`` or ``"text"``) writes the other side from that one whichever changed,
+    which is how a conflict is settled on purpose (the ``.ipynb`` keeps its outputs either way).
+    """
     from jupytext.combine import combine_inputs_with_outputs
 
+    if keep not in (None, "ipynb", "text"):
+        raise BadInput(f"keep must be 'ipynb' or 'text', not {keep!r}")
     state = compare(pair, project)
     if state.missing:
+        if keep == state.missing:
+            missing = pair.ipynb if keep == "ipynb" else pair.text
+            raise BadInput(f"cannot keep {project.relative(missing)}: it does not exist")
         _, done = pair_notebook(pair.text if state.missing == "ipynb" else pair.ipynb, project)
         return done
     if state.in_sync:
         _save_record(project, pair, notebooks.inputs_digest(notebooks.read(pair.ipynb).node))
         return "in sync"
-    if state.conflict:
+    if state.conflict and keep is None:
         raise PairConflict(
             f"{project.relative(pair.ipynb)} and {project.relative(pair.text)} both changed since "
             f"{state.basis}; nothing was written. Edit one side to match the other (diff below), then sync",
@@ -398,7 +407,7 @@ def sync_pair(pair: Pair, project: Project) -> str:
         )
     ipynb = notebooks.read(pair.ipynb).node
     text = notebooks.read(pair.text).node
-    if state.newer == "text":
+    if (keep or state.newer) == "text":
         combined = combine_inputs_with_outputs(text, ipynb, fmt=pair.text_format)
         _write(combined, pair.ipynb, "ipynb")
         _canonicalize_text(combined, pair)
@@ -408,4 +417,4 @@ def sync_pair(pair: Pair, project: Project) -> str:
         _write(ipynb, pair.text, pair.text_format)
         digest, done = notebooks.inputs_digest(ipynb), f"updated {project.relative(pair.text)} from {pair.ipynb.name}"
     _save_record(project, pair, digest)
-    return f"{done} ({state.basis})"
+    return f"{done} ({'kept as asked' if keep else state.basis})"

@@ -73,6 +73,7 @@ class Lab:
     token: str
     repo: Path
     log: Path
+    pid: int = 0  # of the `jupyter lab` process
 
     def log_tail(self, chars: int = 6000) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-chars:]
@@ -98,10 +99,10 @@ def _make_repo(repo: Path, branch: str, prepare: Callable[[Path], None] | None =
     _git(repo, "checkout", "--quiet", "-b", branch)
 
 
-def _get_json(url: str, token: str) -> tuple[int, object]:
+def _get_json(url: str, token: str, timeout: float = 10) -> tuple[int, object]:
     request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode("utf-8", "replace")
@@ -158,7 +159,7 @@ def running_lab(
             port = jupyter_port(home / "runtime", process, START_TIMEOUT_S)
         except AssertionError as error:
             pytest.fail(f"{error}:\n{Lab('', token, repo, log).log_tail()}")
-        lab = Lab(url=f"http://127.0.0.1:{port}", token=token, repo=repo, log=log)
+        lab = Lab(url=f"http://127.0.0.1:{port}", token=token, repo=repo, log=log, pid=process.pid)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if process.poll() is not None:

@@ -12,12 +12,16 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from test_browser import (  # noqa: F401  (browser: the fixture)
-    JOB_TIMEOUT_MS, PANEL_TAB, UI_TIMEOUT_MS, _add_example, _get_json, browser, open_lab, pytestmark, running_lab,
+    JOB_TIMEOUT_MS, PANEL_TAB, START_TIMEOUT_S, UI_TIMEOUT_MS, _add_example, _get_json, _git, browser, open_lab,
+    pytestmark, running_lab,
 )
 
 VIEWPORT = {"width": 1440, "height": 900}
@@ -215,6 +219,38 @@ def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
         _shot(popup, tmp_path, "html-render", theme)
         popup.close()
 
+        # The run in MLflow's own UI: started on demand by the server, proxied under its base URL.
+        status, got = _get_json(f"{lab.url}/cd4ml-nb/mlflow/ajax-api/2.0/mlflow/runs/get?run_id={run_id}", lab.token,
+                                timeout=START_TIMEOUT_S)  # the first request starts it
+        assert status == 200, got
+        run_name = got["run"]["info"]["run_name"]
+        link = comparison.get_by_test_id(f"cd4ml-open-mlflow-{run_id}")
+        expect(link).to_have_text("Open in MLflow")
+        assert link.get_attribute("href").endswith(f"/cd4ml-nb/mlflow/#/experiments/{got['run']['info']['experiment_id']}"
+                                                   f"/runs/{run_id}"), link.get_attribute("href")
+        with page.expect_popup() as popup_info:
+            link.click()
+        popup = popup_info.value
+        refused: list[str] = []
+        writes: list[str] = []  # the UI's JSON POSTs: no XSRF token, passed as same-origin REST calls
+        popup.on("response", lambda r: refused.append(f"{r.status} {r.request.method} {r.url}")
+                 if r.status in (401, 403) else None)
+        popup.on("response", lambda r: writes.append(r.url)
+                 if r.request.method == "POST" and r.ok and "/cd4ml-nb/mlflow/" in r.url else None)
+        popup.set_viewport_size(VIEWPORT)
+        expect(popup.get_by_text(run_name, exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(popup.get_by_text(run_id, exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(popup.get_by_text(BRANCH, exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        assert popup.url.startswith(f"{lab.url}/cd4ml-nb/mlflow/"), popup.url
+        assert not refused, f"the proxy refused requests of MLflow's UI: {refused}"
+        assert writes, "MLflow's UI made no POST through the proxy (its REST calls are POSTs)"
+        _shot(popup, tmp_path, "mlflow-ui", theme)
+        popup.close()
+        servers = [p for p in psutil.Process(lab.pid).children()
+                   if "mlflow" in p.cmdline() and "server" in p.cmdline()]
+        assert len(servers) == 1, "one MLflow UI per Jupyter server"
+        mlflow_tree = [servers[0], *servers[0].children(recursive=True)]
+
         assert not _errors(console), "browser console errors during the walk:\n" + "\n".join(_errors(console))
 
         # The server agrees: the run is in this branch's experiment with the value given.
@@ -223,3 +259,82 @@ def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
         runs = {r["run_id"]: r for r in body["runs"]}
         assert runs[run_id]["status"] == "FINISHED" and runs[run_id]["params"].get("max_depth") == "5"
         assert "RUNNING" not in {r["status"] for r in runs.values()}, runs
+
+    # The MLflow UI the server started ended with it (SIGTERM to `jupyter lab` only, not its group).
+    left = [p for p in mlflow_tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left after jupyter lab stopped: {[p.cmdline() for p in left]}"
+
+
+# --- Sync of a pair whose two sides both changed: the diff, then an explicit choice -------------
+
+
+def _conflicting_pair(repo: Path) -> None:
+    """A committed pair ``nb.ipynb``/``nb.py``, then both sides edited (the .py last, as an editor
+    or a `git pull` leaves it): ``print(x * 2)`` in the notebook, ``print(x + 1)`` in the script."""
+    from nbfactory import percent, write_ipynb
+
+    write_ipynb(repo / "nb.ipynb", percent("x = 1", "print(x)"))
+    nb = json.loads((repo / "nb.ipynb").read_text())  # as JupyterLab saves it: it opens clean
+    nb["metadata"]["kernelspec"]["display_name"] = "Python 3 (ipykernel)"
+    nb["metadata"]["language_info"] = {
+        "codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py", "mimetype": "text/x-python",
+        "name": "python", "nbconvert_exporter": "python", "pygments_lexer": "ipython3",
+        "version": ".".join(map(str, sys.version_info[:3])),
+    }
+    (repo / "nb.ipynb").write_text(json.dumps(nb, indent=1) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-m", "cd4ml_nb.cli", "pair", "nb.ipynb"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _git(repo, "add", "nb.ipynb", "nb.py")
+    _git(repo, "commit", "--quiet", "-m", "paired notebook")
+    nb = json.loads((repo / "nb.ipynb").read_text())
+    nb["cells"][1]["source"] = "print(x * 2)"
+    (repo / "nb.ipynb").write_text(json.dumps(nb, indent=1) + "\n")
+    py = repo / "nb.py"
+    py.write_text(py.read_text().replace("print(x)", "print(x + 1)"))
+    later = (repo / "nb.ipynb").stat().st_mtime + 5
+    os.utime(py, (later, later))
+
+
+def test_sync_keeps_the_chosen_side(browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with running_lab(tmp_path, BRANCH, prepare=_conflicting_pair) as lab, \
+            open_lab(browser, lab, path="nb.ipynb", viewport=VIEWPORT) as page:
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+        expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        page.locator(PANEL_TAB).click()
+        panel = page.get_by_test_id("cd4ml-experiments-panel")
+        expect(panel.get_by_test_id("cd4ml-pairing")).to_have_attribute("data-state", "conflict", timeout=UI_TIMEOUT_MS)
+        diff = panel.get_by_test_id("cd4ml-pairing-diff")
+        expect(diff).to_contain_text("-print(x * 2)")
+        expect(diff).to_contain_text("+print(x + 1)")
+        # Jupytext shows the newer side's inputs (the .py); keeping the .ipynb must change the screen.
+        cell = page.locator(".jp-NotebookPanel .jp-Cell").nth(1)
+        expect(cell).to_contain_text("print(x + 1)", timeout=UI_TIMEOUT_MS)
+        expect(panel.get_by_test_id("cd4ml-sync-keep-text")).to_have_text("Keep .py")
+        keep_ipynb = panel.get_by_test_id("cd4ml-sync-keep-ipynb")
+        expect(keep_ipynb).to_have_text("Keep .ipynb")
+        expect(panel.get_by_test_id("cd4ml-sync-button")).to_have_count(0)  # no guess when both changed
+        expect(keep_ipynb).to_be_enabled()
+        expect(keep_ipynb).to_be_in_viewport()
+        _shot(page, tmp_path, "panel-sync-conflict", "light")
+
+        keep_ipynb.click()
+        expect(panel.get_by_test_id("cd4ml-pairing")).to_have_attribute("data-state", "in-sync", timeout=UI_TIMEOUT_MS)
+        expect(panel.get_by_test_id("cd4ml-sync-done")).to_contain_text("updated nb.py from nb.ipynb")
+        expect(panel.get_by_test_id("cd4ml-pairing-diff")).to_have_count(0)
+        # The notebook on screen shows what is on disk, with nothing left to save.
+        expect(cell).to_contain_text("print(x * 2)", timeout=UI_TIMEOUT_MS)
+        tab = page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab[title*="nb.ipynb"]').first
+        expect(tab).not_to_have_class(re.compile(r"jp-mod-dirty"))
+        _shot(page, tmp_path, "panel-sync-done", "light")
+        assert not _errors(console), "browser console errors:\n" + "\n".join(_errors(console))
+
+    nb = json.loads((lab.repo / "nb.ipynb").read_text())
+    assert "".join(nb["cells"][1]["source"]) == "print(x * 2)", "the .ipynb was kept"
+    text = (lab.repo / "nb.py").read_text()
+    assert "print(x * 2)" in text and "print(x + 1)" not in text

@@ -136,3 +136,70 @@ def test_jupytext_toml_formats_are_used(tmp_path, monkeypatch):
     assert main(["pair", "b.ipynb"]) == 0
     assert (repo / "b.py").exists()
     assert main(["check"]) == 0
+
+
+# --- sync with an explicit side kept (the Lab panel's "keep .py" / "keep .ipynb") -------------
+
+
+def _both_changed(repo):
+    """Both sides edited since the last sync, the .ipynb with an output to keep."""
+    edit_py(repo)
+    edit_ipynb(repo)
+    nb = json.loads((repo / "nb.ipynb").read_text())
+    nb["cells"][0]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "kept\n"}]
+    nb["cells"][0]["execution_count"] = 1
+    (repo / "nb.ipynb").write_text(json.dumps(nb, indent=1))
+
+
+def _pair_of(repo):
+    from cd4ml_nb import pairing
+    from cd4ml_nb.project import Project
+
+    project = Project.discover(repo)
+    return pairing, pairing.find_pair(repo / "nb.ipynb", project), project
+
+
+def test_keep_text_settles_a_conflict_from_the_py(repo, capsys):
+    _both_changed(repo)
+    pairing, pair, project = _pair_of(repo)
+    assert pairing.compare(pair, project).conflict
+    done = pairing.sync_pair(pair, project, keep="text")
+    assert done.startswith("updated nb.ipynb from nb.py") and "kept as asked" in done
+    nb = json.loads((repo / "nb.ipynb").read_text())
+    assert "".join(nb["cells"][1]["source"]) == "print(x + 1)"
+    assert "".join(nb["cells"][0]["outputs"][0]["text"]) == "kept\n", "the notebook's outputs are kept"
+    assert "print(x + 1)" in (repo / "nb.py").read_text()
+    assert main(["check"]) == 0
+
+
+def test_keep_ipynb_settles_a_conflict_from_the_notebook(repo, capsys):
+    _both_changed(repo)
+    pairing, pair, project = _pair_of(repo)
+    done = pairing.sync_pair(pair, project, keep="ipynb")
+    assert done.startswith("updated nb.py from nb.ipynb")
+    text = (repo / "nb.py").read_text()
+    assert "print(x * 2)" in text and "print(x + 1)" not in text
+    assert "formats: ipynb,py:percent" in text
+    assert main(["check"]) == 0
+
+
+def test_keep_overrides_the_newer_side_and_without_it_nothing_changes(repo, capsys):
+    from cd4ml_nb.exceptions import BadInput, PairConflict
+
+    _both_changed(repo)
+    pairing, pair, project = _pair_of(repo)
+    before = digest_tree(repo)
+    with pytest.raises(PairConflict):
+        pairing.sync_pair(pair, project)
+    with pytest.raises(BadInput):
+        pairing.sync_pair(pair, project, keep="py")
+    assert digest_tree(repo) == before
+    # Only the .py changed: keeping the .ipynb writes the .py back from it.
+    commit_all(repo, "both")
+    assert main(["sync", "nb.ipynb"]) == 1  # still a conflict against the last sync record
+    pairing.sync_pair(pair, project, keep="ipynb")
+    edit_py(repo, old="print(x * 2)", new="print(x * 3)")
+    assert pairing.compare(pair, project).newer == "text"
+    pairing.sync_pair(pair, project, keep="ipynb")
+    assert "print(x * 2)" in (repo / "nb.py").read_text()
+    assert main(["check"]) == 0

@@ -62,6 +62,7 @@ async def test_status_reports_branch_and_store(jp_fetch, jp_root_dir, monkeypatc
     assert data["base_branch"] == "master"
     assert data["tracking_uri"] == f"sqlite:///{jp_root_dir / '.cd4ml' / 'mlflow.db'}"
     assert data["mlflow_ui_url"] is None and data["version"]
+    assert data["mlflow_ui_proxy"] == "cd4ml-nb/mlflow/"  # the embedded store: its UI proxied here
 
 
 def _implemented(handler) -> list[str]:

@@ -17,7 +17,9 @@ import {
   IRunsPage,
   IRunsQuery,
   IStatus,
-  JobState
+  ISyncResult,
+  JobState,
+  PairSide
 } from './tokens';
 
 /** A query string from the defined entries, `''` when there are none. */
@@ -63,6 +65,19 @@ export function pairNotebook(
   path: string
 ): Promise<IPairing> {
   return requestAPI<IPairing>('pairing', settings, json('POST', { path }));
+}
+
+/**
+ * `POST /cd4ml-nb/pairing/sync`: sync the pair from the side that changed, or from `keep`.
+ *
+ * @throws {Cd4mlRequestError} 409 with the diff when both sides changed and `keep` is not given
+ */
+export function syncPair(
+  settings: ServerConnection.ISettings,
+  path: string,
+  keep?: PairSide
+): Promise<ISyncResult> {
+  return requestAPI<ISyncResult>('pairing/sync', settings, json('POST', keep ? { path, keep } : { path }));
 }
 
 /** `GET /cd4ml-nb/params?path=P`: the notebook's parameter contract. */

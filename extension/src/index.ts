@@ -29,7 +29,6 @@ import { shortRunId } from './dashboard/charts';
 import { DashboardModel } from './dashboard/model';
 import { experimentsIcon } from './icons';
 import { ExperimentsModel, isExecutedCopy } from './model';
-import { mlflowRunUrl } from './runs';
 import { CommandIDs, IExperimentsModel } from './tokens';
 import { DashboardView } from './widgets/dashboard';
 import { ExperimentsPanel } from './widgets/experimentsPanel';
@@ -172,6 +171,12 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
         }
       };
       tracker.currentChanged.connect((_, panel) => follow(panel));
+      // A sync rewrote a side on disk: show what is there now (the panel refuses to sync unsaved work).
+      model.changed.connect((_, change) => {
+        if (change === 'synced' && followed && !followed.context.model.dirty) {
+          void followed.context.revert();
+        }
+      });
       follow(tracker.currentWidget);
     }
 
@@ -206,14 +211,16 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Run notebooks as branch experiments and compare their runs with the base branch.',
   autoStart: true,
   requires: [IExperimentsModel],
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, ITranslator],
   activate: (
     app: JupyterFrontEnd,
     model: IExperimentsModel,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    translator: ITranslator | null
   ) => {
     const { commands, shell } = app;
+    const trans = (translator ?? nullTranslator).load('cd4ml_nb');
 
     const panel = new ExperimentsPanel(model, {
       run: () => void commands.execute(CommandIDs.run),
@@ -225,10 +232,10 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
         return widget;
       },
       openDashboard: () => void commands.execute(CommandIDs.openDashboard)
-    });
+    }, trans);
     panel.id = PANEL_ID;
     panel.title.icon = experimentsIcon;
-    panel.title.caption = 'Experiments';
+    panel.title.caption = trans.__('Experiments');
     panel.title.label = '';
     shell.add(panel, 'left', { rank: 600 });
     if (restorer) {
@@ -238,8 +245,8 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
     const show = () => shell.activateById(PANEL_ID);
 
     commands.addCommand(CommandIDs.run, {
-      label: 'Run as experiment',
-      caption: 'Run the active notebook as a tracked MLflow run on this branch',
+      label: trans.__('Run as experiment'),
+      caption: trans.__('Run the active notebook as a tracked MLflow run on this branch'),
       icon: experimentsIcon,
       isEnabled: () =>
         model.notebookPath !== null && !model.jobActive && !model.submitting && model.runBlocked === null,
@@ -249,8 +256,8 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.pair, {
-      label: 'Pair notebook with .py',
-      caption: 'Pair the active notebook with a percent-format .py script (Jupytext)',
+      label: trans.__('Pair notebook with .py'),
+      caption: trans.__('Pair the active notebook with a percent-format .py script (Jupytext)'),
       isEnabled: () => model.notebookPath !== null && !model.pairingBusy,
       execute: () => {
         show();
@@ -258,8 +265,8 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
     commands.addCommand(CommandIDs.show, {
-      label: 'Show experiments',
-      caption: 'Show the Experiments panel',
+      label: trans.__('Show experiments'),
+      caption: trans.__('Show the Experiments panel'),
       icon: experimentsIcon,
       execute: show
     });
@@ -271,7 +278,7 @@ const experimentsPlugin: JupyterFrontEndPlugin<void> = {
     });
 
     if (palette) {
-      const category = 'CD4ML';
+      const category = trans.__('CD4ML');
       for (const command of [CommandIDs.run, CommandIDs.pair, CommandIDs.show]) {
         palette.addItem({ command, category });
       }
@@ -305,10 +312,10 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
     // Commands first: the layout restorer may run them before the settings are read.
     const ready = loadSettings(registry);
 
-    // The configured MLflow UI (`mlflow_ui_url`). TODO: an MLflow UI started on demand and proxied
-    // under /cd4ml-nb/mlflow/ for the embedded store (not served yet: no link without configuration).
+    // The configured MLflow UI (`mlflow_ui_url`), else the one the server starts on demand and
+    // proxies under /cd4ml-nb/mlflow/ for a SQLite store.
     const mlflowUrl = (experiment: string, runId: string): string | null =>
-      mlflowRunUrl(experiments.status?.mlflow_ui_url, experiment, runId);
+      experiments.mlflowRunUrl(experiment, runId);
 
     const open = async (): Promise<MainAreaWidget<DashboardView>> => {
       const existing = tracker.currentWidget;
@@ -374,10 +381,10 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
     });
     commands.addCommand(CommandIDs.openMlflow, {
       label: trans.__('Open MLflow UI'),
-      caption: trans.__("The MLflow UI of this project's tracking store (mlflow_ui_url)"),
-      isEnabled: () => !!experiments.status?.mlflow_ui_url,
+      caption: trans.__("The MLflow UI of this project's tracking store, started on demand"),
+      isEnabled: () => !!experiments.mlflowUiUrl(),
       execute: () => {
-        const url = experiments.status?.mlflow_ui_url;
+        const url = experiments.mlflowUiUrl();
         if (url) {
           window.open(url, '_blank', 'noopener');
         }

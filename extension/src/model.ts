@@ -10,6 +10,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import {
   cancelJob,
+  checkParams,
   getJob,
   getPairing,
   getParams,
@@ -18,19 +19,22 @@ import {
   jobHtmlUrl,
   listJobs,
   pairNotebook,
-  submitJob
+  submitJob,
+  syncPair
 } from './api';
-import { defaultRaw, isDefault, parseValue } from './parameters';
+import { fieldText, formFields, jsonEqual } from './parameters';
 import { Cd4mlRequestError } from './request';
-import { mergeRuns, metricNames } from './runs';
+import { mergeRuns, metricNames, mlflowRunUrl, mlflowUiBase } from './runs';
 import {
   ExperimentsChange,
   IBranchRun,
   IExperimentsModel,
   IFieldState,
+  IFormField,
   IJob,
   IPairing,
   IParamsContract,
+  PairSide,
   IRunsSection,
   IStatus,
   isTerminal
@@ -44,6 +48,8 @@ export interface IExperimentsModelOptions {
   pollInterval?: number;
   /** Runs asked for per branch and page (default 50). */
   pageSize?: number;
+  /** Milliseconds after the last keystroke before the server checks the form (default 150). */
+  checkDelay?: number;
 }
 
 /** The message of an error, for display. */
@@ -100,6 +106,7 @@ export class ExperimentsModel implements IExperimentsModel {
   constructor(options: IExperimentsModelOptions) {
     this._settings = options.settings;
     this._pollInterval = options.pollInterval ?? 1000;
+    this._checkDelay = options.checkDelay ?? 150;
     this._pageSize = options.pageSize ?? 50;
   }
 
@@ -141,6 +148,10 @@ export class ExperimentsModel implements IExperimentsModel {
 
   get pairingBusy(): boolean {
     return this._pairingBusy;
+  }
+
+  get syncDone(): string | null {
+    return this._syncDone;
   }
 
   get contract(): IParamsContract | null {
@@ -205,6 +216,9 @@ export class ExperimentsModel implements IExperimentsModel {
     if (invalid) {
       return `${invalid.parameter.name}: ${invalid.error}`;
     }
+    if (this._checkError !== null) {
+      return `The values could not be checked: ${this._checkError}`;
+    }
     if (this.executedCopy) {
       return 'This is an executed copy of a run: open the source notebook to run it.';
     }
@@ -256,9 +270,12 @@ export class ExperimentsModel implements IExperimentsModel {
     this._pairing = null;
     this._pairingError = null;
     this._pairingDiff = null;
+    this._syncDone = null;
     this._contract = null;
     this._contractError = null;
     this._fields = [];
+    this._checkSeq++;
+    this._checkError = null;
     this._runs = [];
     this._allRuns = null;
     // The job shown stays (labelled with its notebook) until one of this notebook is found.
@@ -313,6 +330,45 @@ export class ExperimentsModel implements IExperimentsModel {
     await Promise.all([this.refreshPairing(), this.refreshParams()]);
   }
 
+  async sync(keep?: PairSide): Promise<void> {
+    const path = this._notebookPath;
+    if (path === null || this._pairingBusy) {
+      return;
+    }
+    const generation = this._generation;
+    this._pairingBusy = true;
+    this._pairingError = null;
+    this._pairingDiff = null;
+    this._syncDone = null;
+    this._emit('pairing');
+    let synced = false;
+    try {
+      const result = await syncPair(this._settings, path, keep);
+      if (generation === this._generation) {
+        const { done, ...pairing } = result;
+        this._pairing = pairing;
+        this._syncDone = done;
+        synced = done !== 'in sync';
+      }
+    } catch (reason) {
+      if (generation === this._generation) {
+        this._pairingError = errorMessage(reason);
+        const body = reason instanceof Cd4mlRequestError ? reason.body : null;
+        const diff = (body as { diff?: unknown } | null)?.diff;
+        this._pairingDiff = typeof diff === 'string' && diff ? diff : null;
+      }
+    } finally {
+      this._pairingBusy = false;
+      if (!this._isDisposed) {
+        this._emit('pairing');
+        if (synced) {
+          this._emit('synced');
+          void this.refreshParams();
+        }
+      }
+    }
+  }
+
   /** `POST /cd4ml-nb/pairing` for the notebook; a refusal keeps the server's message and diff. */
   async pair(): Promise<void> {
     const path = this._notebookPath;
@@ -365,16 +421,22 @@ export class ExperimentsModel implements IExperimentsModel {
       return;
     }
     const previous = new Map(this._fields.map(field => [field.parameter.name, field]));
+    if (contract !== null && !contract.schema) {
+      error = 'the server sent no parameter schema: update cd4ml_nb on the server';
+      contract = null;
+    }
     this._contract = contract;
     this._contractError = error;
-    this._fields = (contract?.parameters ?? []).map(parameter => {
+    this._checkError = null;
+    this._fields = (contract?.schema ? formFields(contract.schema) : []).map(parameter => {
       const old = previous.get(parameter.name);
-      if (old && old.changed && old.parameter.type === parameter.type) {
-        return this._field(parameter, old.raw);
-      }
-      return { parameter, raw: defaultRaw(parameter), error: null, changed: false };
+      const kept = old && old.changed && old.parameter.type === parameter.type;
+      return this._field(parameter, kept ? old.raw : parameter.defaultRaw, kept ? old.error : null);
     });
     this._emit('params');
+    if (this._fields.some(field => field.changed)) {
+      this._scheduleCheck();
+    }
   }
 
   /** Set what a form input holds; it is checked at once. */
@@ -384,37 +446,84 @@ export class ExperimentsModel implements IExperimentsModel {
       return;
     }
     const fields = [...this._fields];
-    fields[index] = this._field(fields[index].parameter, raw);
+    fields[index] = this._field(fields[index].parameter, raw, fields[index].error);
     this._fields = fields;
     this._emit('form');
+    this._scheduleCheck();
   }
 
   /** Put every input back to the notebook's default. */
   resetValues(): void {
-    this._fields = this._fields.map(field => ({
-      parameter: field.parameter,
-      raw: defaultRaw(field.parameter),
-      error: null,
-      changed: false
-    }));
+    this._checkSeq++; // a check on its way is for values no longer there
+    this._checkError = null;
+    this._fields = this._fields.map(field => this._field(field.parameter, field.parameter.defaultRaw));
     this._emit('params');
   }
 
-  collectValues(): Record<string, unknown> | null {
-    const values: Record<string, unknown> = {};
-    let valid = true;
-    this._fields = this._fields.map(field => {
-      const checked = this._field(field.parameter, field.raw);
-      const parsed = parseValue(field.parameter, field.raw);
-      if (!parsed.ok) {
-        valid = false;
-      } else if (checked.changed) {
-        values[field.parameter.name] = parsed.value;
+  async checkValues(): Promise<Record<string, unknown> | null> {
+    for (;;) {
+      const seq = ++this._checkSeq;
+      const checked = await this._check(seq);
+      if (checked.current || this._isDisposed) {
+        return checked.values;
       }
-      return checked;
-    });
+    }
+  }
+
+  /** Check the form a moment after the last change (one request per pause in typing). */
+  private _scheduleCheck(): void {
+    const seq = ++this._checkSeq;
+    if (this._checkTimer !== null) {
+      clearTimeout(this._checkTimer);
+    }
+    this._checkTimer = setTimeout(() => {
+      this._checkTimer = null;
+      if (seq === this._checkSeq && !this._isDisposed) {
+        void this._check(seq);
+      }
+    }, this._checkDelay);
+  }
+
+  /**
+   * `POST /cd4ml-nb/params/check` with the texts of the changed fields; the answer is applied
+   * when no newer check was started meanwhile (`current`).
+   */
+  private async _check(seq: number): Promise<{ current: boolean; values: Record<string, unknown> | null }> {
+    const path = this._notebookPath;
+    const generation = this._generation;
+    const changed = this._fields.filter(field => field.changed);
+    let values: Record<string, unknown> = {};
+    let errors: Record<string, string> = {};
+    let failure: string | null = null;
+    if (path !== null && changed.length > 0) {
+      const texts = Object.fromEntries(changed.map(field => [field.parameter.name, fieldText(field.raw)]));
+      try {
+        ({ values, errors } = await checkParams(this._settings, path, texts));
+      } catch (reason) {
+        failure = errorMessage(reason);
+      }
+    }
+    if (seq !== this._checkSeq || generation !== this._generation || this._isDisposed) {
+      return { current: false, values: null };
+    }
+    this._checkError = failure;
+    this._fields = this._fields.map(field => ({
+      ...field,
+      error: field.changed ? errors[field.parameter.name] ?? null : null
+    }));
     this._emit('form');
-    return valid ? values : null;
+    if (failure !== null || Object.keys(errors).length > 0) {
+      return { current: true, values: null };
+    }
+    const sent: Record<string, unknown> = {};
+    for (const field of changed) {
+      const name = field.parameter.name;
+      const isDefault = field.parameter.expression === null && jsonEqual(values[name], field.parameter.default);
+      if (Object.prototype.hasOwnProperty.call(values, name) && !isDefault) {
+        sent[name] = values[name];
+      }
+    }
+    return { current: true, values: sent };
   }
 
   /**
@@ -428,16 +537,21 @@ export class ExperimentsModel implements IExperimentsModel {
     if (path === null || this._submitting || this.jobActive || this.executedCopy) {
       return null;
     }
-    const values = this.collectValues();
-    if (values === null) {
-      this._jobError = 'Some parameters do not fit their type: see the messages above.';
-      this._emit('job');
-      return null;
-    }
-    this._stopPolling();
     this._submitting = true;
     this._jobError = null;
     this._emit('job');
+    const values = await this.checkValues();
+    if (values === null || path !== this._notebookPath || this._isDisposed) {
+      this._submitting = false;
+      if (values === null && !this._isDisposed) {
+        this._jobError = this._checkError
+          ? `The values could not be checked: ${this._checkError}`
+          : 'Some parameters do not fit their type: see the messages above.';
+        this._emit('job');
+      }
+      return null;
+    }
+    this._stopPolling();
     try {
       const { id } = await submitJob(this._settings, { path, parameters: values });
       this._job = {
@@ -572,23 +686,30 @@ export class ExperimentsModel implements IExperimentsModel {
     return this._job?.html ? jobHtmlUrl(this._settings, this._job.id) : null;
   }
 
+  mlflowUiUrl(): string | null {
+    return mlflowUiBase(this._status, this._settings.baseUrl);
+  }
+
+  mlflowRunUrl(experimentId: string | null | undefined, runId: string | null | undefined): string | null {
+    return mlflowRunUrl(this.mlflowUiUrl(), experimentId, runId);
+  }
+
   dispose(): void {
     if (this._isDisposed) {
       return;
     }
     this._isDisposed = true;
     this._stopPolling();
+    if (this._checkTimer !== null) {
+      clearTimeout(this._checkTimer);
+    }
     Signal.clearData(this);
   }
 
-  private _field(parameter: IFieldState['parameter'], raw: string | boolean): IFieldState {
-    const parsed = parseValue(parameter, raw);
-    return {
-      parameter,
-      raw,
-      error: parsed.ok ? null : parsed.error,
-      changed: !isDefault(parameter, parsed)
-    };
+  /** A field holding `raw`: changed when it differs from the default's text; `error` kept until checked. */
+  private _field(parameter: IFormField, raw: string | boolean, error: string | null = null): IFieldState {
+    const changed = raw !== parameter.defaultRaw;
+    return { parameter, raw, error: changed ? error : null, changed };
   }
 
   private async _loadSection(
@@ -721,6 +842,10 @@ export class ExperimentsModel implements IExperimentsModel {
 
   private _settings: ServerConnection.ISettings;
   private _pollInterval: number;
+  private _checkDelay: number;
+  private _checkSeq = 0;
+  private _checkTimer: ReturnType<typeof setTimeout> | null = null;
+  private _checkError: string | null = null;
   private _pageSize: number;
   private _changed = new Signal<IExperimentsModel, ExperimentsChange>(this);
   private _isDisposed = false;
@@ -736,6 +861,7 @@ export class ExperimentsModel implements IExperimentsModel {
   private _pairing: IPairing | null = null;
   private _pairingError: string | null = null;
   private _pairingDiff: string | null = null;
+  private _syncDone: string | null = null;
   private _pairingBusy = false;
   private _contract: IParamsContract | null = null;
   private _contractError: string | null = null;

@@ -2,7 +2,9 @@
  * Runs as the table and the chart show them: merged across branches, sorted,
  * with their metric names and MLflow links.
  */
-import { IBranchRun, IRunsSection } from './tokens';
+import { URLExt } from '@jupyterlab/coreutils';
+
+import { IBranchRun, IRunsSection, IStatus } from './tokens';
 
 /** Columns the runs table sorts by; `metric:NAME` sorts by a metric, `param:NAME` by a parameter. */
 export type RunSortKey = 'branch' | 'notebook' | 'status' | 'start_time' | 'params' | string;
@@ -104,7 +106,27 @@ export function sortRuns(
 }
 
 /**
- * Link to a run's page in the MLflow UI, or `null` when no UI is configured
+ * The MLflow UI of the status: the configured one (`mlflow_ui_url`), else the one the server
+ * proxies under its base URL (`mlflow_ui_proxy`), else `null`.
+ */
+export function mlflowUiBase(
+  status: Pick<IStatus, 'mlflow_ui_url' | 'mlflow_ui_proxy'> | null | undefined,
+  baseUrl: string
+): string | null {
+  if (!status) {
+    return null;
+  }
+  if (status.mlflow_ui_url) {
+    return status.mlflow_ui_url;
+  }
+  if (status.mlflow_ui_proxy) {
+    return URLExt.join(baseUrl, status.mlflow_ui_proxy).replace(/\/*$/, '/');
+  }
+  return null;
+}
+
+/**
+ * Link to a run's page in the MLflow UI, or `null` when there is no UI
  * (or its URL is not http(s)).
  */
 export function mlflowRunUrl(

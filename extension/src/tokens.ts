@@ -23,8 +23,13 @@ export interface IStatus {
   base_branch: string;
   /** MLflow tracking URI runs are written to. */
   tracking_uri: string;
-  /** URL of an MLflow UI for this store, when one is known. */
+  /** URL of an MLflow UI for this store, when one is configured (or the tracking server's). */
   mlflow_ui_url: string | null;
+  /**
+   * Path, under the Jupyter server's base URL, of the MLflow UI the server starts on demand and
+   * proxies for a SQLite store (`cd4ml-nb/mlflow/`); `null` for a tracking server.
+   */
+  mlflow_ui_proxy: string | null;
 }
 
 /** Side of a notebook pair. */
@@ -52,6 +57,13 @@ export interface IPairing {
   missing: PairSide | null;
   /** What "changed" was decided against (sync record, git HEAD, mtime). */
   basis: string | null;
+  /** Unified diff of the inputs (`.ipynb` as text → text side) when out of sync, else `null`. */
+  diff?: string | null;
+}
+
+/** Payload of `POST /cd4ml-nb/pairing/sync`: the pairing state after the sync, and what was done. */
+export interface ISyncResult extends IPairing {
+  done: string;
 }
 
 /** Types a notebook parameter can declare (see `cd4ml_nb/params.py`). */
@@ -295,14 +307,35 @@ export interface IRunsSection {
   error: string | null;
 }
 
+/** The input a parameter is edited with. */
+export type InputKind = 'checkbox' | 'tristate' | 'int' | 'float' | 'text' | 'json';
+
+/** One field of the parameter form, read from the contract's JSON Schema. */
+export interface IFormField {
+  name: string;
+  kind: InputKind;
+  /** The declared type as the notebook writes it (`x-cd4ml-type`), e.g. `list[int]`. */
+  type: string;
+  /** What the form says the field takes, e.g. `int or None`. */
+  typeLabel: string;
+  nullable: boolean;
+  help: string;
+  /** Source of a default that is not a literal (e.g. `np.arange(3)`); the input stays empty to keep it. */
+  expression: string | null;
+  /** The default as JSON (`undefined` for an expression). */
+  default: unknown;
+  /** What the input shows for the default. */
+  defaultRaw: string | boolean;
+}
+
 /** State of one field of the parameter form. */
 export interface IFieldState {
-  parameter: IParameter;
+  parameter: IFormField;
   /** What the input holds: text, or a boolean for a checkbox. */
   raw: string | boolean;
-  /** Inline validation message, `null` when the value fits. */
+  /** Why the server's parser refuses the value, `null` when it fits (or is the default). */
   error: string | null;
-  /** Whether the value differs from the notebook's default (it is then sent). */
+  /** Whether the input differs from the notebook's default (it is then checked and sent). */
   changed: boolean;
 }
 
@@ -316,7 +349,8 @@ export type ExperimentsChange =
   | 'job'
   | 'runs'
   | 'metric'
-  | 'dirty';
+  | 'dirty'
+  | 'synced';
 
 /**
  * State behind the Experiments panel and the status-bar item.
@@ -338,6 +372,8 @@ export interface IExperimentsModel extends IDisposable {
   readonly pairingDiff: string | null;
   /** Whether a pairing request is on its way. */
   readonly pairingBusy: boolean;
+  /** What the last sync of the pair did (e.g. `updated train.ipynb from train.py`). */
+  readonly syncDone: string | null;
 
   readonly contract: IParamsContract | null;
   readonly contractError: string | null;
@@ -374,11 +410,20 @@ export interface IExperimentsModel extends IDisposable {
   /** Re-read what a save can change: the pairing state and the parameter contract. */
   refreshNotebook(): Promise<void>;
   pair(): Promise<void>;
+  /**
+   * Sync the pair (`POST /cd4ml-nb/pairing/sync`): from the side that changed, or from `keep`
+   * when both did. Emits `synced` when files were written.
+   */
+  sync(keep?: PairSide): Promise<void>;
   refreshParams(): Promise<void>;
+  /** Set what a form input holds; the server checks it a moment later. */
   setValue(name: string, raw: string | boolean): void;
   resetValues(): void;
-  /** The values that differ from the defaults, or `null` (and messages shown) when some do not fit. */
-  collectValues(): Record<string, unknown> | null;
+  /**
+   * The values that differ from the defaults, typed by the server's parser (`POST params/check`),
+   * or `null` (and a message under each field) when some do not fit.
+   */
+  checkValues(): Promise<Record<string, unknown> | null>;
   run(): Promise<IJob | null>;
   cancel(): Promise<void>;
   refreshRuns(): Promise<void>;
@@ -386,6 +431,10 @@ export interface IExperimentsModel extends IDisposable {
   setMetric(name: string | null): void;
   /** URL of the HTML render of the job shown, when it has one. */
   jobHtmlUrl(): string | null;
+  /** URL of the MLflow UI (configured, or proxied by the server), `null` when there is none. */
+  mlflowUiUrl(): string | null;
+  /** URL of a run's page in the MLflow UI, `null` when there is no UI. */
+  mlflowRunUrl(experimentId: string | null | undefined, runId: string | null | undefined): string | null;
 }
 
 /** The experiments model, shared by the panel, the status bar and the commands. */

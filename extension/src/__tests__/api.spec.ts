@@ -29,7 +29,8 @@ describe('api', () => {
       branch: 'try-random-forest',
       base_branch: 'main',
       tracking_uri: 'sqlite:///x',
-      mlflow_ui_url: null
+      mlflow_ui_url: null,
+      mlflow_ui_proxy: 'cd4ml-nb/mlflow/'
     };
     server.on('GET', 'status', [200, status]);
     await expect(getStatus(server.settings)).resolves.toEqual(status);

@@ -1,7 +1,7 @@
 import { ExperimentsModel, describePairing, samePath } from '../model';
 import { ExperimentsChange } from '../tokens';
 import { FakeServer, flush, waitFor } from './fakeServer';
-import { CONTRACT, NOTEBOOK, STATUS, exampleServer, job, pairing, run } from './fixtures';
+import { CONTRACT, contract, NOTEBOOK, STATUS, exampleServer, job, pairing, run } from './fixtures';
 
 describe('ExperimentsModel', () => {
   let server: FakeServer;
@@ -10,7 +10,7 @@ describe('ExperimentsModel', () => {
 
   beforeEach(() => {
     server = exampleServer();
-    model = new ExperimentsModel({ settings: server.settings, pollInterval: 10 });
+    model = new ExperimentsModel({ settings: server.settings, pollInterval: 10, checkDelay: 0 });
     changes = [];
     model.changed.connect((_, change) => changes.push(change));
   });
@@ -157,36 +157,78 @@ describe('ExperimentsModel', () => {
       await model.setNotebook(NOTEBOOK);
     });
 
-    it('checks a value as it is typed', () => {
-      model.setValue('max_depth', '3.5');
-      const field = model.fields.find(f => f.parameter.name === 'max_depth')!;
-      expect(field.error).toMatch(/whole number/);
-      expect(changes[changes.length - 1]).toBe('form');
-      model.setValue('max_depth', '3');
-      expect(model.fields.find(f => f.parameter.name === 'max_depth')!.error).toBeNull();
-      expect(model.fields.find(f => f.parameter.name === 'max_depth')!.changed).toBe(true);
+    it('renders the fields from the JSON Schema, in the notebook order', () => {
+      expect(model.fields.map(f => [f.parameter.name, f.parameter.kind, f.parameter.typeLabel])).toEqual([
+        ['model', 'text', 'str'],
+        ['max_depth', 'int', 'int'],
+        ['alpha', 'float', 'float'],
+        ['verbose', 'checkbox', 'bool'],
+        ['layers', 'json', 'list[int]'],
+        ['limit', 'int', 'int or None']
+      ]);
     });
 
-    it('collects only the values that differ from the defaults, typed', () => {
+    it('has the server check a value as it is typed, and shows its reason', async () => {
+      model.setValue('max_depth', '3.5');
+      await waitFor(() => model.fields.find(f => f.parameter.name === 'max_depth')!.error !== null);
+      expect(model.fields.find(f => f.parameter.name === 'max_depth')!.error).toBe("'3.5' is not a whole number");
+      expect(server.callsTo('POST', 'params/check').pop()!.body).toEqual({ path: NOTEBOOK, texts: { max_depth: '3.5' } });
+      expect(changes[changes.length - 1]).toBe('form');
+      expect(model.runBlocked).toBe("max_depth: '3.5' is not a whole number");
       model.setValue('max_depth', '3');
-      model.setValue('alpha', '0.50'); // same value as the default
+      await waitFor(() => model.fields.find(f => f.parameter.name === 'max_depth')!.error === null);
+      expect(model.fields.find(f => f.parameter.name === 'max_depth')!.changed).toBe(true);
+      expect(model.runBlocked).toBeNull();
+    });
+
+    it('sends only the changed texts and keeps the values that differ from the defaults, typed by the server', async () => {
+      model.setValue('max_depth', '3');
+      model.setValue('alpha', '0.50'); // the server reads the default's value
       model.setValue('verbose', true);
       model.setValue('layers', '[16, 8, 4]');
       model.setValue('limit', '100');
-      expect(model.collectValues()).toEqual({ max_depth: 3, verbose: true, layers: [16, 8, 4], limit: 100 });
+      expect(await model.checkValues()).toEqual({ max_depth: 3, verbose: true, layers: [16, 8, 4], limit: 100 });
+      expect(server.callsTo('POST', 'params/check').pop()!.body).toEqual({
+        path: NOTEBOOK,
+        texts: { max_depth: '3', alpha: '0.50', verbose: 'true', layers: '[16, 8, 4]', limit: '100' }
+      });
     });
 
-    it('refuses to collect when a value does not fit', () => {
+    it('refuses when the server refuses a value', async () => {
       model.setValue('layers', '[1, "two"]');
-      expect(model.collectValues()).toBeNull();
-      expect(model.fields.find(f => f.parameter.name === 'layers')!.error).toMatch(/item 1/);
+      expect(await model.checkValues()).toBeNull();
+      expect(model.fields.find(f => f.parameter.name === 'layers')!.error).toMatch(/list\[int\].*got str/);
     });
 
-    it('resets to the defaults', () => {
+    it('says when the values could not be checked', async () => {
+      server.on('POST', 'params/check', [503, { message: 'server busy' }]);
+      model.setValue('max_depth', '3');
+      expect(await model.checkValues()).toBeNull();
+      expect(model.runBlocked).toMatch(/could not be checked: .*server busy/);
+    });
+
+    it('resets to the defaults, with nothing to check', async () => {
       model.setValue('max_depth', '3');
       model.resetValues();
-      expect(model.collectValues()).toEqual({});
+      const before = server.callsTo('POST', 'params/check').length;
+      expect(await model.checkValues()).toEqual({});
+      expect(server.callsTo('POST', 'params/check')).toHaveLength(before);
       expect(model.fields.find(f => f.parameter.name === 'max_depth')!.raw).toBe('8');
+    });
+
+    it('leaves an expression default empty, and refuses a contract without a schema', async () => {
+      server.on('GET', 'params', [
+        200,
+        contract([{ name: 'grid', type: 'any', default: 'np.arange(3)', help: '', nullable: false, expression: 'np.arange(3)' }])
+      ]);
+      await model.refreshParams();
+      const grid = model.fields[0];
+      expect([grid.raw, grid.changed, grid.parameter.expression]).toEqual(['', false, 'np.arange(3)']);
+      expect(await model.checkValues()).toEqual({});
+      server.on('GET', 'params', [200, { cell_index: 0, parameters: CONTRACT.parameters }]);
+      await model.refreshParams();
+      expect(model.fields).toEqual([]);
+      expect(model.contractError).toMatch(/no parameter schema/);
     });
 
     it('keeps changed values when the contract is read again', async () => {

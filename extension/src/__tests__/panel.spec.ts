@@ -4,7 +4,7 @@ import { ExperimentsModel } from '../model';
 import { ExperimentsPanel } from '../widgets/experimentsPanel';
 import { StatusItem } from '../widgets/statusItem';
 import { FakeServer, waitFor } from './fakeServer';
-import { CONTRACT, NOTEBOOK, STATUS, exampleServer, job, pairing, run } from './fixtures';
+import { CONTRACT, NOTEBOOK, contract, STATUS, exampleServer, job, pairing, run } from './fixtures';
 
 const MARKUP = '<img src=x onerror="window.__cd4mlInjected=1">';
 
@@ -26,7 +26,7 @@ describe('ExperimentsPanel', () => {
 
   beforeEach(async () => {
     server = exampleServer();
-    model = new ExperimentsModel({ settings: server.settings, pollInterval: 10 });
+    model = new ExperimentsModel({ settings: server.settings, pollInterval: 10, checkDelay: 0 });
     opened = [];
     runs = 0;
     dashboards = 0;
@@ -76,15 +76,17 @@ describe('ExperimentsPanel', () => {
     expect(byTestId(panel.node, 'cd4ml-unsaved').hidden).toBe(false);
   });
 
-  it('validates inline as the user types', () => {
+  it('shows the server check inline as the user types', async () => {
     const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
+    const error = byTestId(panel.node, 'cd4ml-param-error-max_depth');
     depth.value = 'deep';
     depth.dispatchEvent(new Event('input'));
-    expect(byTestId(panel.node, 'cd4ml-param-error-max_depth').textContent).toMatch(/whole number/);
+    await waitFor(() => error.textContent !== '');
+    expect(error.textContent).toMatch(/whole number/);
     expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).toContain('cd4ml-nb-mod-invalid');
     depth.value = '3';
     depth.dispatchEvent(new Event('input'));
-    expect(byTestId(panel.node, 'cd4ml-param-error-max_depth').textContent).toBe('');
+    await waitFor(() => error.textContent === '');
     expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).toContain('cd4ml-nb-mod-changed');
   });
 
@@ -133,8 +135,72 @@ describe('ExperimentsPanel', () => {
     expect(byTestId(panel.node, 'cd4ml-open-error').textContent).toMatch(/404 Not Found.*hidden folder/);
   });
 
-  it('has no MLflow link without an MLflow UI URL', async () => {
-    server.on('GET', 'status', [200, { ...STATUS, mlflow_ui_url: null }]);
+  it('links the run to the MLflow UI the server proxies when none is configured', async () => {
+    server.on('GET', 'status', [200, { ...STATUS, mlflow_ui_url: null, mlflow_ui_proxy: 'cd4ml-nb/mlflow/' }]);
+    server.on('POST', 'jobs', [202, { id: 'job-1' }]);
+    server.on('GET', 'jobs/job-1', [200, job({ state: 'finished' })]);
+    await model.refreshStatus();
+    await model.run();
+    await waitFor(() => model.job?.state === 'finished');
+    const link = byTestId<HTMLAnchorElement>(panel.node, 'cd4ml-mlflow-link');
+    expect(link.hidden).toBe(false);
+    const href = link.getAttribute('href') ?? '';
+    expect(href.startsWith(server.settings.baseUrl)).toBe(true);
+    expect(href).toMatch(/\/cd4ml-nb\/mlflow\/#\/experiments\/[^/]+\/runs\/[^/]+$/);
+  });
+
+  describe('sync of a pair out of sync', () => {
+    const DIFF = '--- train.ipynb\n+++ train.py\n-print(x * 2)\n+print(x + 1)\n';
+
+    it('offers Sync with the diff when one side changed', async () => {
+      server.on('GET', 'pairing', [200, pairing({ in_sync: false, newer: 'text', basis: 'git HEAD', diff: DIFF })]);
+      server.on('POST', 'pairing/sync', [200, { ...pairing(), diff: null, done: 'updated notebooks/train.ipynb from train.py (git HEAD)' }]);
+      await model.refreshPairing();
+      expect(byTestId(panel.node, 'cd4ml-pairing-hint').textContent).toMatch(/\.py changed: sync writes the \.ipynb/);
+      expect(byTestId(panel.node, 'cd4ml-pairing-diff').textContent).toContain('+print(x + 1)');
+      expect(panel.node.querySelector('[data-testid="cd4ml-sync-keep-text"]')).toBeNull();
+      const synced: string[] = [];
+      model.changed.connect((_, change) => synced.push(change));
+      byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-button').click();
+      await waitFor(() => model.syncDone !== null);
+      expect(server.callsTo('POST', 'pairing/sync')[0].body).toEqual({ path: NOTEBOOK });
+      expect(synced).toContain('synced');
+      expect(byTestId(panel.node, 'cd4ml-sync-done').textContent).toMatch(/^updated notebooks\/train.ipynb/);
+      expect(panel.node.querySelector('[data-testid="cd4ml-sync-actions"]')).toBeNull();
+      expect(panel.node.querySelector('[data-testid="cd4ml-pairing-diff"]')).toBeNull();
+    });
+
+    it('asks which side to keep when both changed, and sends the choice', async () => {
+      server.on('GET', 'pairing', [200, pairing({ in_sync: false, conflict: true, basis: 'the last cd4ml-nb sync', diff: DIFF })]);
+      server.on('POST', 'pairing/sync', [200, { ...pairing(), diff: null, done: 'updated notebooks/train.py from train.ipynb (kept as asked)' }]);
+      await model.refreshPairing();
+      expect(panel.node.querySelector('[data-testid="cd4ml-sync-button"]')).toBeNull();
+      expect(byTestId(panel.node, 'cd4ml-sync-keep-text').textContent).toBe('Keep .py');
+      expect(byTestId(panel.node, 'cd4ml-sync-keep-ipynb').textContent).toBe('Keep .ipynb');
+      expect(byTestId<HTMLDetailsElement>(panel.node, 'cd4ml-pairing-diff').open).toBe(true);
+      byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-keep-ipynb').click();
+      await waitFor(() => model.syncDone !== null);
+      expect(server.callsTo('POST', 'pairing/sync')[0].body).toEqual({ path: NOTEBOOK, keep: 'ipynb' });
+      expect(model.pairing?.in_sync).toBe(true);
+    });
+
+    it('refuses to sync unsaved work, and shows a refusal with its diff', async () => {
+      server.on('GET', 'pairing', [200, pairing({ in_sync: false, conflict: true, diff: DIFF })]);
+      await model.refreshPairing();
+      model.setNotebookDirty(true);
+      expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-keep-text').disabled).toBe(true);
+      expect(byTestId(panel.node, 'cd4ml-sync-blocked').textContent).toMatch(/Save the notebook first/);
+      model.setNotebookDirty(false);
+      expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-keep-text').disabled).toBe(false);
+      server.on('POST', 'pairing/sync', [409, { message: 'both changed since the last cd4ml-nb sync', diff: DIFF }]);
+      await model.sync();
+      expect(byTestId(panel.node, 'cd4ml-pairing-error').textContent).toBe('both changed since the last cd4ml-nb sync');
+      expect(byTestId(panel.node, 'cd4ml-pairing-diff').textContent).toContain('-print(x * 2)');
+    });
+  });
+
+  it('has no MLflow link without an MLflow UI', async () => {
+    server.on('GET', 'status', [200, { ...STATUS, mlflow_ui_url: null, mlflow_ui_proxy: null }]);
     server.on('POST', 'jobs', [202, { id: 'job-1' }]);
     server.on('GET', 'jobs/job-1', [200, job({ state: 'finished' })]);
     await model.refreshStatus();
@@ -144,7 +210,7 @@ describe('ExperimentsPanel', () => {
     expect(byTestId(panel.node, 'cd4ml-mlflow-link').hasAttribute('href')).toBe(false);
   });
 
-  it('disables Run while a value does not fit, with the reason beside the button', () => {
+  it('disables Run while a value does not fit, with the reason beside the button', async () => {
     const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
     const runButton = byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button');
     const reason = byTestId(panel.node, 'cd4ml-run-blocked');
@@ -152,14 +218,14 @@ describe('ExperimentsPanel', () => {
     expect(reason.hidden).toBe(true);
     depth.value = 'three';
     depth.dispatchEvent(new Event('input'));
-    expect(runButton.disabled).toBe(true);
+    await waitFor(() => runButton.disabled);
     expect(reason.hidden).toBe(false);
     expect(reason.textContent).toMatch(/^max_depth: .*whole number/);
     // The reason sits beside the button, in the same row.
     expect(reason.parentElement).toBe(runButton.parentElement);
     depth.value = '3';
     depth.dispatchEvent(new Event('input'));
-    expect(runButton.disabled).toBe(false);
+    await waitFor(() => !runButton.disabled);
     expect(reason.hidden).toBe(true);
     expect(reason.textContent).toBe('');
   });
@@ -221,10 +287,7 @@ describe('ExperimentsPanel', () => {
     server.on('POST', 'pairing', [409, { message: MARKUP, diff: MARKUP }]);
     server.on('GET', 'params', [
       200,
-      {
-        cell_index: 0,
-        parameters: [{ name: 'x', type: 'str', default: MARKUP, help: MARKUP, nullable: false, expression: null }]
-      }
+      contract([{ name: 'x', type: 'str', default: MARKUP, help: MARKUP, nullable: false, expression: null }], 0)
     ]);
     server.on('GET', 'runs', [
       200,

@@ -6,6 +6,7 @@ import {
   mergeRuns,
   metricNames,
   mlflowRunUrl,
+  mlflowUiBase,
   sortRuns
 } from '../runs';
 import { IBranchRun } from '../tokens';
@@ -65,6 +66,19 @@ describe('runs', () => {
     expect(mlflowRunUrl('http://x', null, 'abc')).toBeNull();
     expect(mlflowRunUrl('javascript:alert(1)//', '3', 'abc')).toBeNull();
     expect(mlflowRunUrl('https://m/x', '3', 'a/b')).toBe('https://m/x/#/experiments/3/runs/a%2Fb');
+  });
+
+  it('prefers the configured MLflow UI, else the proxied one under the base URL', () => {
+    const base = 'http://127.0.0.1:8888/user/a%40b/';
+    expect(mlflowUiBase({ mlflow_ui_url: 'http://m:5000', mlflow_ui_proxy: 'cd4ml-nb/mlflow/' }, base)).toBe('http://m:5000');
+    expect(mlflowUiBase({ mlflow_ui_url: null, mlflow_ui_proxy: 'cd4ml-nb/mlflow/' }, base)).toBe(
+      'http://127.0.0.1:8888/user/a%40b/cd4ml-nb/mlflow/'
+    );
+    expect(mlflowUiBase({ mlflow_ui_url: null, mlflow_ui_proxy: null }, base)).toBeNull();
+    expect(mlflowUiBase(null, base)).toBeNull();
+    expect(mlflowRunUrl(mlflowUiBase({ mlflow_ui_url: null, mlflow_ui_proxy: 'cd4ml-nb/mlflow/' }, base), '1', 'r')).toBe(
+      'http://127.0.0.1:8888/user/a%40b/cd4ml-nb/mlflow/#/experiments/1/runs/r'
+    );
   });
 
   it('formats parameters and metrics', () => {

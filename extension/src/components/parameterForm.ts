@@ -1,8 +1,9 @@
 /**
- * The parameter form generated from the notebook's contract: one input per parameter,
- * by type, with the defaults filled in and a message under any value that does not fit.
+ * The parameter form rendered from the contract's JSON Schema: one input per parameter, by type,
+ * with the defaults filled in and, under a value the server's parser refuses, its reason.
  */
-import { describeType, inputKind } from '../parameters';
+import { TranslationBundle, nullTranslator } from '@jupyterlab/translation';
+
 import { IExperimentsModel, IFieldState } from '../tokens';
 import { h, replaceChildren } from './dom';
 
@@ -20,8 +21,13 @@ export class ParameterForm {
    * @param model the experiments model
    * @param onSubmit called when Enter is pressed in a one-line input
    */
-  constructor(model: IExperimentsModel, onSubmit: () => void) {
+  constructor(
+    model: IExperimentsModel,
+    onSubmit: () => void,
+    trans: TranslationBundle = nullTranslator.load('cd4ml_nb')
+  ) {
     this._model = model;
+    this._trans = trans;
     this._onSubmit = onSubmit;
     this.node = h('form', {
       className: 'cd4ml-nb-Section cd4ml-nb-ParamForm',
@@ -44,7 +50,8 @@ export class ParameterForm {
       replaceChildren(this.node, []);
       return;
     }
-    const heading = h('h3', { className: 'cd4ml-nb-Heading', text: 'Parameters' });
+    const trans = this._trans;
+    const heading = h('h3', { className: 'cd4ml-nb-Heading', text: trans.__('Parameters') });
     if (model.contractError) {
       replaceChildren(this.node, [
         heading,
@@ -53,7 +60,7 @@ export class ParameterForm {
       return;
     }
     if (model.contract === null) {
-      replaceChildren(this.node, [heading, h('p', { className: 'cd4ml-nb-Hint', text: 'Reading parameters…' })]);
+      replaceChildren(this.node, [heading, h('p', { className: 'cd4ml-nb-Hint', text: trans.__('Reading parameters…') })]);
       return;
     }
     if (model.fields.length === 0) {
@@ -62,7 +69,7 @@ export class ParameterForm {
         h('p', {
           className: 'cd4ml-nb-Hint',
           testid: 'cd4ml-no-params',
-          text: 'No cell is tagged "parameters": the notebook runs with its own values.'
+          text: trans.__('No cell is tagged "parameters": the notebook runs with its own values.')
         })
       ]);
       return;
@@ -90,7 +97,7 @@ export class ParameterForm {
     const parameter = field.parameter;
     const name = parameter.name;
     const id = `cd4ml-nb-param-${this._formId}-${name}`;
-    const kind = inputKind(parameter);
+    const kind = parameter.kind;
     let input: Input;
     if (kind === 'checkbox') {
       const box = h('input', { className: 'cd4ml-nb-Checkbox' });
@@ -130,12 +137,12 @@ export class ParameterForm {
     input.setAttribute('data-testid', `cd4ml-param-${name}`);
     input.setAttribute('data-type', parameter.type);
     if (parameter.expression !== null && !(input instanceof HTMLSelectElement)) {
-      input.setAttribute('placeholder', `default: ${parameter.expression}`);
+      input.setAttribute('placeholder', this._trans.__('default: %1', parameter.expression));
     }
     this._setInput(input, field.raw);
 
     const label = h('label', { className: 'cd4ml-nb-ParamName', text: name, attrs: { for: id } });
-    const type = h('span', { className: 'cd4ml-nb-ParamType', text: describeType(parameter) });
+    const type = h('span', { className: 'cd4ml-nb-ParamType', text: parameter.typeLabel });
     const error = h('div', {
       className: 'cd4ml-nb-FieldError',
       testid: `cd4ml-param-error-${name}`,
@@ -172,6 +179,7 @@ export class ParameterForm {
   }
 
   private _model: IExperimentsModel;
+  private _trans: TranslationBundle;
   private _onSubmit: () => void;
   private _rows = new Map<string, IRow>();
   private _formId = Private.nextId++;

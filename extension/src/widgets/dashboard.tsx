@@ -236,7 +236,15 @@ function RunRow(props: IProps & { run: IBranchRun; metrics: ReadonlyArray<string
       </td>
       <td className="cd4ml-nb-RunId" title={run.run_id}>
         {mlflow ? (
-          <a href={mlflow} target="_blank" rel="noopener noreferrer">{shortRunId(run.run_id)}</a>
+          <a
+            href={mlflow}
+            target="_blank"
+            rel="noopener noreferrer"
+            title={trans.__('Open in MLflow')}
+            data-testid={`cd4ml-mlflow-${run.run_id}`}
+          >
+            {shortRunId(run.run_id)}
+          </a>
         ) : (
           shortRunId(run.run_id)
         )}
@@ -308,7 +316,7 @@ function RunLinks(props: IProps & { run: IComparedRun }): JSX.Element {
       ) : null}{' '}
       {mlflow ? (
         <a href={mlflow} target="_blank" rel="noopener noreferrer" data-testid={`cd4ml-open-mlflow-${run.run_id}`}>
-          {trans.__('MLflow')}
+          {trans.__('Open in MLflow')}
         </a>
       ) : null}
     </li>

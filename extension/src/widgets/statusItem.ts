@@ -61,8 +61,9 @@ export class StatusItem extends Widget {
       `Base branch: ${status.base_branch}`,
       `Tracking URI: ${status.tracking_uri}`
     ];
-    if (status.mlflow_ui_url) {
-      lines.push(`MLflow UI: ${status.mlflow_ui_url}`);
+    const mlflowUi = model.mlflowUiUrl();
+    if (mlflowUi) {
+      lines.push(`MLflow UI: ${mlflowUi}`);
     }
     if (model.notebookPath !== null) {
       lines.push(`Notebook: ${model.notebookPath}${pairing ? ` (${pairing})` : ''}`);

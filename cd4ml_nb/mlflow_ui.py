@@ -1,0 +1,189 @@
+"""The MLflow UI of a project's SQLite store, started on demand for the Jupyter server to proxy.
+
+One ``mlflow server`` process per Jupyter server: on 127.0.0.1 and a free port, ``--workers 1``,
+its pages and REST under ``--static-prefix`` (the path the Jupyter server proxies, so the UI's
+relative links resolve through the proxy). It starts on the first request, after
+``tracking.client(project)`` has created the store complete, and its whole process tree ends
+with the Jupyter server (:meth:`MlflowUi.stop`, also registered with :mod:`atexit`).
+
+No tornado here: the proxying handler lives in ``routes.py``.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .exceptions import NotFound, TrackingError
+from .project import Project
+
+START_TIMEOUT = 120.0  # seconds for `mlflow server` to answer /health on a busy machine
+STOP_TIMEOUT = 20.0
+LOG_NAME = "mlflow-ui.log"
+
+
+@dataclass(frozen=True)
+class UiProcess:
+    """A running MLflow UI: where it listens and which store it shows."""
+
+    pid: int
+    port: int
+    prefix: str
+    tracking_uri: str
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_tree(pid: int, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM process ``pid`` and all its descendants; SIGKILL those alive after ``timeout``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+class MlflowUi:
+    """The on-demand MLflow UI of one Jupyter server, serving under the URL path ``prefix``
+    (as the browser sends it, percent-encoded)."""
+
+    def __init__(self, prefix: str, start_timeout: float = START_TIMEOUT) -> None:
+        # MLflow routes on decoded paths: a base URL such as `/a%40b/` is `/a@b/` to it.
+        self.prefix = "/" + urllib.parse.unquote(prefix).strip("/")
+        self.start_timeout = start_timeout
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._running: UiProcess | None = None
+        self._exit_hook = False
+
+    @property
+    def running(self) -> UiProcess | None:
+        """The UI process, when one was started and is still alive."""
+        proc, running = self._proc, self._running
+        return running if proc is not None and proc.poll() is None else None
+
+    def ensure(self, project: Project) -> UiProcess:
+        """The running UI of ``project``'s store: started (and the store created) when needed.
+
+        NotFound when the store is an MLflow server (it has its own UI); TrackingError when
+        ``mlflow server`` does not come up, with the last line it logged.
+        """
+        from . import store
+
+        uri = project.tracking_uri
+        if not store.is_sqlite(uri):
+            shown = project.mlflow_ui_url or uri
+            raise NotFound(f"runs go to the MLflow server {shown}: open its own UI there")
+        with self._lock:
+            running = self.running
+            if running is not None and running.tracking_uri == uri:
+                return running
+            self._stop_locked()
+            from . import tracking
+
+            tracking.client(project)  # the store is born complete before MLflow opens it
+            return self._start_locked(project)
+
+    def _start_locked(self, project: Project) -> UiProcess:
+        state = project.ensure_state_dir()
+        log_path = state / LOG_NAME
+        port = free_port()
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", project.tracking_uri,
+            "--default-artifact-root", project.artifact_root.as_uri(),
+            "--no-serve-artifacts",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--static-prefix", self.prefix,
+        ]
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(command, cwd=state, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        self._proc = proc
+        self._running = UiProcess(pid=proc.pid, port=port, prefix=self.prefix, tracking_uri=project.tracking_uri)
+        if not self._exit_hook:
+            atexit.register(self.stop)
+            self._exit_hook = True
+        try:
+            self._wait_ready(proc, f"{self._running.origin}{urllib.parse.quote(self.prefix)}/health", log_path)
+        except BaseException:
+            self._stop_locked()
+            raise
+        return self._running
+
+    def _wait_ready(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise TrackingError(f"the MLflow UI exited with {proc.returncode} at start: {_last_line(log_path)}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise TrackingError(f"the MLflow UI did not answer within {self.start_timeout:.0f} s: "
+                                    f"{_last_line(log_path)}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """End the UI's whole process tree (MLflow's server and its workers), if it runs; also
+        while a start is still waiting for it (that start then fails)."""
+        locked = self._lock.acquire(timeout=5)
+        try:
+            self._stop_locked()
+        finally:
+            if locked:
+                self._lock.release()
+
+    def _stop_locked(self) -> None:
+        proc, self._proc, self._running = self._proc, None, None
+        if proc is not None and proc.poll() is None:  # never signal a pid the system may have reused
+            stop_tree(proc.pid)
+        if proc is not None:
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _last_line(log_path: Path) -> str:
+    try:
+        lines = [line for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1][:300] if lines else "(nothing logged)"
