@@ -424,7 +424,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
     (5; 7 cannot evaluate) -> nbval with --nbval or ci_nbval = true (5) -> gate (6; 7) -> report."""
     import subprocess
 
-    from . import config, pairing, params, regression, report
+    from . import pairing, params, regression, report
     from .compare import CannotEvaluate, compare, gate
 
     project = _project(".", args.tracking_uri)
@@ -664,30 +664,9 @@ def _serve(command: list[str], open_url: str | None = None) -> int:
             return 0
         finally:
             if server.poll() is None:  # never signal a pid the system may have given to another process
-                _stop_tree(server.pid)
+                from .mlflow_ui import stop_tree
 
-
-def _stop_tree(pid: int, timeout: float = 30) -> None:
-    """SIGTERM process ``pid`` and all its descendants; SIGKILL those alive after ``timeout``."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for proc in tree:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=timeout)
+                stop_tree(server.pid)
 
 
 # --- plumbing ---------------------------------------------------------------------------------

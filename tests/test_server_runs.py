@@ -57,3 +57,36 @@ def test_a_thousand_runs_page_by_page(repo):
         assert len(only_a) == COUNT // 2 and {r["notebook"] for r in only_a} == {"a.py"}
         too_many = server.call("GET", "runs", {"max_results": "100000"})
         assert too_many.status == 200 and len(too_many.json()["runs"]) == 500  # capped, not refused
+
+
+def test_a_run_whose_heartbeat_expires_while_the_server_runs_is_shown_orphaned(tmp_path):
+    """The panel and dashboard read `GET runs`: a run another host stopped beating for is FAILED
+    (orphaned) there, as in `cd4ml-nb runs`, not only at server start; a fresh heartbeat stays RUNNING."""
+    import time
+
+    from cd4ml_nb import tracking
+    from cd4ml_nb.project import Project
+
+    from nbfactory import wait_until
+
+    repo = init_repo(tmp_path / "repo", branch="master")
+    (repo / "train.py").write_text(percent("x = 1"))
+    commit_all(repo)
+    project = Project.discover(repo)
+    c = tracking.client(project)
+    experiment = tracking.ensure_experiment(c, project, "master")
+
+    def running(n: int, beat: float) -> str:
+        tags = {tracking.RUNNER: f"other-host:{n}", tracking.HEARTBEAT: tracking.heartbeat_value(beat)}
+        return c.create_run(experiment, tags=tags).info.run_id
+
+    canary = running(0, time.time() - 10_000)
+    with served(repo) as server:
+        # the start-up pass has looked (it ended the canary): what expires now, only GET runs can see
+        wait_until(lambda: c.get_run(canary).info.status == "FAILED", 120, "the start-up pass over orphans")
+        stale, fresh = running(1, time.time() - 10_000), running(2, time.time() + 600)
+        reply = server.call("GET", "runs", {"branch": "master"})
+        assert reply.status == 200, reply.body
+        status = {r["run_id"]: r["status"] for r in reply.json()["runs"]}
+    assert status == {canary: "FAILED", stale: "FAILED", fresh: "RUNNING"}
+    assert c.get_run(stale).data.tags[tracking.REASON] == "orphaned"
