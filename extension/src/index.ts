@@ -107,16 +107,18 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
   description: 'State of cd4ml_nb experiments: branch, pairing, parameters, jobs, runs.',
   autoStart: true,
   provides: IExperimentsModel,
-  optional: [INotebookTracker, ISettingRegistry],
+  optional: [INotebookTracker, ISettingRegistry, ITranslator],
   activate: async (
     app: JupyterFrontEnd,
     tracker: INotebookTracker | null,
-    registry: ISettingRegistry | null
+    registry: ISettingRegistry | null,
+    translator: ITranslator | null
   ): Promise<IExperimentsModel> => {
     const config = await loadSettings(registry);
     const model = new ExperimentsModel({
       settings: app.serviceManager.serverSettings,
-      pollInterval: config.jobPollInterval
+      pollInterval: config.jobPollInterval,
+      trans: (translator ?? nullTranslator).load('cd4ml_nb')
     });
 
     // Lives as long as the application; it waits while the page is hidden.
@@ -190,12 +192,17 @@ const statusPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Shows the git branch cd4ml_nb tracks experiments under.',
   autoStart: true,
   requires: [IExperimentsModel],
-  optional: [IStatusBar],
-  activate: (app: JupyterFrontEnd, model: IExperimentsModel, statusBar: IStatusBar | null) => {
+  optional: [IStatusBar, ITranslator],
+  activate: (
+    app: JupyterFrontEnd,
+    model: IExperimentsModel,
+    statusBar: IStatusBar | null,
+    translator: ITranslator | null
+  ) => {
     if (!statusBar) {
       return;
     }
-    const item = new StatusItem(model);
+    const item = new StatusItem(model, (translator ?? nullTranslator).load('cd4ml_nb'));
     item.id = 'cd4ml-nb-status';
     statusBar.registerStatusItem('cd4ml-nb:status', {
       item,

@@ -5,6 +5,7 @@
  * Views listen to `changed` and read the state; they never call the REST API themselves.
  */
 import { ServerConnection } from '@jupyterlab/services';
+import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { Poll } from '@lumino/polling';
 import { ISignal, Signal } from '@lumino/signaling';
 
@@ -50,6 +51,8 @@ export interface IExperimentsModelOptions {
   pageSize?: number;
   /** Milliseconds after the last keystroke before the server checks the form (default 150). */
   checkDelay?: number;
+  /** Translation of the messages the model builds (domain `cd4ml_nb`; default: untranslated). */
+  trans?: TranslationBundle;
 }
 
 /** The message of an error, for display. */
@@ -79,23 +82,26 @@ export function samePath(a: string | null | undefined, b: string | null | undefi
 }
 
 /** Short state of a pairing for labels: `paired ✓`, `out of sync`, … */
-export function describePairing(pairing: IPairing | null): string {
+export function describePairing(
+  pairing: IPairing | null,
+  trans: TranslationBundle = nullTranslator.load('cd4ml_nb')
+): string {
   if (!pairing) {
     return '';
   }
   if (!pairing.paired) {
-    return 'not paired';
+    return trans.__('not paired');
   }
   if (pairing.conflict) {
-    return 'conflict';
+    return trans.__('conflict');
   }
   if (pairing.missing) {
-    return pairing.missing === 'text' ? 'paired, .py missing' : 'paired, .ipynb missing';
+    return pairing.missing === 'text' ? trans.__('paired, .py missing') : trans.__('paired, .ipynb missing');
   }
   if (pairing.in_sync === false) {
-    return 'out of sync';
+    return trans.__('out of sync');
   }
-  return 'paired ✓';
+  return trans.__('paired ✓');
 }
 
 /**
@@ -108,6 +114,7 @@ export class ExperimentsModel implements IExperimentsModel {
     this._pollInterval = options.pollInterval ?? 1000;
     this._checkDelay = options.checkDelay ?? 150;
     this._pageSize = options.pageSize ?? 50;
+    this._trans = options.trans ?? nullTranslator.load('cd4ml_nb');
   }
 
   get changed(): ISignal<IExperimentsModel, ExperimentsChange> {
@@ -214,13 +221,13 @@ export class ExperimentsModel implements IExperimentsModel {
   get runBlocked(): string | null {
     const invalid = this._fields.find(field => field.error !== null);
     if (invalid) {
-      return `${invalid.parameter.name}: ${invalid.error}`;
+      return this._trans.__('%1: %2', invalid.parameter.name, invalid.error);
     }
     if (this._checkError !== null) {
-      return `The values could not be checked: ${this._checkError}`;
+      return this._trans.__('The values could not be checked: %1', this._checkError);
     }
     if (this.executedCopy) {
-      return 'This is an executed copy of a run: open the source notebook to run it.';
+      return this._trans.__('This is an executed copy of a run: open the source notebook to run it.');
     }
     return null;
   }
@@ -422,7 +429,7 @@ export class ExperimentsModel implements IExperimentsModel {
     }
     const previous = new Map(this._fields.map(field => [field.parameter.name, field]));
     if (contract !== null && !contract.schema) {
-      error = 'the server sent no parameter schema: update cd4ml_nb on the server';
+      error = this._trans.__('the server sent no parameter schema: update cd4ml_nb on the server');
       contract = null;
     }
     this._contract = contract;
@@ -545,8 +552,8 @@ export class ExperimentsModel implements IExperimentsModel {
       this._submitting = false;
       if (values === null && !this._isDisposed) {
         this._jobError = this._checkError
-          ? `The values could not be checked: ${this._checkError}`
-          : 'Some parameters do not fit their type: see the messages above.';
+          ? this._trans.__('The values could not be checked: %1', this._checkError)
+          : this._trans.__('Some parameters do not fit their type: see the messages above.');
         this._emit('job');
       }
       return null;
@@ -602,7 +609,7 @@ export class ExperimentsModel implements IExperimentsModel {
       this._startPolling(job.id);
     } catch (reason) {
       this._cancelRequested = null;
-      this._jobError = `Cancel failed: ${errorMessage(reason)}`;
+      this._jobError = this._trans.__('Cancel failed: %1', errorMessage(reason));
       this._emit('job');
     }
   }
@@ -803,9 +810,10 @@ export class ExperimentsModel implements IExperimentsModel {
         return;
       }
       this._job = job;
-      if (this._jobError?.startsWith('Lost contact')) {
+      if (this._lostContact !== null && this._jobError === this._lostContact) {
         this._jobError = null;
       }
+      this._lostContact = null;
       this._emit('job');
       if (isTerminal(job.state)) {
         this._stopPolling();
@@ -816,7 +824,7 @@ export class ExperimentsModel implements IExperimentsModel {
         return;
       }
       if (httpStatus(reason) === 404) {
-        this._jobError = `The server no longer knows job ${id}.`;
+        this._jobError = this._trans.__('The server no longer knows job %1.', id);
         if (this._job?.id === id && !isTerminal(this._job.state)) {
           this._job = null;
         }
@@ -824,7 +832,8 @@ export class ExperimentsModel implements IExperimentsModel {
         this._stopPolling();
         return;
       }
-      this._jobError = `Lost contact with the job: ${errorMessage(reason)}`;
+      this._jobError = this._trans.__('Lost contact with the job: %1', errorMessage(reason));
+      this._lostContact = this._jobError;
       this._emit('job');
       throw reason; // the Poll backs off
     }
@@ -868,6 +877,9 @@ export class ExperimentsModel implements IExperimentsModel {
   private _fields: IFieldState[] = [];
   private _job: IJob | null = null;
   private _jobError: string | null = null;
+  /** The "lost contact" message shown, cleared when the job answers again. */
+  private _lostContact: string | null = null;
+  private _trans: TranslationBundle;
   private _submitting = false;
   private _runs: IRunsSection[] = [];
   private _runsLoading = false;

@@ -1,3 +1,4 @@
+import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
 import { ExperimentsModel, describePairing, samePath } from '../model';
 import { ExperimentsChange } from '../tokens';
 import { FakeServer, flush, waitFor } from './fakeServer';
@@ -399,5 +400,55 @@ describe('samePath', () => {
     expect(samePath('/a/b.ipynb', 'a/b.ipynb')).toBe(true);
     expect(samePath('a/b.ipynb', 'a/c.ipynb')).toBe(false);
     expect(samePath(null, null)).toBe(false);
+  });
+});
+
+describe('translation of the messages the model builds', () => {
+  // A bundle that marks every string it translates: a message not routed through it has no marks.
+  const base = nullTranslator.load('cd4ml_nb');
+  const marked: TranslationBundle = Object.assign(Object.create(base), {
+    __: (msgid: string, ...args: any[]) => `«${base.__(msgid, ...args)}»`
+  });
+
+  it('routes the reason Run is blocked, job messages and pairing states through the bundle', async () => {
+    const server = exampleServer();
+    const model = new ExperimentsModel({ settings: server.settings, pollInterval: 10, checkDelay: 0, trans: marked });
+    await model.refreshStatus();
+    await model.setNotebook(NOTEBOOK);
+    model.setValue('max_depth', '3.5');
+    await waitFor(() => model.runBlocked !== null);
+    expect(model.runBlocked).toBe("«max_depth: '3.5' is not a whole number»");
+    expect(await model.run()).toBeNull();
+    expect(model.jobError).toBe('«Some parameters do not fit their type: see the messages above.»');
+
+    model.setValue('max_depth', '3');
+    server.on('POST', 'params/check', [503, { message: 'server busy' }]);
+    expect(await model.checkValues()).toBeNull();
+    expect(model.runBlocked).toMatch(/^«The values could not be checked: .*server busy»$/);
+
+    await model.setNotebook('cd4ml-runs/0123456789ab/train.ipynb');
+    expect(model.runBlocked).toBe('«This is an executed copy of a run: open the source notebook to run it.»');
+    expect(describePairing(pairing({ in_sync: false, newer: 'text' }), marked)).toBe('«out of sync»');
+    model.dispose();
+  });
+
+  it('translates a lost job and clears "lost contact" once the job answers again', async () => {
+    const server = exampleServer();
+    const model = new ExperimentsModel({ settings: server.settings, pollInterval: 10, checkDelay: 0, trans: marked });
+    await model.refreshStatus();
+    await model.setNotebook(NOTEBOOK);
+    let polls = 0;
+    server.on('POST', 'jobs', [202, { id: 'job-1' }]);
+    server.on('GET', 'jobs/job-1', () => (++polls === 1 ? [500, { message: 'boom' }] : [200, job({ state: 'running' })]));
+    const errors: (string | null)[] = [];
+    model.changed.connect(() => errors.push(model.jobError));
+    await model.run();
+    await waitFor(() => model.job?.state === 'running' && polls > 1);
+    expect(errors.find(e => e !== null)).toMatch(/^«Lost contact with the job: .*boom.*»$/);
+    expect(model.jobError).toBeNull();
+    server.on('GET', 'jobs/job-1', [404, { message: 'gone' }]);
+    await waitFor(() => model.jobError !== null);
+    expect(model.jobError).toBe('«The server no longer knows job job-1.»');
+    model.dispose();
   });
 });

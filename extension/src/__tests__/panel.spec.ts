@@ -16,6 +16,23 @@ function byTestId<T extends HTMLElement = HTMLElement>(root: HTMLElement, id: st
   return node as T;
 }
 
+/** Type into an input as a user does (React tracks the value; the event bubbles). */
+function typeInto(input: HTMLInputElement | HTMLTextAreaElement, value: string): void {
+  const setter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(input), 'value')?.set;
+  setter?.call(input, value);
+  input.dispatchEvent(new Event('input', { bubbles: true }));
+}
+
+/** Whether a node with this test id is rendered. */
+function has(root: HTMLElement, id: string): boolean {
+  return root.querySelector(`[data-testid="${id}"]`) !== null;
+}
+
+/** The views render asynchronously (React): wait until the job state shown is `text`. */
+async function jobShows(root: HTMLElement, text: string): Promise<void> {
+  await waitFor(() => root.querySelector('[data-testid="cd4ml-job-state"]')?.textContent === text);
+}
+
 describe('ExperimentsPanel', () => {
   let server: FakeServer;
   let model: ExperimentsModel;
@@ -48,6 +65,7 @@ describe('ExperimentsPanel', () => {
     Widget.attach(panel, document.body);
     await model.refreshStatus();
     await model.setNotebook(NOTEBOOK);
+    await waitFor(() => has(panel.node, 'cd4ml-param-max_depth') && has(panel.node, 'cd4ml-branch'));
   });
 
   afterEach(() => {
@@ -55,7 +73,8 @@ describe('ExperimentsPanel', () => {
     model.dispose();
   });
 
-  it('shows the branches, the pairing state and one input per parameter', () => {
+  it('shows the branches, the pairing state and one input per parameter', async () => {
+    await waitFor(() => byTestId(panel.node, 'cd4ml-pairing').textContent === 'paired ✓');
     expect(byTestId(panel.node, 'cd4ml-branch').textContent).toBe('try-random-forest');
     expect(byTestId(panel.node, 'cd4ml-base-branch').textContent).toBe('main');
     expect(byTestId(panel.node, 'cd4ml-notebook-path').textContent).toBe(NOTEBOOK);
@@ -70,24 +89,23 @@ describe('ExperimentsPanel', () => {
     expect(CONTRACT.parameters.every(p => panel.node.querySelector(`[data-testid="cd4ml-param-${p.name}"]`))).toBe(true);
   });
 
-  it('warns that unsaved changes are not part of a run', () => {
+  it('warns that unsaved changes are not part of a run', async () => {
     expect(byTestId(panel.node, 'cd4ml-unsaved').hidden).toBe(true);
     model.setNotebookDirty(true);
-    expect(byTestId(panel.node, 'cd4ml-unsaved').hidden).toBe(false);
+    await waitFor(() => !byTestId(panel.node, 'cd4ml-unsaved').hidden);
   });
 
   it('shows the server check inline as the user types', async () => {
     const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
     const error = byTestId(panel.node, 'cd4ml-param-error-max_depth');
-    depth.value = 'deep';
-    depth.dispatchEvent(new Event('input'));
+    typeInto(depth, 'deep');
     await waitFor(() => error.textContent !== '');
     expect(error.textContent).toMatch(/whole number/);
     expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).toContain('cd4ml-nb-mod-invalid');
-    depth.value = '3';
-    depth.dispatchEvent(new Event('input'));
+    typeInto(depth, '3');
     await waitFor(() => error.textContent === '');
-    expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).toContain('cd4ml-nb-mod-changed');
+    await waitFor(() => byTestId(panel.node, 'cd4ml-param-row-max_depth').classList.contains('cd4ml-nb-mod-changed'));
+    expect(byTestId(panel.node, 'cd4ml-param-row-max_depth').classList).not.toContain('cd4ml-nb-mod-invalid');
   });
 
   it('runs, shows progress, then the links', async () => {
@@ -100,17 +118,17 @@ describe('ExperimentsPanel', () => {
         : [200, job({ state: 'finished', progress: { done: 10, total: 10 }, metrics: { nwrmsle: 0.41 } })];
     });
     const depth = byTestId<HTMLInputElement>(panel.node, 'cd4ml-param-max_depth');
-    depth.value = '3';
-    depth.dispatchEvent(new Event('input'));
+    typeInto(depth, '3');
+    await waitFor(() => model.fields.some(f => f.changed));
     byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button').click();
     expect(runs).toBe(1);
-    await waitFor(() => byTestId(panel.node, 'cd4ml-job-state').textContent === 'running');
+    await jobShows(panel.node, 'running');
     expect(byTestId(panel.node, 'cd4ml-progress').getAttribute('aria-valuenow')).toBe('5');
     expect(byTestId(panel.node, 'cd4ml-progress-text').textContent).toBe('5 / 10 cells');
     expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-run-button').disabled).toBe(true);
     expect(byTestId(panel.node, 'cd4ml-cancel-button').hidden).toBe(false);
 
-    await waitFor(() => byTestId(panel.node, 'cd4ml-job-state').textContent === 'finished');
+    await jobShows(panel.node, 'finished');
     expect(byTestId(panel.node, 'cd4ml-cancel-button').hidden).toBe(true);
     expect(byTestId(panel.node, 'cd4ml-job-metrics').textContent).toContain('nwrmsle');
     byTestId<HTMLButtonElement>(panel.node, 'cd4ml-open-executed').click();
@@ -129,7 +147,7 @@ describe('ExperimentsPanel', () => {
     server.on('POST', 'jobs', [202, { id: 'job-1' }]);
     server.on('GET', 'jobs/job-1', [200, job({ state: 'finished', executed: '.cd4ml/runs/missing/train.ipynb' })]);
     await model.run();
-    await waitFor(() => model.job?.state === 'finished');
+    await jobShows(panel.node, 'finished');
     byTestId<HTMLButtonElement>(panel.node, 'cd4ml-open-executed').click();
     await waitFor(() => !byTestId(panel.node, 'cd4ml-open-error').hidden);
     expect(byTestId(panel.node, 'cd4ml-open-error').textContent).toMatch(/404 Not Found.*hidden folder/);
@@ -141,7 +159,7 @@ describe('ExperimentsPanel', () => {
     server.on('GET', 'jobs/job-1', [200, job({ state: 'finished' })]);
     await model.refreshStatus();
     await model.run();
-    await waitFor(() => model.job?.state === 'finished');
+    await jobShows(panel.node, 'finished');
     const link = byTestId<HTMLAnchorElement>(panel.node, 'cd4ml-mlflow-link');
     expect(link.hidden).toBe(false);
     const href = link.getAttribute('href') ?? '';
@@ -156,6 +174,7 @@ describe('ExperimentsPanel', () => {
       server.on('GET', 'pairing', [200, pairing({ in_sync: false, newer: 'text', basis: 'git HEAD', diff: DIFF })]);
       server.on('POST', 'pairing/sync', [200, { ...pairing(), diff: null, done: 'updated notebooks/train.ipynb from train.py (git HEAD)' }]);
       await model.refreshPairing();
+      await waitFor(() => has(panel.node, 'cd4ml-pairing-hint'));
       expect(byTestId(panel.node, 'cd4ml-pairing-hint').textContent).toMatch(/\.py changed: sync writes the \.ipynb/);
       expect(byTestId(panel.node, 'cd4ml-pairing-diff').textContent).toContain('+print(x + 1)');
       expect(panel.node.querySelector('[data-testid="cd4ml-sync-keep-text"]')).toBeNull();
@@ -165,6 +184,7 @@ describe('ExperimentsPanel', () => {
       await waitFor(() => model.syncDone !== null);
       expect(server.callsTo('POST', 'pairing/sync')[0].body).toEqual({ path: NOTEBOOK });
       expect(synced).toContain('synced');
+      await waitFor(() => has(panel.node, 'cd4ml-sync-done'));
       expect(byTestId(panel.node, 'cd4ml-sync-done').textContent).toMatch(/^updated notebooks\/train.ipynb/);
       expect(panel.node.querySelector('[data-testid="cd4ml-sync-actions"]')).toBeNull();
       expect(panel.node.querySelector('[data-testid="cd4ml-pairing-diff"]')).toBeNull();
@@ -174,6 +194,7 @@ describe('ExperimentsPanel', () => {
       server.on('GET', 'pairing', [200, pairing({ in_sync: false, conflict: true, basis: 'the last cd4ml-nb sync', diff: DIFF })]);
       server.on('POST', 'pairing/sync', [200, { ...pairing(), diff: null, done: 'updated notebooks/train.py from train.ipynb (kept as asked)' }]);
       await model.refreshPairing();
+      await waitFor(() => has(panel.node, 'cd4ml-sync-keep-text'));
       expect(panel.node.querySelector('[data-testid="cd4ml-sync-button"]')).toBeNull();
       expect(byTestId(panel.node, 'cd4ml-sync-keep-text').textContent).toBe('Keep .py');
       expect(byTestId(panel.node, 'cd4ml-sync-keep-ipynb').textContent).toBe('Keep .ipynb');
@@ -188,12 +209,14 @@ describe('ExperimentsPanel', () => {
       server.on('GET', 'pairing', [200, pairing({ in_sync: false, conflict: true, diff: DIFF })]);
       await model.refreshPairing();
       model.setNotebookDirty(true);
+      await waitFor(() => has(panel.node, 'cd4ml-sync-blocked'));
       expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-keep-text').disabled).toBe(true);
       expect(byTestId(panel.node, 'cd4ml-sync-blocked').textContent).toMatch(/Save the notebook first/);
       model.setNotebookDirty(false);
-      expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-keep-text').disabled).toBe(false);
+      await waitFor(() => !byTestId<HTMLButtonElement>(panel.node, 'cd4ml-sync-keep-text').disabled);
       server.on('POST', 'pairing/sync', [409, { message: 'both changed since the last cd4ml-nb sync', diff: DIFF }]);
       await model.sync();
+      await waitFor(() => has(panel.node, 'cd4ml-pairing-error'));
       expect(byTestId(panel.node, 'cd4ml-pairing-error').textContent).toBe('both changed since the last cd4ml-nb sync');
       expect(byTestId(panel.node, 'cd4ml-pairing-diff').textContent).toContain('-print(x * 2)');
     });
@@ -205,7 +228,7 @@ describe('ExperimentsPanel', () => {
     server.on('GET', 'jobs/job-1', [200, job({ state: 'finished' })]);
     await model.refreshStatus();
     await model.run();
-    await waitFor(() => model.job?.state === 'finished');
+    await jobShows(panel.node, 'finished');
     expect(byTestId(panel.node, 'cd4ml-mlflow-link').hidden).toBe(true);
     expect(byTestId(panel.node, 'cd4ml-mlflow-link').hasAttribute('href')).toBe(false);
   });
@@ -216,15 +239,13 @@ describe('ExperimentsPanel', () => {
     const reason = byTestId(panel.node, 'cd4ml-run-blocked');
     expect(runButton.disabled).toBe(false);
     expect(reason.hidden).toBe(true);
-    depth.value = 'three';
-    depth.dispatchEvent(new Event('input'));
+    typeInto(depth, 'three');
     await waitFor(() => runButton.disabled);
     expect(reason.hidden).toBe(false);
     expect(reason.textContent).toMatch(/^max_depth: .*whole number/);
     // The reason sits beside the button, in the same row.
     expect(reason.parentElement).toBe(runButton.parentElement);
-    depth.value = '3';
-    depth.dispatchEvent(new Event('input'));
+    typeInto(depth, '3');
     await waitFor(() => !runButton.disabled);
     expect(reason.hidden).toBe(true);
     expect(reason.textContent).toBe('');
@@ -245,11 +266,13 @@ describe('ExperimentsPanel', () => {
       };
     }));
     await model.run();
-    await waitFor(() => model.job?.state === 'running');
+    await jobShows(panel.node, 'running');
     const state = byTestId(panel.node, 'cd4ml-job-state');
     byTestId<HTMLButtonElement>(panel.node, 'cd4ml-cancel-button').click();
-    // Before the server has answered:
-    expect(state.textContent).toBe('cancelling…');
+    expect(model.cancelState).toBe('cancelling');
+    // Before the server has answered (the node shown is the same one, updated):
+    await waitFor(() => state.textContent === 'cancelling…');
+    expect(killed).toBe(false);
     expect(byTestId<HTMLButtonElement>(panel.node, 'cd4ml-cancel-button').disabled).toBe(true);
     await waitFor(() => server.callsTo('DELETE', 'jobs/job-1').length === 1);
     expect(state.textContent).toBe('cancelling…'); // still, while the server takes its time
@@ -262,6 +285,7 @@ describe('ExperimentsPanel', () => {
 
   it('offers no form, pairing or Run for an executed copy of a run', async () => {
     await model.setNotebook('cd4ml-runs/0123456789ab/train.ipynb');
+    await waitFor(() => !byTestId(panel.node, 'cd4ml-executed-copy').hidden);
     expect(byTestId(panel.node, 'cd4ml-executed-copy').hidden).toBe(false);
     expect(panel.node.querySelector('[data-testid="cd4ml-param-max_depth"]')).toBeNull();
     expect(panel.node.querySelector('[data-testid="cd4ml-pair-button"]')).toBeNull();
@@ -272,9 +296,10 @@ describe('ExperimentsPanel', () => {
     expect(server.callsTo('GET', 'pairing').filter(c => c.query.path?.startsWith('cd4ml-runs'))).toHaveLength(0);
   });
 
-  it('opens the dashboard from its button and counts the runs of each branch', () => {
+  it('opens the dashboard from its button and counts the runs of each branch', async () => {
     byTestId<HTMLButtonElement>(panel.node, 'cd4ml-open-dashboard').click();
     expect(dashboards).toBe(1);
+    await waitFor(() => byTestId(panel.node, 'cd4ml-runs-count').textContent !== '');
     expect(byTestId(panel.node, 'cd4ml-runs-count').textContent).toBe(
       'Runs of this notebook: 1 on try-random-forest, 1 on main'
     );
@@ -301,7 +326,8 @@ describe('ExperimentsPanel', () => {
     await model.setNotebook(MARKUP);
     await model.pair();
     await model.run();
-    await waitFor(() => model.job?.state === 'failed');
+    await jobShows(panel.node, 'failed');
+    await waitFor(() => has(panel.node, 'cd4ml-pairing-error'));
 
     const text = panel.node.textContent ?? '';
     expect(text).toContain(MARKUP);
@@ -318,17 +344,18 @@ describe('StatusItem', () => {
     server.on('GET', 'pairing', [200, pairing({ in_sync: false, newer: 'text' })]);
     const model = new ExperimentsModel({ settings: server.settings });
     const item = new StatusItem(model);
-    expect(item.node.textContent).toBe('cd4ml: …');
+    await waitFor(() => item.node.textContent === 'cd4ml: …');
     await model.refreshStatus();
-    expect(item.node.textContent).toBe('cd4ml: try-random-forest');
+    await waitFor(() => item.node.textContent === 'cd4ml: try-random-forest');
     await model.setNotebook(NOTEBOOK);
-    expect(item.node.textContent).toBe('cd4ml: try-random-forest · out of sync');
+    await waitFor(() => item.node.textContent === 'cd4ml: try-random-forest · out of sync');
+    expect(item.hasClass('cd4ml-nb-mod-out-of-sync')).toBe(true);
     expect(item.node.title).toContain('Base branch: main');
     expect(item.node.title).toContain(`Notebook: ${NOTEBOOK} (out of sync)`);
 
     server.on('GET', 'status', [200, { ...STATUS, branch: MARKUP }]);
     await model.refreshStatus();
-    expect(item.node.textContent).toContain(MARKUP);
+    await waitFor(() => (item.node.textContent ?? '').includes(MARKUP));
     expect(item.node.querySelectorAll('img')).toHaveLength(0);
     item.dispose();
     model.dispose();
@@ -339,7 +366,7 @@ describe('StatusItem', () => {
     const model = new ExperimentsModel({ settings: server.settings });
     const item = new StatusItem(model);
     await model.refreshStatus();
-    expect(item.node.textContent).toBe('cd4ml: unavailable');
+    await waitFor(() => item.node.textContent === 'cd4ml: unavailable');
     expect(item.hasClass('cd4ml-nb-mod-error')).toBe(true);
     item.dispose();
     model.dispose();
