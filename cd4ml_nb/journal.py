@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
+from .exceptions import TrackingError
 from .tracking import HEARTBEAT, heartbeat_value
 
 SCHEME = "cd4ml-journal"
@@ -478,7 +479,7 @@ class _JournalStoreBody:
 # --- forwarding (runner side, `runs sync`) -------------------------------------------------------
 
 
-class ServerUnreachable(Exception):
+class ServerUnreachable(TrackingError):
     """The server did not answer (refused, reset, timed out, 5xx): try again later."""
 
 
