@@ -246,8 +246,7 @@ def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
         assert writes, "MLflow's UI made no POST through the proxy (its REST calls are POSTs)"
         _shot(popup, tmp_path, "mlflow-ui", theme)
         popup.close()
-        servers = [p for p in psutil.Process(lab.pid).children()
-                   if "mlflow" in p.cmdline() and "server" in p.cmdline()]
+        servers = [p for p in psutil.Process(lab.pid).children() if {"mlflow", "server"} <= set(_cmdline(p))]
         assert len(servers) == 1, "one MLflow UI per Jupyter server"
         mlflow_tree = [servers[0], *servers[0].children(recursive=True)]
 
@@ -261,8 +260,23 @@ def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
         assert "RUNNING" not in {r["status"] for r in runs.values()}, runs
 
     # The MLflow UI the server started ended with it (SIGTERM to `jupyter lab` only, not its group).
-    left = [p for p in mlflow_tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"processes left after jupyter lab stopped: {[p.cmdline() for p in left]}"
+    left = [p for p in mlflow_tree if _alive(p)]
+    assert not left, f"processes left after jupyter lab stopped: {[_cmdline(p) for p in left]}"
+
+
+def _cmdline(process: psutil.Process) -> list[str]:
+    """Its command line; empty for a child that exited and is not reaped yet (a finished kernel)."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 # --- Sync of a pair whose two sides both changed: the diff, then an explicit choice -------------
