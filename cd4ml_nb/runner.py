@@ -1,9 +1,10 @@
 """Run a notebook as a tracked training job: validate, execute a copy with Papermill, track.
 
 The parent process owns the MLflow run. It creates the run in a background thread while
-Papermill starts the kernel; the first (injected) cell waits for the run id and attaches the
-kernel to it, so plain ``mlflow.log_metric(...)`` or ``mlflow.sklearn.autolog()`` in the
-notebook land in that run. The parent then logs artifacts and sets the true terminal status.
+Papermill starts the kernel; the first (injected) cell makes the kernel attach to it when the
+notebook first imports ``mlflow`` (waiting for the run id then), so plain ``mlflow.log_metric(...)``
+or ``mlflow.sklearn.autolog()`` in the notebook land in that run, and a notebook that never uses
+MLflow never loads it. The parent then logs artifacts and sets the true terminal status.
 """
 from __future__ import annotations
 
