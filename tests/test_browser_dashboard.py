@@ -118,13 +118,28 @@ def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
         expect(panel.get_by_test_id("cd4ml-notebook-path")).to_have_text(NOTEBOOK, timeout=UI_TIMEOUT_MS)
 
         # --- cancel: "cancelling…" at once, then "cancelled" ------------------------------------
+        # The DELETE is held until "cancelling…" has been seen: a server that answers in a few
+        # milliseconds would otherwise let the panel pass straight to "cancelled" between two looks.
+        held: list = []
+        job_url = re.compile(r".*/cd4ml-nb/jobs/[^/?]+(\?.*)?$")
+        page.route(job_url, lambda route: held.append(route) if route.request.method == "DELETE"
+                   else route.continue_())
         expect(run_button).to_be_enabled(timeout=UI_TIMEOUT_MS)
         run_button.click()
         cancel = panel.get_by_test_id("cd4ml-cancel-button")
         expect(cancel).to_be_visible(timeout=UI_TIMEOUT_MS)
-        cancel.click()
+        with page.expect_request(lambda r: r.method == "DELETE" and "/cd4ml-nb/jobs/" in r.url,
+                                 timeout=UI_TIMEOUT_MS):
+            cancel.click()
         expect(state).to_have_text("cancelling…", timeout=FEEDBACK_MS)
         _shot(page, tmp_path, "panel-cancelling", theme)
+        for _ in range(600):  # Playwright calls route handlers only while it is waiting
+            if held:
+                break
+            page.wait_for_timeout(100)
+        assert held, "the panel's DELETE never reached the route"
+        held[0].continue_()
+        page.unroute(job_url)
         expect(state).to_have_text("cancelled", timeout=JOB_TIMEOUT_MS)
         expect(panel.get_by_test_id("cd4ml-job-error")).to_be_hidden()
         expect(panel).not_to_contain_text("SIGTERM")
