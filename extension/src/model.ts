@@ -359,10 +359,7 @@ export class ExperimentsModel implements IExperimentsModel {
       }
     } catch (reason) {
       if (generation === this._generation) {
-        this._pairingError = errorMessage(reason);
-        const body = reason instanceof Cd4mlRequestError ? reason.body : null;
-        const diff = (body as { diff?: unknown } | null)?.diff;
-        this._pairingDiff = typeof diff === 'string' && diff ? diff : null;
+        this._pairingRefused(reason);
       }
     } finally {
       this._pairingBusy = false;
@@ -374,6 +371,14 @@ export class ExperimentsModel implements IExperimentsModel {
         }
       }
     }
+  }
+
+  /** Keep a pairing refusal's message and, when the server sent one, its diff. */
+  private _pairingRefused(reason: unknown): void {
+    this._pairingError = errorMessage(reason);
+    const body = reason instanceof Cd4mlRequestError ? reason.body : null;
+    const diff = (body as { diff?: unknown } | null)?.diff;
+    this._pairingDiff = typeof diff === 'string' && diff ? diff : null;
   }
 
   /** `POST /cd4ml-nb/pairing` for the notebook; a refusal keeps the server's message and diff. */
@@ -394,10 +399,7 @@ export class ExperimentsModel implements IExperimentsModel {
       }
     } catch (reason) {
       if (generation === this._generation) {
-        this._pairingError = errorMessage(reason);
-        const body = reason instanceof Cd4mlRequestError ? reason.body : null;
-        const diff = (body as { diff?: unknown } | null)?.diff;
-        this._pairingDiff = typeof diff === 'string' && diff ? diff : null;
+        this._pairingRefused(reason);
       }
     } finally {
       this._pairingBusy = false;
