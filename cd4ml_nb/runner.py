@@ -204,7 +204,7 @@ class _Tracker(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.client = tracking.client(self.project)
+            self.client = tracking.run_client(self.project)
             if self.existing_run:
                 run = tracking.adopt_run(self.client, self.existing_run, self.tags, self.values, self.defaults)
                 self.experiment_id = run.info.experiment_id

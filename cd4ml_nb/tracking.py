@@ -116,19 +116,43 @@ def client(project: Project, *, create: bool = True):
         raise TrackingError(f"MLflow store {uri}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+def run_client(project: Project):
+    """The client a run writes through: without MLflow's import (:mod:`.sqlite_client`) for a local
+    SQLite store it knows, else :func:`client`."""
+    path = store.sqlite_path(project.tracking_uri) if store.is_sqlite(project.tracking_uri) else None
+    if path is not None and store.state(path) == "complete":
+        from .sqlite_client import open_client
+
+        light = open_client(path, project.tracking_uri)
+        if light is not None:
+            return light
+    return client(project)
+
+
+def _entities(c):
+    """The parameter and tag types ``c.log_batch`` takes (MLflow's entities, or the light client's)."""
+    from .sqlite_client import Param, SqliteClient, Tag
+
+    if isinstance(c, SqliteClient):
+        return Param, Tag
+    from mlflow.entities import Param, RunTag
+
+    return Param, RunTag
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "experiment"
 
 
 def ensure_experiment(c, project: Project, name: str) -> str:
     """The id of experiment ``name``, created (with the project's artifact root) if missing."""
-    from mlflow.exceptions import MlflowException
-
     found = c.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             c.restore_experiment(found.experiment_id)
         return found.experiment_id
+    from mlflow.exceptions import MlflowException
+
     location = (project.artifact_root / _slug(name)).as_uri() if store.is_sqlite(project.tracking_uri) else None
     try:
         return c.create_experiment(name, artifact_location=location)
@@ -148,17 +172,16 @@ def create_run(c, experiment_id: str, run_name: str, tags: dict[str, Any], param
                defaults: tuple[str, ...] = ()):
     """Create a RUNNING run with its tags and every parameter value; returns the MLflow Run."""
     run = c.create_run(experiment_id, run_name=run_name, tags={k: clip(v) for k, v in tags.items() if v is not None})
-    log_batches(c, run.info.run_id, params=_params(params), tags=_params_tags(params, defaults))
+    log_batches(c, run.info.run_id, params=_params(c, params), tags=_params_tags(c, params, defaults))
     return run
 
 
 def adopt_run(c, run_id: str, tags: dict[str, Any], params: dict[str, Any], defaults: tuple[str, ...] = ()):
     """Use a run created beforehand (a sweep trial): mark it RUNNING and give it tags and params."""
-    from mlflow.entities import RunTag
-
+    _, tag = _entities(c)
     c.update_run(run_id, status="RUNNING")
-    log_batches(c, run_id, params=_params(params),
-                tags=[RunTag(k, clip(v)) for k, v in tags.items() if v is not None] + _params_tags(params, defaults))
+    log_batches(c, run_id, params=_params(c, params),
+                tags=[tag(k, clip(v)) for k, v in tags.items() if v is not None] + _params_tags(c, params, defaults))
     return c.get_run(run_id)
 
 
@@ -181,20 +204,18 @@ def log_batches(c, run_id: str, metrics: list = (), params: list = (), tags: lis
     return calls
 
 
-def _params(values: dict[str, Any]) -> list:
-    from mlflow.entities import Param
+def _params(c, values: dict[str, Any]) -> list:
+    param, _ = _entities(c)
+    return [param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in values.items()]
 
-    return [Param(k, clip(_param_text(v), MAX_PARAM_VALUE)) for k, v in values.items()]
 
-
-def _params_tags(values: dict[str, Any], defaults: tuple[str, ...]) -> list:
-    from mlflow.entities import RunTag
-
+def _params_tags(c, values: dict[str, Any], defaults: tuple[str, ...]) -> list:
     if not values:
         return []
-    tags = [RunTag("cd4ml.params.json", clip(_json(values)))]
+    _, tag = _entities(c)
+    tags = [tag("cd4ml.params.json", clip(_json(values)))]
     if defaults:
-        tags.append(RunTag(PARAMS_DEFAULTS, clip(",".join(sorted(defaults)))))
+        tags.append(tag(PARAMS_DEFAULTS, clip(",".join(sorted(defaults)))))
     return tags
 
 
@@ -213,8 +234,6 @@ def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> 
 
     Done as ``MlflowClient.set_terminated`` does it, through the client's store, but without the
     "View run …" lines MLflow writes to stdout for a tracking server (stdout carries ``--json``)."""
-    from mlflow.entities import RunStatus
-
     for key, value in (tags or {}).items():
         if value is not None:
             c.set_tag(run_id, key, clip(value))
@@ -223,6 +242,8 @@ def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> 
     if target is None:  # not an MlflowClient of this MLflow's shape: its own call, banner and all
         c.set_terminated(run_id, status=status, end_time=end_time)
         return
+    from mlflow.entities import RunStatus
+
     target.shut_down_async_logging()
     target.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
 

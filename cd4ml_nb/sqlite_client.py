@@ -1,0 +1,387 @@
+"""A run's own writes to a local MLflow SQLite store, without importing MLflow.
+
+``import mlflow`` costs 1.3 s of CPU and 170 MB here, more than papermill's whole run of a small
+notebook. What ``cd4ml-nb run`` itself records (the run, its parameters and tags, its artifacts,
+its end) is a few rows of MLflow's schema, so this client writes exactly the rows MLflow's
+``SqlAlchemyStore`` writes, with the standard library's sqlite3, and copies artifacts as MLflow's
+local artifact repository does. It is used only for a store whose schema revision is one this
+module was verified against (``tests/test_sqlite_client.py`` compares every table with what
+MLflow itself writes) and is the newest the installed MLflow knows; any other store, and the
+rare operations (creating or restoring an experiment, artifacts not on a local disk), go through
+``MlflowClient``. The notebook's own ``mlflow`` calls run in the kernel, with MLflow, as always.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import posixpath
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+from urllib.parse import unquote, urlparse
+
+from .exceptions import TrackingError
+
+# Alembic revisions of MLflow's schema whose rows this module writes (tests/test_sqlite_client.py).
+VERIFIED_REVISIONS = frozenset({"dc11669786a5"})  # MLflow 3.17
+MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000  # mlflow.utils.validation
+RUN_NAME_TAG, USER_TAG = "mlflow.runName", "mlflow.user"
+TEMP_ARTIFACT_PREFIX = ".mlflow-tmp-"  # MLflow's local artifact repository stages files like this
+BUSY_TIMEOUT = 60.0
+_KEY = re.compile(r"^[/\w.\- :]*$")
+
+
+class Param(NamedTuple):
+    key: str
+    value: str
+
+
+class Tag(NamedTuple):
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    experiment_id: str
+    run_name: str
+    status: str
+    start_time: int | None
+    end_time: int | None
+    artifact_uri: str
+    lifecycle_stage: str
+
+
+@dataclass(frozen=True)
+class RunData:
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    info: RunInfo
+    data: RunData
+
+
+@dataclass(frozen=True)
+class Experiment:
+    experiment_id: str
+    name: str
+    artifact_location: str
+    lifecycle_stage: str
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    name: str
+    artifact_location: str
+
+
+def installed_head() -> str | None:
+    """The newest schema revision of the installed MLflow, read from its migration scripts (the
+    package is located, not imported); None when they cannot be read."""
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "store" / "db_migrations" / "versions"
+    revisions, parents = set(), set()
+    try:
+        for script in folder.glob("*.py"):
+            text = script.read_text(encoding="utf-8", errors="replace")
+            found = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+            down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
+            if found:
+                revisions.add(found.group(1))
+            if down:
+                parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
+    except OSError:
+        return None
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def open_client(path: Path, uri: str) -> "SqliteClient | None":
+    """A client for the complete SQLite store at ``path`` when its schema is verified and current,
+    else None (the caller uses MlflowClient)."""
+    if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true"):
+        return None  # workspace-scoped stores filter every query: MLflow's own client only
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        try:
+            revision = db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        finally:
+            db.close()
+    except (sqlite3.Error, TypeError):
+        return None
+    if revision not in VERIFIED_REVISIONS or revision != installed_head():
+        return None
+    return SqliteClient(path, uri)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _limited(kind: str, key: str, value: str, limit: int) -> tuple[str, str]:
+    """MLflow's checks of a parameter or tag: the key's characters and length; the value truncated
+    to the limit (MLFLOW_TRUNCATE_LONG_VALUES, on by default) or refused."""
+    norm = posixpath.normpath(key)
+    if not isinstance(key, str) or not _KEY.match(key) or norm != key or norm == "." or norm.startswith(("..", "/")):
+        raise TrackingError(f"invalid {kind} name {key!r}: use letters, digits, _ - . : / and spaces")
+    if len(key) > MAX_KEY:
+        raise TrackingError(f"{kind} name {key[:40]!r}… is longer than {MAX_KEY} characters")
+    value = str(value)
+    if len(value) > limit:
+        if os.environ.get("MLFLOW_TRUNCATE_LONG_VALUES", "true").lower() in ("0", "false"):
+            raise TrackingError(f"{kind} {key!r}: value longer than {limit} characters")
+        value = value[:limit]
+    return key, value
+
+
+def _local_dir(artifact_uri: str) -> Path | None:
+    """The folder of a local artifact URI (``file:`` or a plain absolute path), else None."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost") and not parsed.query and not parsed.fragment:
+        return Path(unquote(parsed.path))
+    if not parsed.scheme and artifact_uri.startswith("/"):
+        return Path(artifact_uri)
+    return None
+
+
+class SqliteClient:
+    """The subset of ``MlflowClient`` a run uses, on a verified local SQLite store."""
+
+    def __init__(self, path: Path, uri: str) -> None:
+        self.path, self.uri = Path(path), uri
+        self._fallback = None
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA case_sensitive_like = true")
+        return db
+
+    def _write(self, work) -> Any:
+        """Run ``work(db)`` in one immediate transaction (the write lock taken up front)."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+        except sqlite3.Error as e:
+            raise TrackingError(f"MLflow store {self.path}: {e}") from None
+        finally:
+            db.close()
+
+    def _read(self, work) -> Any:
+        db = self._connect()
+        try:
+            return work(db)
+        except sqlite3.Error as e:
+            raise TrackingError(f"MLflow store {self.path}: {e}") from None
+        finally:
+            db.close()
+
+    def mlflow(self):
+        """MLflow's own client on the same store, for what this one does not do (imported once)."""
+        if self._fallback is None:
+            from mlflow.tracking import MlflowClient
+
+            self._fallback = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._fallback
+
+    @staticmethod
+    def _active_run(db: sqlite3.Connection, run_id: str) -> tuple:
+        row = db.execute("SELECT lifecycle_stage, status, end_time FROM runs WHERE run_uuid = ?",
+                         (run_id,)).fetchone()
+        if row is None:
+            raise TrackingError(f"Run with id={run_id} not found")
+        if row[0] != "active":
+            raise TrackingError(f"The run {run_id} must be in the 'active' state. Current state is {row[0]}.")
+        return row
+
+    # --- experiments --------------------------------------------------------------------------
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments "
+            "WHERE name = ? AND workspace = 'default' AND lifecycle_stage IN ('active', 'deleted')",
+            (name,)).fetchone())
+        return Experiment(str(row[0]), row[1], row[2], row[3]) if row else None
+
+    def create_experiment(self, name: str, artifact_location: str | None = None) -> str:
+        return self.mlflow().create_experiment(name, artifact_location=artifact_location)
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self.mlflow().restore_experiment(experiment_id)
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def create_run(self, experiment_id: str, start_time: int | None = None, tags: dict[str, str] | None = None,
+                   run_name: str | None = None) -> Run:
+        """A RUNNING run with ``tags``, as ``MlflowClient.create_run`` makes it."""
+        tags = dict(tags or {})
+        if run_name and tags.get(RUN_NAME_TAG) and tags[RUN_NAME_TAG] != run_name:
+            raise TrackingError(f"Both 'run_name' argument and 'mlflow.runName' tag are specified, but with "
+                                f"different values (run_name='{run_name}', mlflow.runName='{tags[RUN_NAME_TAG]}').")
+        if not (run_name or tags.get(RUN_NAME_TAG)):
+            return self.mlflow().create_run(experiment_id, start_time=start_time, tags=tags)  # MLflow names it
+        run_name = run_name or tags[RUN_NAME_TAG]
+        tags.setdefault(RUN_NAME_TAG, run_name)
+        run_id = uuid.uuid4().hex
+
+        def work(db):
+            row = db.execute("SELECT artifact_location, lifecycle_stage FROM experiments WHERE experiment_id = ?",
+                             (int(experiment_id),)).fetchone()
+            if row is None:
+                raise TrackingError(f"No Experiment with id={experiment_id} exists")
+            if row[1] != "active":
+                raise TrackingError(f"The experiment {experiment_id} must be in the 'active' state. "
+                                    f"Current state is {row[1]}.")
+            location = row[0] or ""
+            if _local_dir(location) is None:
+                return None
+            artifact_uri = location.rstrip("/") + f"/{run_id}/artifacts"
+            db.execute(
+                "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+                "start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) "
+                "VALUES (?, ?, 'UNKNOWN', '', '', ?, 'RUNNING', ?, NULL, '', 'active', ?, ?, NULL)",
+                (run_id, run_name, tags.get(USER_TAG, "unknown"), start_time or _now(), artifact_uri,
+                 int(experiment_id)))
+            db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                           [(k, str(v), run_id) for k, v in tags.items()])
+            return artifact_uri
+
+        if self._write(work) is None:  # artifacts not on a local disk: MLflow's client knows the scheme
+            return self.mlflow().create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> Run:
+        def work(db):
+            row = db.execute(
+                "SELECT run_uuid, experiment_id, name, status, start_time, end_time, artifact_uri, lifecycle_stage "
+                "FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+            if row is None:
+                raise TrackingError(f"Run with id={run_id} not found")
+            metrics = {k: float("nan") if nan else v for k, v, nan in db.execute(
+                "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (run_id,))}
+            params = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
+            tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
+            info = RunInfo(row[0], str(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+            return Run(info, RunData(metrics, params, tags))
+
+        return self._read(work)
+
+    def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
+        """Set a run's status (and name), as ``MlflowClient.update_run`` does."""
+        def work(db):
+            self._active_run(db, run_id)
+            if status is not None:
+                db.execute("UPDATE runs SET status = ? WHERE run_uuid = ?", (status, run_id))
+            if name:
+                self._rename(db, run_id, name)
+
+        self._write(work)
+
+    @staticmethod
+    def _rename(db: sqlite3.Connection, run_id: str, name: str) -> None:
+        db.execute("UPDATE runs SET name = ? WHERE run_uuid = ?", (name, run_id))
+        db.execute("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
+                   "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value", (RUN_NAME_TAG, name, run_id))
+
+    def set_terminated(self, run_id: str, status: str = "FINISHED", end_time: int | None = None) -> None:
+        def work(db):
+            self._active_run(db, run_id)
+            db.execute("UPDATE runs SET status = ?, end_time = ? WHERE run_uuid = ?",
+                       (status, end_time or _now(), run_id))
+
+        self._write(work)
+
+    # --- params and tags ----------------------------------------------------------------------
+
+    def log_batch(self, run_id: str, metrics: Iterable = (), params: Iterable = (), tags: Iterable = ()) -> None:
+        """Parameters (never changed once logged) and tags (replaced) in one transaction; metric
+        points are logged by the notebook, in the kernel, and are MLflow's."""
+        if list(metrics):
+            raise TrackingError("metric points are logged through MLflow in the kernel, not by the runner")
+        params = [_limited("parameter", p.key, p.value, MAX_PARAM_VALUE) for p in params]
+        tags = [_limited("tag", t.key, t.value, MAX_TAG_VALUE) for t in tags]
+        keys = [k for k, _ in params]
+        if len(set(keys)) != len(keys):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            raise TrackingError(f"Duplicate parameter keys have been submitted: {dupes}")
+
+        def work(db):
+            self._active_run(db, run_id)
+            existing = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
+            changed = [k for k, v in params if k in existing and existing[k] != v]
+            if changed:
+                raise TrackingError(f"Changing param values is not allowed: {changed} already logged for run "
+                                    f"ID='{run_id}'")
+            db.executemany("INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
+                           [(k, v, run_id) for k, v in params if k not in existing])
+            for key, value in tags:
+                if key == RUN_NAME_TAG:
+                    self._rename(db, run_id, value)
+                else:
+                    db.execute("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?) "
+                               "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value",
+                               (key, value, run_id))
+
+        self._write(work)
+
+    def set_tag(self, run_id: str, key: str, value: Any) -> None:
+        self.log_batch(run_id, tags=[Tag(key, str(value))])
+
+    # --- artifacts and models -----------------------------------------------------------------
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        """Copy a file into the run's artifacts as MLflow's local repository does (staged beside its
+        destination, metadata kept, moved into place)."""
+        run = self.get_run(run_id)
+        root = _local_dir(run.info.artifact_uri)
+        if root is None:
+            self.mlflow().log_artifact(run_id, local_path, artifact_path)
+            return
+        folder = root / artifact_path if artifact_path else root
+        if not folder.resolve().is_relative_to(root.resolve()):
+            raise TrackingError(f"artifact path {artifact_path!r} leaves the run's artifact folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / os.path.basename(local_path)
+        fd, staged = tempfile.mkstemp(dir=folder, prefix=TEMP_ARTIFACT_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as out, open(local_path, "rb") as source:
+                shutil.copyfileobj(source, out)
+            shutil.copystat(local_path, staged)
+            os.replace(staged, target)
+        except BaseException:
+            Path(staged).unlink(missing_ok=True)
+            raise
+
+    def search_logged_models(self, experiment_ids: list[str], filter_string: str | None = None) -> list[LoggedModel]:
+        """The models a run logged; only the filter ``source_run_id = '<id>'`` (what the run asks)."""
+        found = re.fullmatch(r"\s*source_run_id\s*=\s*'([0-9a-f]+)'\s*", filter_string or "")
+        if found is None:
+            return list(self.mlflow().search_logged_models(experiment_ids, filter_string=filter_string))
+        marks = ", ".join("?" * len(experiment_ids))
+        rows = self._read(lambda db: db.execute(
+            f"SELECT name, artifact_location FROM logged_models WHERE experiment_id IN ({marks}) "
+            "AND lifecycle_stage != 'deleted' AND source_run_id = ? ORDER BY creation_timestamp_ms DESC",
+            (*[int(e) for e in experiment_ids], found.group(1))).fetchall())
+        return [LoggedModel(name, location) for name, location in rows]
