@@ -92,7 +92,7 @@ def _files(root: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    repo = init_repo(tmp_path / "repo")
+    repo = init_repo(tmp_path / "my repo é")  # artifact URIs percent-encode these
     (repo / "train.py").write_text("print('hi')\n")
     commit_all(repo)
     return repo
