@@ -231,3 +231,49 @@ def test_a_run_imports_mlflow_only_in_a_kernel_that_uses_it(repo, notebook):
     assert names == sorted(["environment.json", f"{notebook}.html", f"{notebook}.ipynb", f"{notebook}.source.py"])
     if notebook == "logs":
         assert run.data.metrics == {"acc": 0.9} and run.data.params == {"p": "1"}
+
+
+MLFLOW_WRITER = (
+    "import sys, mlflow\n"
+    "from mlflow.entities import Metric\n"
+    "from mlflow.tracking import MlflowClient\n"
+    "c = MlflowClient(sys.argv[1])\n"
+    "run_id = sys.argv[2]\n"
+    "for i in range(int(sys.argv[3])):\n"
+    "    c.log_batch(run_id, metrics=[Metric('loss', 1.0 / (i + 1), i, i)])\n"
+    "    c.set_tag(run_id, 'progress', str(i))\n"
+)
+
+
+def test_light_and_mlflow_writers_share_a_store_without_errors(repo, tmp_path):
+    """A kernel's MLflow logging into one run while the light client records other runs (sweep
+    trials in one process, Lab jobs beside a notebook): every write lands, the file stays sound."""
+    path, uri = _new_store(tmp_path / "shared")
+    light = SqliteClient(path, uri)
+    project = _project(repo, uri)
+    experiment_id = tracking.ensure_experiment(light, project, "master")
+    busy = light.create_run(experiment_id, run_name="logging").info.run_id
+    points = 300
+    writer = subprocess.Popen([sys.executable, "-c", MLFLOW_WRITER, uri, busy, str(points)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    recorded = []
+    try:
+        while writer.poll() is None or len(recorded) < 5:  # at least a few runs, and all while it writes
+            run_id = tracking.create_run(light, experiment_id, "trial", {"cd4ml.notebook": "t.ipynb"},
+                                         {"n": len(recorded)}).info.run_id
+            light.log_artifact(run_id, str(repo / "train.py"))
+            tracking.end_run(light, run_id, "FINISHED", {"cd4ml.env.hash": "x"})
+            recorded.append(run_id)
+    finally:
+        out, err = writer.communicate(timeout=600)
+    assert writer.returncode == 0, err
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    assert len(c.get_metric_history(busy, "loss")) == points and c.get_run(busy).data.tags["progress"] == str(points - 1)
+    for n, run_id in enumerate(recorded):
+        run = c.get_run(run_id)
+        assert (run.info.status, run.data.params, run.data.tags["cd4ml.env.hash"]) == ("FINISHED", {"n": str(n)}, "x")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
