@@ -625,18 +625,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    from . import store
 
     project = _project(".")
     folder = project.ensure_state_dir() / "server"
     folder.mkdir(exist_ok=True)
-    backend = args.backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    backend = args.backend_store_uri or store.uri_of(folder / "mlflow.db")
     artifacts = Path(args.artifacts or folder / "artifacts").resolve()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", args.host,
                "--port", str(args.port), "--workers", str(args.workers)]
     if backend.startswith("sqlite:"):  # born complete before MLflow's workers open it
-        from . import store
-
         backend = store.absolute_uri(backend, Path.cwd())
         store.ensure_sqlite(backend, "mlflow-artifacts:/")
     uri = f"http://{args.host}:{args.port}"

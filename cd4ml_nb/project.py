@@ -54,7 +54,7 @@ class Project:
         """The configured tracking URI, else the embedded SQLite store."""
         if self.config.tracking_uri:
             return self.config.tracking_uri
-        return f"sqlite:///{self.root / self.config.state_dir / 'mlflow.db'}"
+        return store.uri_of(self.root / self.config.state_dir / "mlflow.db")
 
     @property
     def is_embedded_store(self) -> bool:

@@ -27,6 +27,7 @@ from typing import Any, Iterable, NamedTuple
 from urllib.parse import unquote, urlparse
 
 from .exceptions import TrackingError
+from .store import open_readonly
 
 # Alembic revisions of MLflow's schema whose rows this module writes (tests/test_sqlite_client.py).
 VERIFIED_REVISIONS = frozenset({"dc11669786a5"})  # MLflow 3.17
@@ -115,7 +116,7 @@ def open_client(path: Path, uri: str) -> "SqliteClient | None":
     if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true"):
         return None  # workspace-scoped stores filter every query: MLflow's own client only
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+        db = open_readonly(path, BUSY_TIMEOUT)
         try:
             revision = db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
         finally:

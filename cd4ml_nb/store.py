@@ -27,6 +27,15 @@ def is_sqlite(uri: str) -> bool:
     return uri.startswith(SCHEME)
 
 
+def uri_of(path: Path) -> str:
+    """The ``sqlite:///`` URI of a database file. Only ``%``, ``?`` and ``#`` are percent-encoded
+    (SQLAlchemy and :func:`sqlite_path` decode them), so such a folder name stays in the path;
+    other characters stay as they are, because MLflow creates the store's folder from the URI's
+    text without decoding it."""
+    text = str(path).replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return f"sqlite:///{text}"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (relative paths taken from the current folder);
     None for an in-memory database or another scheme."""
@@ -46,7 +55,13 @@ def absolute_uri(uri: str, base: Path) -> str:
     path, sep, query = uri[len("sqlite:///"):].partition("?")
     if not path or path.startswith("/") or path == ":memory:":
         return uri
-    return f"sqlite:///{(base / unquote(path)).resolve()}{sep}{query}"
+    return f"{uri_of((base / unquote(path)).resolve())}{sep}{query}"
+
+
+def open_readonly(path: Path, timeout: float = 30) -> sqlite3.Connection:
+    """A read-only connection that never creates the file (its name percent-encoded, so a folder
+    named with ``?``, ``#`` or ``%`` is not read as URI syntax)."""
+    return sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=timeout)
 
 
 def state(path: Path) -> str:
@@ -58,7 +73,7 @@ def state(path: Path) -> str:
     except FileNotFoundError:
         return "missing"
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        db = open_readonly(path)
     except sqlite3.Error as e:
         return f"broken:cannot be opened ({e})"
     try:
@@ -95,7 +110,7 @@ def _build(path: Path, artifact_root: str) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{secrets.token_hex(3)}")
-    uri = f"sqlite:///{tmp}"
+    uri = uri_of(tmp)
     try:
         built = SqlAlchemyStore(uri, artifact_root)
         built.engine.dispose()

@@ -179,3 +179,45 @@ def test_lab_job_on_a_new_explicit_store_while_the_server_starts(tmp_path):
     assert store.state(db) == "complete"
     (run,) = runs_in(f"sqlite:///{db}")
     assert run.info.status == "FINISHED" and run.data.metrics == {"score": 0.5}
+
+
+@pytest.mark.parametrize("name", ["q?x", "h#1", "p%20c"])
+def test_a_store_in_a_folder_named_with_uri_syntax_is_read_where_it_is(tmp_path, name):
+    """`?`, `#` and `%` in a folder name are file name characters, not a URI's query or fragment:
+    the store's state is read from that file and no other file is created."""
+    folder = tmp_path / name
+    folder.mkdir()
+    path = folder / "mlflow.db"
+    assert store.state(path) == "missing"
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        db.execute("INSERT INTO alembic_version VALUES ('x')")
+    db.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert store.state(path) == "complete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made at the name's prefix
+
+
+def test_a_project_in_a_folder_named_with_uri_syntax_keeps_its_store_inside(tmp_path):
+    """The embedded store's URI encodes the project's path: `a?b` was read as the file `a` with the
+    query `b`, which put the store and its lock outside the project."""
+    parent = tmp_path / "work"
+    parent.mkdir()
+    repo = init_repo(parent / "a?b#c%d", branch="master")
+    write_ipynb(repo / "logs.ipynb", LOGS)
+    commit_all(repo)
+    done = subprocess.run([sys.executable, "-m", "cd4ml_nb.cli", "run", "logs.ipynb", "-q", "--json"], cwd=repo,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    beside = [p for p in parent.rglob("*") if not p.is_relative_to(repo)]
+    # MLflow makes the store's folder from the URI's text without decoding it (mlflow.store.db.utils.
+    # _make_parent_dirs_if_sqlite): an empty folder with the encoded name is all it leaves beside.
+    assert all(p.is_dir() for p in beside) and {p.name for p in beside} <= {"a%3Fb%23c%25d", ".cd4ml"}
+    assert store.sqlite_path(result["tracking_uri"]) == repo / ".cd4ml" / "mlflow.db"
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(result["tracking_uri"]).get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics == {"score": 1.0}
+    assert (repo / ".cd4ml" / "mlflow.db").stat().st_size > 0
