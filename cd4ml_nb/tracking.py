@@ -234,12 +234,11 @@ def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> 
 
     Done as ``MlflowClient.set_terminated`` does it, through the client's store, but without the
     "View run …" lines MLflow writes to stdout for a tracking server (stdout carries ``--json``)."""
-    for key, value in (tags or {}).items():
-        if value is not None:
-            c.set_tag(run_id, key, clip(value))
+    _, tag = _entities(c)
+    log_batches(c, run_id, tags=[tag(k, clip(v)) for k, v in (tags or {}).items() if v is not None])
     end_time = int(time.time() * 1000)
     target = getattr(getattr(c, "_tracking_client", None), "store", None)
-    if target is None:  # not an MlflowClient of this MLflow's shape: its own call, banner and all
+    if target is None:  # the light client, or an MlflowClient of another shape (banner and all)
         c.set_terminated(run_id, status=status, end_time=end_time)
         return
     from mlflow.entities import RunStatus
