@@ -12,6 +12,7 @@ rare operations (creating or restoring an experiment, artifacts not on a local d
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import posixpath
@@ -87,9 +88,10 @@ class LoggedModel:
     artifact_location: str
 
 
+@functools.cache
 def installed_head() -> str | None:
-    """The newest schema revision of the installed MLflow, read from its migration scripts (the
-    package is located, not imported); None when they cannot be read."""
+    """The newest schema revision of the installed MLflow, read once per process from its
+    migration scripts (the package is located, not imported); None when they cannot be read."""
     spec = importlib.util.find_spec("mlflow")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -135,8 +137,8 @@ def _now() -> int:
 def _limited(kind: str, key: str, value: str, limit: int) -> tuple[str, str]:
     """MLflow's checks of a parameter or tag: the key's characters and length; the value truncated
     to the limit (MLFLOW_TRUNCATE_LONG_VALUES, on by default) or refused."""
-    norm = posixpath.normpath(key)
-    if not isinstance(key, str) or not _KEY.match(key) or norm != key or norm == "." or norm.startswith(("..", "/")):
+    norm = posixpath.normpath(key) if isinstance(key, str) else None
+    if norm is None or not _KEY.match(key) or norm != key or norm == "." or norm.startswith(("..", "/")):
         raise TrackingError(f"invalid {kind} name {key!r}: use letters, digits, _ - . : / and spaces")
     if len(key) > MAX_KEY:
         raise TrackingError(f"{kind} name {key[:40]!r}… is longer than {MAX_KEY} characters")

@@ -338,6 +338,39 @@ export class ExperimentsModel implements IExperimentsModel {
   }
 
   async sync(keep?: PairSide): Promise<void> {
+    let synced = false;
+    if (this._notebookPath !== null && !this._pairingBusy) {
+      this._syncDone = null; // shown by the emit of the request below
+    }
+    await this._pairingRequest(
+      path => syncPair(this._settings, path, keep),
+      ({ done, ...pairing }) => {
+        this._pairing = pairing;
+        this._syncDone = done;
+        synced = done !== 'in sync';
+      }
+    );
+    if (synced && !this._isDisposed) {
+      this._emit('synced');
+      void this.refreshParams();
+    }
+  }
+
+  /** `POST /cd4ml-nb/pairing` for the notebook; a refusal keeps the server's message and diff. */
+  async pair(): Promise<void> {
+    await this._pairingRequest(
+      path => pairNotebook(this._settings, path),
+      pairing => {
+        this._pairing = pairing;
+      }
+    );
+  }
+
+  /**
+   * One pairing request for the open notebook at a time: its answer is applied only if the
+   * notebook did not change meanwhile, and a refusal keeps the server's message and diff.
+   */
+  private async _pairingRequest<T>(request: (path: string) => Promise<T>, apply: (answer: T) => void): Promise<void> {
     const path = this._notebookPath;
     if (path === null || this._pairingBusy) {
       return;
@@ -346,16 +379,11 @@ export class ExperimentsModel implements IExperimentsModel {
     this._pairingBusy = true;
     this._pairingError = null;
     this._pairingDiff = null;
-    this._syncDone = null;
     this._emit('pairing');
-    let synced = false;
     try {
-      const result = await syncPair(this._settings, path, keep);
+      const answer = await request(path);
       if (generation === this._generation) {
-        const { done, ...pairing } = result;
-        this._pairing = pairing;
-        this._syncDone = done;
-        synced = done !== 'in sync';
+        apply(answer);
       }
     } catch (reason) {
       if (generation === this._generation) {
@@ -365,10 +393,6 @@ export class ExperimentsModel implements IExperimentsModel {
       this._pairingBusy = false;
       if (!this._isDisposed) {
         this._emit('pairing');
-        if (synced) {
-          this._emit('synced');
-          void this.refreshParams();
-        }
       }
     }
   }
@@ -379,34 +403,6 @@ export class ExperimentsModel implements IExperimentsModel {
     const body = reason instanceof Cd4mlRequestError ? reason.body : null;
     const diff = (body as { diff?: unknown } | null)?.diff;
     this._pairingDiff = typeof diff === 'string' && diff ? diff : null;
-  }
-
-  /** `POST /cd4ml-nb/pairing` for the notebook; a refusal keeps the server's message and diff. */
-  async pair(): Promise<void> {
-    const path = this._notebookPath;
-    if (path === null || this._pairingBusy) {
-      return;
-    }
-    const generation = this._generation;
-    this._pairingBusy = true;
-    this._pairingError = null;
-    this._pairingDiff = null;
-    this._emit('pairing');
-    try {
-      const pairing = await pairNotebook(this._settings, path);
-      if (generation === this._generation) {
-        this._pairing = pairing;
-      }
-    } catch (reason) {
-      if (generation === this._generation) {
-        this._pairingRefused(reason);
-      }
-    } finally {
-      this._pairingBusy = false;
-      if (!this._isDisposed) {
-        this._emit('pairing');
-      }
-    }
   }
 
   /**

@@ -10,6 +10,7 @@ import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { errorMessage, samePath } from '../model';
+import { clickHandler, NewTabLink } from './clicks';
 import { formatMetric, formatParams } from '../runs';
 import { IExperimentsModel, JobState, isTerminal } from '../tokens';
 
@@ -105,10 +106,7 @@ export function JobView(props: IJobViewProps): JSX.Element {
             title={trans.__('Stop the kernel; the run ends KILLED')}
             hidden={!active}
             disabled={cancel === 'cancelling'}
-            onClick={event => {
-              event.preventDefault();
-              void model.cancel();
-            }}
+            onClick={clickHandler(() => void model.cancel())}
           >
             {trans.__('Cancel')}
           </Button>
@@ -156,35 +154,20 @@ export function JobView(props: IJobViewProps): JSX.Element {
             data-testid="cd4ml-open-executed"
             title={executed ?? ''}
             hidden={!executed}
-            onClick={event => {
-              event.preventDefault();
-              openExecuted();
-            }}
+            onClick={clickHandler(openExecuted)}
           >
             {trans.__('Open executed notebook')}
           </Button>
-          <a
-            className="cd4ml-nb-Link"
-            data-testid="cd4ml-html-link"
+          <NewTabLink
+            testid="cd4ml-html-link"
             title={trans.__('The executed notebook as HTML, in a new tab')}
-            target="_blank"
-            rel="noopener noreferrer"
-            href={htmlUrl ?? undefined}
-            hidden={htmlUrl === null}
+            href={htmlUrl}
           >
             {trans.__('HTML render')}
-          </a>
-          <a
-            className="cd4ml-nb-Link"
-            data-testid="cd4ml-mlflow-link"
-            title={mlflowUrl ?? undefined}
-            target="_blank"
-            rel="noopener noreferrer"
-            href={mlflowUrl ?? undefined}
-            hidden={mlflowUrl === null}
-          >
+          </NewTabLink>
+          <NewTabLink testid="cd4ml-mlflow-link" title={mlflowUrl ?? undefined} href={mlflowUrl}>
             {trans.__('Open in MLflow')}
-          </a>
+          </NewTabLink>
         </div>
         <p className="cd4ml-nb-Error cd4ml-nb-OpenError" data-testid="cd4ml-open-error" hidden={shownOpenError === null}>
           {shownOpenError ?? ''}

@@ -7,6 +7,7 @@ import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { describePairing } from '../model';
+import { clickHandler } from './clicks';
 import { IExperimentsModel, IPairing, PairSide } from '../tokens';
 
 function pairingTitle(pairing: IPairing, trans: TranslationBundle): string {
@@ -63,10 +64,7 @@ function PanelButton(props: {
       data-testid={props.testid}
       title={props.title}
       disabled={props.disabled}
-      onClick={event => {
-        event.preventDefault();
-        props.onClick();
-      }}
+      onClick={clickHandler(props.onClick)}
     >
       {props.label}
     </Button>

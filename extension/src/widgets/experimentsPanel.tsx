@@ -12,6 +12,7 @@ import { TranslationBundle, nullTranslator } from '@jupyterlab/translation';
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { clickHandler } from '../components/clicks';
 import { JobView } from '../components/jobView';
 import { PairingView } from '../components/pairingView';
 import { ParameterForm } from '../components/parameterForm';
@@ -31,14 +32,6 @@ interface IProps {
   model: IExperimentsModel;
   actions: IExperimentsPanelActions;
   trans: TranslationBundle;
-}
-
-/** Calls `onClick` without submitting anything. */
-function clickHandler(onClick: () => void): (event: React.MouseEvent) => void {
-  return event => {
-    event.preventDefault();
-    onClick();
-  };
 }
 
 function BranchInfo(props: IProps): JSX.Element {
