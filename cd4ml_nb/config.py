@@ -63,6 +63,10 @@ class Cd4mlConfig(Configurable):
     html = Bool(True, help="Render the executed notebook to HTML and log it.").tag(config=True)
     cell_timeout = Float(0.0, help="Seconds a cell may run (0: no limit).").tag(config=True)
     kernel_start_timeout = Float(60.0, help="Seconds a kernel may take to start.").tag(config=True)
+    iopub_timeout = Float(
+        60.0, help="Seconds to wait, once a cell has replied, for the rest of its output (nbclient's "
+        "4 s default fails finished cells on a loaded machine)."
+    ).tag(config=True)
     kernel_name = Unicode(
         "", help="Kernel to run notebooks with. Empty: the notebook's own, else python3."
     ).tag(config=True)

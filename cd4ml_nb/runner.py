@@ -266,7 +266,7 @@ def _last_started_cell(executed: Path) -> int | None:
 
 
 def _classify(error: BaseException, executed: Path, kept: list[int], contract: params.Contract,
-              injected: bool) -> Failure:
+              injected: bool, iopub_timeout: float) -> Failure:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
@@ -287,11 +287,18 @@ def _classify(error: BaseException, executed: Path, kept: list[int], contract: p
     where = f" in cell index {cell}" if cell is not None else ""
     if isinstance(error, DeadKernelError):
         return Failure("FAILED", "kernel-died", f"the kernel died{where}", cell)
+    if isinstance(error, CellTimeoutError) and IOPUB_TIMEOUT in str(error):  # replied, output still coming
+        return Failure("FAILED", "output-timeout", f"the output of the cell{where} did not all arrive within "
+                       f"iopub_timeout ({iopub_timeout:g} s); raise iopub_timeout in [tool.cd4ml_nb] on a busy "
+                       "machine", cell)
     if isinstance(error, CellTimeoutError):
         return Failure("FAILED", "timeout", f"cell timed out{where}: {str(error).splitlines()[0]}", cell)
     if isinstance(error, (RuntimeError, TimeoutError)) and "kernel" in str(error).lower():
         return Failure("FAILED", "kernel-start", f"the kernel did not start: {str(error).splitlines()[0]}")
     return Failure("FAILED", "error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+
+
+IOPUB_TIMEOUT = "Timeout waiting for IOPub output"  # nbclient's message when the rest of a cell's output is late
 
 
 def _render_html(executed: Path) -> Path:
@@ -421,11 +428,13 @@ def run_notebook(
                 progress_bar=progress,
                 execution_timeout=cell_timeout,
                 start_timeout=project.config.kernel_start_timeout,
+                iopub_timeout=project.config.iopub_timeout,
                 timeout_func=lambda cell: None if INJECTED_TAG in cell.metadata.get("tags", []) else cell_timeout,
                 cd4ml_hooks=hooks,
             )
         except (Exception, KeyboardInterrupt) as e:
-            failure = _classify(e, executed, _kept_cells(nb.node), contract, bool(values))
+            failure = _classify(e, executed, _kept_cells(nb.node), contract, bool(values),
+                                project.config.iopub_timeout)
             if cancel is not None and cancel.is_set():
                 failure = Failure("KILLED", "cancelled", "cancelled", failure.cell)
         finally:

@@ -132,6 +132,41 @@ def test_cell_timeout_fails_the_run(repo):
     assert (run.info.status, run.data.tags["cd4ml.status.reason"]) == ("FAILED", "timeout")
 
 
+# The cell replies at once; the end of its output (the kernel's "idle") comes 6 s later, as when a
+# loaded machine holds up the kernel's output thread. nbclient's 4 s default failed such finished
+# cells as "cell timed out".
+LATE_OUTPUT = percent(
+    "x = 1",
+    "import time\nkernel = get_ipython().kernel\nsend = kernel.session.send\n"
+    "def send_then_hold_output(stream, kind, *args, **kwargs):\n"
+    "    sent = send(stream, kind, *args, **kwargs)\n"
+    "    if kind == 'execute_reply':\n"
+    "        kernel.session.send = send\n"
+    "        kernel.iopub_thread.schedule(lambda: time.sleep(6))\n"
+    "    return sent\n"
+    "kernel.session.send = send_then_hold_output\nprint('all of it')",
+)
+
+
+def test_late_output_of_a_finished_cell_is_waited_for(repo):
+    (repo / "late.py").write_text(LATE_OUTPUT)
+    assert main(["run", "late.py", "-q"]) == 0
+    (run,) = runs_of(repo, "try-random-forest")
+    assert run.info.status == "FINISHED", run.data.tags.get("cd4ml.status.message")
+    assert "all of it" in (Path(run.data.tags["cd4ml.output_dir"]) / "late.ipynb").read_text()
+
+
+def test_output_timeout_is_named_and_configurable(repo, capsys):
+    (repo / "late.py").write_text(LATE_OUTPUT)
+    (repo / "pyproject.toml").write_text("[tool.cd4ml_nb]\niopub_timeout = 1\n")
+    assert main(["run", "late.py", "-q"]) == 1
+    assert "raise iopub_timeout in [tool.cd4ml_nb]" in capsys.readouterr().out
+    (run,) = runs_of(repo, "try-random-forest")
+    assert (run.info.status, run.data.tags["cd4ml.status.reason"]) == ("FAILED", "output-timeout")
+    assert run.data.tags["cd4ml.failed_cell"] == "1"
+    assert "iopub_timeout (1 s)" in run.data.tags["cd4ml.status.message"]
+
+
 SLEEPER = percent("import pathlib, time\npathlib.Path('started').write_text('1')\ntime.sleep(120)")
 
 
