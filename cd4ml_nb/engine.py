@@ -9,11 +9,19 @@ as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharin
 - the kernel's working directory through nbclient's ``resources["metadata"]["path"]`` (papermill's
   ``cwd=`` changes the whole process's directory, which concurrent trials would race on);
 - cancel: the kernel is shut down with ``KernelManager.shutdown_kernel(now=True)`` on the
-  execution's own event loop.
+  execution's own event loop;
+- transport: an ipykernel kernel started on this host talks over Unix sockets in a private
+  temporary folder rather than TCP ports on 127.0.0.1. jupyter_client picks TCP ports by binding
+  and releasing them before the kernel binds, so concurrent runs (sweeps, Lab jobs, CI) can pick
+  the same port and a kernel dies at start; ipykernel 7 also warns on every TCP start. Other
+  kernels keep TCP (not all of them implement IPC).
 """
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -65,6 +73,7 @@ class Engine(NBClientEngine):
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
         total = len(nb_man.nb.cells)
         managers: list = []
+        sockets: list[str] = []  # private folders of this run's IPC kernels
 
         from jupyter_client.manager import AsyncKernelManager
 
@@ -72,6 +81,9 @@ class Engine(NBClientEngine):
             def __init__(self, **traits):
                 super().__init__(**traits)
                 managers.append(self)
+                if _speaks_ipc(self):
+                    sockets.append(tempfile.mkdtemp(prefix="cd4ml-kernel-"))
+                    self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
 
         async def on_notebook_start(notebook):
             await hooks._started(managers[-1], total)
@@ -82,7 +94,23 @@ class Engine(NBClientEngine):
 
         kwargs.update(kernel_manager_class=KernelManager, on_notebook_start=on_notebook_start,
                       on_cell_executed=on_cell_executed, resources={"metadata": {"path": hooks.cwd}})
-        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        try:
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        finally:
+            for folder in sockets:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _speaks_ipc(km) -> bool:
+    """Whether ``km`` starts ipykernel through the local provisioner on a POSIX host."""
+    try:
+        spec = km.kernel_spec
+    except Exception:  # an unknown kernel: starting it reports that, in jupyter_client's words
+        return False
+    if os.name != "posix" or spec is None:
+        return False
+    provisioner = (spec.metadata or {}).get("kernel_provisioner", {}).get("provisioner_name", "local-provisioner")
+    return provisioner == "local-provisioner" and any(a in ("ipykernel_launcher", "ipykernel") for a in spec.argv)
 
 
 def ensure_registered() -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -94,3 +96,40 @@ def test_the_kernel_loads_mlflow_only_when_the_notebook_does(repo):
     assert first == "False\n"
     assert attached.strip() == later.run_id  # imported late, mlflow still logs to this execution's run
     assert later.metrics == {"m": 1.5}
+
+
+TRANSPORT = percent(
+    "import json\nfrom ipykernel.connect import get_connection_info\n"
+    "info = get_connection_info(unpack=True)\nprint(json.dumps([info['transport'], info['ip']]))",
+)
+
+
+def test_ipykernel_talks_over_private_unix_sockets_other_kernels_over_tcp(repo, tmp_path, monkeypatch, capfd):
+    """TCP ports are picked by binding and releasing them, so concurrent runs could pick the same
+    one; an ipykernel kernel gets Unix sockets in a private folder, removed after the run."""
+    import nbformat
+
+    share = tmp_path / "share" / "jupyter"
+    spec = share / "kernels" / "wrapped"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({  # ipykernel, but not recognisably: stays on TCP
+        "argv": [sys.executable, "-c", "from ipykernel.kernelapp import launch_new_instance as go; go()",
+                 "-f", "{connection_file}"],
+        "display_name": "wrapped", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(share))
+    for name in ("python3", "wrapped"):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TRANSPORT.split("# %%\n")[-1])])
+        nb.metadata["kernelspec"] = {"name": name, "display_name": name, "language": "python"}
+        nbformat.write(nb, repo / f"{name}.ipynb")
+    commit_all(repo, "transport notebooks")
+
+    ipc = run_notebook(repo / "python3.ipynb", progress=False, html=False)
+    assert ipc.status == "FINISHED", ipc.error
+    transport, ip = json.loads(_outputs(ipc.executed)[0])
+    assert transport == "ipc" and Path(ip).parent.name.startswith("cd4ml-kernel-")
+    assert Path(ip).parent.parent == Path(tempfile.gettempdir()) and not Path(ip).parent.exists()
+    assert "without encryption" not in capfd.readouterr().err  # ipykernel 7's warning for TCP
+
+    tcp = run_notebook(repo / "wrapped.ipynb", progress=False, html=False)
+    assert tcp.status == "FINISHED", tcp.error
+    assert json.loads(_outputs(tcp.executed)[0]) == ["tcp", "127.0.0.1"]
