@@ -29,6 +29,7 @@ from typing import Any, Callable
 from papermill.engines import NBClientEngine, papermill_engines
 
 NAME = "cd4ml"
+SOCKET_PATH_MAX = 100  # a Unix socket's path must fit sun_path (104 bytes on macOS, 108 on Linux)
 
 
 @dataclass
@@ -83,7 +84,8 @@ class Engine(NBClientEngine):
                 managers.append(self)
                 if _speaks_ipc(self):
                     sockets.append(tempfile.mkdtemp(prefix="cd4ml-kernel-"))
-                    self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
+                    if len(os.path.join(sockets[-1], "k-65535")) < SOCKET_PATH_MAX:
+                        self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
 
         async def on_notebook_start(notebook):
             await hooks._started(managers[-1], total)

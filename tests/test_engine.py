@@ -133,3 +133,11 @@ def test_ipykernel_talks_over_private_unix_sockets_other_kernels_over_tcp(repo, 
     tcp = run_notebook(repo / "wrapped.ipynb", progress=False, html=False)
     assert tcp.status == "FINISHED", tcp.error
     assert json.loads(_outputs(tcp.executed)[0]) == ["tcp", "127.0.0.1"]
+
+    # a temporary folder too deep for a socket's path (sun_path): TCP, and nothing left behind
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    fallback = run_notebook(repo / "python3.ipynb", progress=False, html=False)
+    assert fallback.status == "FINISHED", fallback.error
+    assert json.loads(_outputs(fallback.executed)[0])[0] == "tcp" and not any(deep.iterdir())
