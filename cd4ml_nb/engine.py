@@ -105,11 +105,13 @@ class Engine(NBClientEngine):
 
 def _speaks_ipc(km) -> bool:
     """Whether ``km`` starts ipykernel through the local provisioner on a POSIX host."""
+    if os.name != "posix":
+        return False
     try:
         spec = km.kernel_spec
     except Exception:  # an unknown kernel: starting it reports that, in jupyter_client's words
         return False
-    if os.name != "posix" or spec is None:
+    if spec is None:
         return False
     provisioner = (spec.metadata or {}).get("kernel_provisioner", {}).get("provisioner_name", "local-provisioner")
     return provisioner == "local-provisioner" and any(a in ("ipykernel_launcher", "ipykernel") for a in spec.argv)

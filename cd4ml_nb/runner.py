@@ -29,6 +29,7 @@ from .project import Project
 
 INJECTED_TAG = "cd4ml-injected"
 HANDOFF_TIMEOUT = 300.0
+IOPUB_TIMEOUT = "Timeout waiting for IOPub output"  # nbclient's message when the rest of a cell's output is late
 
 ATTACH_CELL = '''\
 # Injected by cd4ml-nb: once the notebook imports mlflow, it logs to the run of this execution.
@@ -296,9 +297,6 @@ def _classify(error: BaseException, executed: Path, kept: list[int], contract: p
     if isinstance(error, (RuntimeError, TimeoutError)) and "kernel" in str(error).lower():
         return Failure("FAILED", "kernel-start", f"the kernel did not start: {str(error).splitlines()[0]}")
     return Failure("FAILED", "error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-
-
-IOPUB_TIMEOUT = "Timeout waiting for IOPub output"  # nbclient's message when the rest of a cell's output is late
 
 
 def _render_html(executed: Path) -> Path:
