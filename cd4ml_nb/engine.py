@@ -29,6 +29,7 @@ from typing import Any, Callable
 from papermill.engines import NBClientEngine, papermill_engines
 
 NAME = "cd4ml"
+SOCKET_FOLDER = "cd4ml-kernel-"
 SOCKET_PATH_MAX = 100  # a Unix socket's path must fit sun_path (104 bytes on macOS, 108 on Linux)
 
 
@@ -82,10 +83,9 @@ class Engine(NBClientEngine):
             def __init__(self, **traits):
                 super().__init__(**traits)
                 managers.append(self)
-                if _speaks_ipc(self):
-                    sockets.append(tempfile.mkdtemp(prefix="cd4ml-kernel-"))
-                    if len(os.path.join(sockets[-1], "k-65535")) < SOCKET_PATH_MAX:
-                        self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
+                if _uses_ipc(self):
+                    sockets.append(tempfile.mkdtemp(prefix=SOCKET_FOLDER))
+                    self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
 
         async def on_notebook_start(notebook):
             await hooks._started(managers[-1], total)
@@ -103,9 +103,11 @@ class Engine(NBClientEngine):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def _speaks_ipc(km) -> bool:
-    """Whether ``km`` starts ipykernel through the local provisioner on a POSIX host."""
-    if os.name != "posix":
+def _uses_ipc(km) -> bool:
+    """Whether ``km`` starts ipykernel through the local provisioner on a POSIX host whose
+    temporary folder leaves room for a socket's path."""
+    longest = os.path.join(tempfile.gettempdir(), SOCKET_FOLDER + "x" * 8, "k-65535")  # mkdtemp adds 8
+    if os.name != "posix" or len(longest) >= SOCKET_PATH_MAX:
         return False
     try:
         spec = km.kernel_spec

@@ -339,15 +339,15 @@ export class ExperimentsModel implements IExperimentsModel {
 
   async sync(keep?: PairSide): Promise<void> {
     let synced = false;
-    if (this._notebookPath !== null && !this._pairingBusy) {
-      this._syncDone = null; // shown by the emit of the request below
-    }
     await this._pairingRequest(
       path => syncPair(this._settings, path, keep),
       ({ done, ...pairing }) => {
         this._pairing = pairing;
         this._syncDone = done;
         synced = done !== 'in sync';
+      },
+      () => {
+        this._syncDone = null;
       }
     );
     if (synced && !this._isDisposed) {
@@ -369,8 +369,13 @@ export class ExperimentsModel implements IExperimentsModel {
   /**
    * One pairing request for the open notebook at a time: its answer is applied only if the
    * notebook did not change meanwhile, and a refusal keeps the server's message and diff.
+   * `start` clears the caller's own state when the request goes out.
    */
-  private async _pairingRequest<T>(request: (path: string) => Promise<T>, apply: (answer: T) => void): Promise<void> {
+  private async _pairingRequest<T>(
+    request: (path: string) => Promise<T>,
+    apply: (answer: T) => void,
+    start: () => void = () => undefined
+  ): Promise<void> {
     const path = this._notebookPath;
     if (path === null || this._pairingBusy) {
       return;
@@ -379,6 +384,7 @@ export class ExperimentsModel implements IExperimentsModel {
     this._pairingBusy = true;
     this._pairingError = null;
     this._pairingDiff = null;
+    start();
     this._emit('pairing');
     try {
       const answer = await request(path);
