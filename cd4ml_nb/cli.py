@@ -147,10 +147,26 @@ def _collect_texts(pairs: list[list[str]] | None) -> dict[str, str]:
     return {name: value for name, value in (pairs or [])}
 
 
+def _sync_first(paths: Sequence[str | Path], tracking_uri: str | None = None) -> None:
+    """``--sync``: bring the pairs of the notebooks about to run in sync (PairConflict, writing
+    nothing, when both sides changed)."""
+    from . import pairing
+
+    for raw in paths:
+        path = Path(raw).resolve()
+        project = _project(path, tracking_uri)
+        before = path.read_bytes() if path.is_file() else None
+        pairing.ensure_in_sync(pairing.find_pair(path, project), project, path, sync=True)
+        if path.is_file() and path.read_bytes() != before:
+            print(f"cd4ml-nb: synced {project.relative(path)} from the other side of its pair", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from . import params as params_mod
     from .runner import run_notebook
 
+    if args.sync:
+        _sync_first([args.notebook], args.tracking_uri)
     values = params_mod.load_values_file(Path(args.file)) if args.file else None
     result = run_notebook(
         args.notebook,
@@ -185,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from . import tracking
+    from . import history, tracking
+    from .compare import notebook_id
 
     project = _project(".", args.tracking_uri)
     from . import spool
@@ -198,7 +215,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
              + (" (the tracking server is unreachable, or a runner still holds them)" if left else ""))
         return 1 if left else 0
     experiment = tracking.branch_experiment(project, args.branch)
-    notebook = project.relative(Path(args.notebook)) if args.notebook else None
+    notebook = notebook_id(project, args.notebook) if args.notebook else None
+    kind = history.parse_kind(args.kind) if args.kind else None
     pending = spool.pending(project)
     for p in [] if args.json else pending:  # shown before the server is asked: it may be down
         state = "running" if p.live else f"ended {p.ended}" if p.ended else "runner gone"
@@ -210,24 +228,28 @@ def cmd_runs(args: argparse.Namespace) -> int:
         data: dict = {"experiment": experiment, "pending": [{**asdict(p), "folder": str(p.folder)} for p in pending]}
         try:
             tracking.reconcile_orphans(project, experiment)
-            data["runs"] = [asdict(r) for r in tracking.runs_page(project, experiment, notebook, args.limit).runs]
+            data["runs"] = [asdict(r) for r in tracking.runs_page(project, experiment, notebook, args.limit,
+                                                                  kind=kind).runs]
         except TrackingError as e:  # the server is down: the pending journals are still worth showing
             data.update(runs=[], error=str(e).splitlines()[0])
         _say(json.dumps(data, indent=2))
         return 1 if "error" in data else 0
     tracking.reconcile_orphans(project, experiment)
-    runs = tracking.runs_page(project, experiment, notebook, args.limit).runs
+    runs = tracking.runs_page(project, experiment, notebook, args.limit, kind=kind).runs
     if not runs:
-        _say(f"no runs in experiment '{experiment}' yet; start one with `cd4ml-nb run NOTEBOOK`")
+        which = " ".join(filter(None, [f"of kind {kind}" if kind else "", f"of {notebook}" if notebook else ""]))
+        _say(f"no runs {which + ' ' if which else ''}in experiment '{experiment}' yet; "
+             "start one with `cd4ml-nb run NOTEBOOK`")
         return 0
     _say(f"experiment '{experiment}' ({project.tracking_uri}), newest first:")
     rows = []
     for r in runs:
         started = datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M:%S") if r.start_time else "-"
-        rows.append((started, r.status, r.run_id[:12], r.notebook or "-",
+        kind_text = f"{r.kind} of {r.parent_run_id[:8]}" if r.parent_run_id else r.kind
+        rows.append((started, r.status, kind_text, r.run_id[:12], r.notebook or "-",
                      " ".join(f"{k}={v}" for k, v in sorted(r.params.items())),
-                     " ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items()))))
-    _table(["started", "status", "run", "notebook", "params", "metrics"], rows)
+                     " ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())), r.why()))
+    _table(["started", "status", "kind", "run", "notebook", "params", "metrics", "why"], rows)
     return 0
 
 
@@ -277,9 +299,24 @@ def _gate_options(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="only this notebook, either side of a pair (repeatable)")
     g.add_argument("--runs", choices=["latest", "best"], default="latest", help="which runs to compare")
     g.add_argument("--min-runs", type=int, default=1, metavar="K", help="mean over the K latest runs per side")
+    _kind_option(g)
     g.add_argument("--allow-schema-change", action="store_true",
                    help="evaluate even when a logged dataset's schema differs between the runs")
     p.set_defaults(gate_specs=[])
+
+
+def _kind_option(p) -> None:
+    from .history import KINDS, RUN
+
+    p.add_argument("--kind", default=RUN, choices=KINDS,
+                   help="compare runs of this kind on both sides (default: run; trials, tests and ci smoke "
+                        "runs are left out)")
+
+
+def _selection(args: argparse.Namespace, run_id: str | None = None):
+    from .history import Selection
+
+    return Selection(args.kind, args.runs, getattr(args, "min_runs", 1), run_id)
 
 
 def _specs(raw: list[dict]):
@@ -295,11 +332,11 @@ def _specs(raw: list[dict]):
     return specs
 
 
-def _run_gate(project, args):
+def _run_gate(project, args, run_id: str | None = None):
     from .compare import gate
 
     return gate(project, _specs(args.gate_specs), branch=getattr(args, "branch", None), base=args.base,
-                against=args.against, runs=args.runs, min_runs=args.min_runs, notebooks=args.notebooks or (),
+                against=args.against, notebooks=args.notebooks or (), select=_selection(args, run_id),
                 allow_schema_change=args.allow_schema_change)
 
 
@@ -308,22 +345,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, no_base
 
     project = _project(".", args.tracking_uri)
-    comparison = compare(project, args.branch, args.base, args.metric_names or None, args.runs,
-                         goals=dict(project.config.metric_goals), notebooks=args.notebooks or ())
+    comparison = compare(project, args.branch, args.base, args.metric_names or None,
+                         goals=dict(project.config.metric_goals), notebooks=args.notebooks or (),
+                         select=_selection(args))
     if args.json:
         _say(json.dumps(comparison.to_json(), indent=2))
         return 0
     if args.format == "markdown":
         _say(report.markdown(project, comparison, report.CodeDiff((), "", ())).split("## Code:")[0].rstrip())
         return 0
-    _say(f"branch {comparison.branch!r} against base {comparison.base!r} ({comparison.runs} runs)")
+    _say(f"branch {comparison.branch!r} against base {comparison.base!r} ({comparison.runs} runs of kind "
+         f"{comparison.kind!r})")
     if not comparison.notebooks:
         _say("no FINISHED runs on either branch yet; start with `cd4ml-nb run NOTEBOOK`")
     for nb in comparison.notebooks:
         _say(f"\n{nb.notebook}: base run {nb.base.run_id if nb.base else '-'}, branch run "
              f"{nb.branch.run_id if nb.branch else '-'}")
         if nb.base is None:
-            _say(f"  {no_base(comparison.base, nb.notebook)}")
+            _say(f"  {no_base(comparison.base, nb.notebook, comparison.kind)}")
         rows = [(d.metric, d.goal, report._fmt(d.base), report._fmt(d.branch), report._fmt(d.delta),
                  report._pct(d.relative)) for d in nb.deltas]
         _table(["metric", "goal", "base", "branch", "delta", "delta %"], rows)
@@ -332,6 +371,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 for m in (d.metric for d in nb.deltas[:1])]
         if best and args.runs == "latest":
             _say(f"best runs by {best[0][0]}: base {best[0][1]}, branch {best[0][2]}")
+        if nb.parameters_differ:
+            _say(f"  parameters differ between the compared runs: {', '.join(nb.parameters_differ)}")
         for key, (a, b) in nb.params_changed.items():
             _say(f"  parameter {key}: {a} -> {b}")
         if nb.schema_changed:
@@ -356,8 +397,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     project = _project(".", args.tracking_uri)
     gate_result = _run_gate(project, args) if args.gate_specs else None
     comparison = compare(project, args.branch, args.base, [s["metric"] for s in args.gate_specs] or None,
-                         args.runs, args.min_runs, goals=dict(project.config.metric_goals),
-                         notebooks=args.notebooks or ())
+                         goals=dict(project.config.metric_goals), notebooks=args.notebooks or (),
+                         select=_selection(args))
     code = report.code_diff(project, comparison.base)
     text = (report.html_report if args.format == "html" else report.markdown)(project, comparison, code, gate_result)
     if args.output:
@@ -377,7 +418,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.if_gate_passes:
         if not args.gate_specs:
             raise BadInput("--if-gate-passes needs gate rules: --metric M [--goal G] [--max-regression X]")
-        result = _run_gate(project, args)
+        result = _run_gate(project, args, run_id)  # the gate judges this run, not the branch's latest
         for line in [c.describe() for c in result.checks] + [s.describe() for s in result.skipped]:
             _say(line)
         if not result.passed:
@@ -399,6 +440,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     if not paths:
         raise BadInput("no notebook to test: give NOTEBOOK..., list ci_notebooks in [tool.cd4ml_nb], or record a "
                        "baseline with `cd4ml-nb test NOTEBOOK --update`")
+    if args.sync:
+        _sync_first(paths, args.tracking_uri)
     values = params_mod.load_values_file(Path(args.file)) if args.file else None
     report = regression.run_regression(
         project, paths, parameters=values, parameter_texts=_collect_texts(args.param), seeds=args.seeds,
@@ -426,10 +469,11 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
     from . import pairing, params, regression, report
     from .compare import CannotEvaluate, compare, gate
+    from .history import CI, Selection
 
     project = _project(".", args.tracking_uri)
     cfg = project.config
-
+    smoke = Selection(kind=CI)  # smoke runs are compared with the base branch's smoke runs
     def step(name: str) -> None:
         _say(f"\n== ci: {name} ==")
 
@@ -483,16 +527,22 @@ def cmd_ci(args: argparse.Namespace) -> int:
     if cfg.ci_gate:
         step("gate")
         try:
-            gate_result = gate(project, _specs(list(cfg.ci_gate)))
+            gate_result = gate(project, _specs(list(cfg.ci_gate)), select=smoke)
         except CannotEvaluate as e:
             _say(f"ci cannot evaluate the gate: {e}")
             return 7
         for line in [c.describe() for c in gate_result.checks] + [s.describe() for s in gate_result.skipped]:
             _say(line)
     step("report")
-    comparison = compare(project, goals=dict(cfg.metric_goals))
+    comparison = compare(project, goals=dict(cfg.metric_goals), select=smoke)
     text = report.markdown(project, comparison, report.code_diff(project, comparison.base), gate_result)
-    out = project.root / cfg.ci_report
+    if args.report:  # relative to the current folder
+        out = Path(args.report).resolve()
+    elif cfg.ci_report:  # relative to the root
+        out = project.root / cfg.ci_report
+    else:  # the git-ignored state folder: ci leaves the work tree as it found it
+        out = project.ensure_state_dir() / "ci-report.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     _say(f"wrote {project.relative(out)}")
     if gate_result is not None and not gate_result.passed:
@@ -537,6 +587,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from . import notebooks, params, sweep
 
     project = _project(Path(args.notebook) if Path(args.notebook).exists() else ".", args.tracking_uri)
+    if args.sync:
+        _sync_first([args.notebook], args.tracking_uri)
     nb = notebooks.read(Path(args.notebook).resolve())
     contract = params.read_contract(nb.node, args.notebook)
     spec = params.load_values_file(Path(args.file)) if args.file else {}
@@ -546,13 +598,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not sep or not name or not values:
             raise BadInput(f"--grid {item!r}: use NAME=V1,V2,...")
         grid[name] = values.split(",")
-    trials = sweep.plan(contract, args.notebook, grid, _collect_texts(args.param), spec)
+    planned = sweep.plan(contract, args.notebook, grid, _collect_texts(args.param), spec)
+    trials = list(planned.trials)
     metric = args.metric or spec.get("metric")
     goal = args.goal or spec.get("goal", "")
     parallel = args.parallel or int(spec.get("parallel", 0))
     max_failures = args.max_failures if args.max_failures is not None else spec.get("max_failures")
     where = f"Dask at {args.dask}" if args.dask else f"{parallel or os.cpu_count()} local worker(s)"
-    _say(f"sweep of {nb.path.name}: {len(trials)} trial(s) on {where}")
+    dropped = (f" ({planned.duplicates} duplicate(s) dropped: trials with the same values run once)"
+               if planned.duplicates else "")
+    _say(f"sweep of {nb.path.name}: {len(trials)} trial(s){dropped} on {where}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -646,7 +701,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def _serve(command: list[str], open_url: str | None = None) -> int:
     """Run a server in the foreground; Ctrl-C or SIGTERM stop it and every process it started
-    (MLflow's workers and job consumers), then exit 0."""
+    (MLflow's workers and job consumers), then return 130 (interrupted). A server that ends by
+    itself gives its own exit code."""
     import subprocess
 
     from .runner import signals_as_interrupts
@@ -660,7 +716,7 @@ def _serve(command: list[str], open_url: str | None = None) -> int:
                 webbrowser.open(open_url)
             return server.wait()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner.Terminated)
-            return 0
+            return 130
         finally:
             if server.poll() is None:  # never signal a pid the system may have given to another process
                 from .mlflow_ui import stop_tree
@@ -723,6 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", metavar="NAME", help="experiment name (default: the git branch)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds each cell may run")
     p.add_argument("--no-html", action="store_true", help="do not render and log an HTML copy")
+    p.add_argument("--sync", action="store_true", help="sync the notebook's pair first when its sides differ "
+                   "(without it such a run is refused)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -731,7 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "sync"], default="list")
     p.add_argument("--wait", action="store_true", help="sync: block until every journal is uploaded")
     p.add_argument("--branch", metavar="B", help="another branch's experiment")
-    p.add_argument("--notebook", metavar="PATH", help="only runs of this notebook")
+    p.add_argument("--notebook", metavar="PATH", help="only runs of this notebook (either side of its pair)")
+    p.add_argument("--kind", metavar="KIND", help="only runs of this kind (run, trial, sweep, test, ci, ...)")
     p.add_argument("--limit", type=int, default=50, metavar="N")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -750,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook", dest="notebooks", action="append", type=os.path.abspath, metavar="PATH",
                    help="only this notebook, either side of a pair (repeatable)")
     p.add_argument("--runs", choices=["latest", "best"], default="latest")
+    _kind_option(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--format", choices=["text", "markdown"], default="text")
     p.add_argument("--tracking-uri", metavar="URI")
@@ -805,6 +865,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", metavar="BRANCH|RUN|FOLDER", help="default: the committed baseline file, else the "
                    "base branch's latest FINISHED run")
     p.add_argument("--update", action="store_true", help="record the baseline files (.cd4ml-baselines/) instead")
+    p.add_argument("--sync", action="store_true", help="sync the notebook's pair first when its sides differ "
+                   "(without it such a run is refused)")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="machine-readable result")
@@ -812,6 +874,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs with the regression test, gate, report "
             "([tool.cd4ml_nb] ci_*)")
     p.add_argument("--nbval", action="store_true", help="also run nbval --nbval-lax on the notebooks")
+    p.add_argument("--report", metavar="PATH", help="write the review report here (default: ci_report, "
+                   "else .cd4ml/ci-report.md, git-ignored)")
     p.add_argument("--tracking-uri", metavar="URI")
 
     p = add("sweep", cmd_sweep, "run a grid/random sweep of a notebook's parameters, locally or on Dask")
@@ -824,6 +888,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", metavar="M", help="sort trials by this metric")
     p.add_argument("--goal", choices=["minimize", "maximize"])
     p.add_argument("--max-failures", type=int, metavar="K", help="start no new trial after K failures")
+    p.add_argument("--sync", action="store_true", help="sync the notebook's pair first when its sides differ "
+                   "(without it such a run is refused)")
     p.add_argument("--tracking-uri", metavar="URI")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--json", action="store_true")

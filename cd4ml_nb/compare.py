@@ -1,7 +1,9 @@
 """Model performance assessment: compare branches, gate on regressions, promote models.
 
-A branch's result for a notebook is its latest FINISHED run (or the best one, or the mean of its
-``min_runs`` latest runs). Each notebook (tag ``cd4ml.notebook``) is compared on its own.
+A branch's result for a notebook is its latest FINISHED run of one kind (``run`` unless asked; see
+:mod:`.history`), or the best one, or the mean of its ``min_runs`` latest runs. Each notebook (one
+per pair, whichever side ran) is compared on its own; parameters that differ between the compared
+runs are flagged.
 Regressions are measured in the direction of each metric's goal: for ``minimize`` a higher value
 is worse, for ``maximize`` a lower one.
 """
@@ -12,7 +14,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from . import history
 from .exceptions import BadInput, Cd4mlError
+from .history import Selection
 from .project import Project
 
 MINIMIZE_HINTS = ("loss", "error", "rmse", "mse", "mae", "mape", "rmsle", "nwrmsle", "logloss", "brier", "time")
@@ -121,6 +125,11 @@ class NotebookComparison:
     schemas_changed: tuple[str, ...] = ()
 
     @property
+    def parameters_differ(self) -> list[str]:
+        """Parameters whose values differ between the compared base and branch runs."""
+        return sorted(self.params_changed)
+
+    @property
     def schema_changed(self) -> list[str]:
         """Datasets whose logical schema differs between the compared runs."""
         return list(self.schemas_changed)
@@ -134,7 +143,7 @@ class NotebookComparison:
                 "best_base": side(self.best_base), "best_branch": side(self.best_branch),
                 "deltas": [d.to_json() for d in self.deltas],
                 "params_changed": {k: list(v) for k, v in self.params_changed.items()},
-                "schema_changed": self.schema_changed}
+                "parameters_differ": self.parameters_differ, "schema_changed": self.schema_changed}
 
 
 @dataclass(frozen=True)
@@ -143,9 +152,10 @@ class Comparison:
     base: str
     runs: str  # latest | best
     notebooks: tuple[NotebookComparison, ...]
+    kind: str = history.RUN  # the kind of runs compared
 
     def to_json(self) -> dict:
-        return {"branch": self.branch, "base": self.base, "runs": self.runs,
+        return {"branch": self.branch, "base": self.base, "runs": self.runs, "kind": self.kind,
                 "notebooks": [n.to_json() for n in self.notebooks]}
 
 
@@ -156,6 +166,7 @@ class GateCheck:
     delta: MetricDelta
     base_runs: int
     branch_runs: int
+    parameters_differ: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> float:
@@ -170,9 +181,10 @@ class GateCheck:
         d = self.delta
         rel = f" ({d.relative:+.2%})" if d.relative is not None else ""
         verdict = "PASS" if self.passed else "FAIL"
+        differ = f"; parameters differ: {', '.join(self.parameters_differ)}" if self.parameters_differ else ""
         return (f"{verdict} {self.notebook} {d.metric} ({d.goal}): base {d.base:.6g} -> branch {d.branch:.6g}, "
                 f"delta {d.delta:+.6g}{rel}; allowed regression {self.allowed:.6g}"
-                f" [{self.base_runs} vs {self.branch_runs} run(s)]")
+                f" [{self.base_runs} vs {self.branch_runs} run(s){differ}]")
 
 
 @dataclass(frozen=True)
@@ -187,10 +199,12 @@ class Skipped:
         return f"SKIP {self.notebook}: {self.reason}"
 
 
-def no_base(base: str, notebook: str) -> str:
-    """What to do about a notebook the base branch never ran."""
-    return (f"no base: run it on {base} first: `cd4ml-nb run {notebook}` "
-            f"(base branch {base!r} has no FINISHED run of {notebook})")
+def no_base(base: str, notebook: str, kind: str = history.RUN) -> str:
+    """What to do about a notebook the base branch never ran (as runs of ``kind``)."""
+    how = {history.RUN: f"`cd4ml-nb run {notebook}`", history.CI: "`cd4ml-nb ci`",
+           history.TEST: f"`cd4ml-nb test {notebook}`"}.get(kind, f"a {kind} of {notebook}")
+    of = "" if kind == history.RUN else f" of kind {kind!r}"
+    return f"no base: run it on {base} first: {how} (base branch {base!r} has no FINISHED run{of} of {notebook})"
 
 
 @dataclass(frozen=True)
@@ -210,19 +224,10 @@ class GateResult:
 # --- fetching runs ----------------------------------------------------------------------------
 
 
-def _finished(c, experiment_id: str, limit: int = 1000) -> list:
+def finished_runs(c, experiment_id: str, limit: int = 1000) -> list:
+    """An experiment's FINISHED runs, newest first."""
     return list(c.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
                               max_results=limit, order_by=["attributes.start_time DESC"]))
-
-
-def _by_notebook(runs: list) -> dict[str, list]:
-    from . import tracking
-
-    grouped: dict[str, list] = {}
-    for run in runs:
-        name = run.data.tags.get(tracking.NOTEBOOK) or "(interactive)"
-        grouped.setdefault(name, []).append(run)
-    return grouped
 
 
 def _side(label: str, experiment: str, runs: list, metrics: list[str] | None, experiment_id: str | None) -> Side:
@@ -251,61 +256,54 @@ def _experiment(c, name: str):
     return found.experiment_id if found is not None else None
 
 
-def notebook_names(project: Project, path: str) -> tuple[str, ...]:
-    """The names a notebook's runs carry (tag ``cd4ml.notebook``): its project-relative path, then
-    its paired side's. ``path`` is either side, relative to the project root or absolute."""
-    from . import pairing
+def notebook_id(project: Project, path: str) -> str:
+    """The notebook ``path`` names (either side of a pair, relative to the project root or absolute)."""
     from .notebooks import NOTEBOOK_SUFFIXES
 
     real = project.confine(path, allow_hidden=True)
     if real.suffix not in NOTEBOOK_SUFFIXES:
         raise BadInput(f"--notebook {project.relative(real)}: not a notebook (give the .ipynb or its paired .py)")
-    names = [project.relative(real)]
-    pair = pairing.find_pair(real, project) if real.is_file() else None
-    if pair is not None:
-        names += [project.relative(p) for p in (pair.ipynb, pair.text) if project.relative(p) not in names]
-    return tuple(names)
+    return history.notebook_id(project, real)
 
 
-def _select(project: Project, branch_runs: dict[str, list], base_runs: dict[str, list],
-            notebooks: Sequence[str]) -> list[tuple[str, list, list]]:
-    """(name, branch runs, base runs) of every notebook either branch ran, or of those selected
-    (runs of both sides of a pair together; listed even when no branch ran them)."""
-    if not notebooks:
-        return [(n, branch_runs.get(n, []), base_runs.get(n, [])) for n in sorted(set(branch_runs) | set(base_runs))]
-
-    def merged(grouped: dict[str, list], names: tuple[str, ...]) -> list:
-        runs = [r for n in names for r in grouped.get(n, [])]
-        return sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
-
-    found, seen = [], set()
-    for names in (notebook_names(project, text) for text in notebooks):
-        if frozenset(names) not in seen:
-            seen.add(frozenset(names))
-            name = next((n for n in names if n in branch_runs or n in base_runs), names[0])
-            found.append((name, merged(branch_runs, names), merged(base_runs, names)))
-    return found
+def _named_run(c, select: Selection, names: history.Names) -> tuple[str, str, Any]:
+    """(experiment, notebook, run) of the run a selection names; BadInput when it has no notebook."""
+    run = c.get_run(select.run_id)
+    notebook = names.of(run)
+    if not notebook:
+        raise BadInput(f"run {select.run_id} has no {history.NOTEBOOK} tag: it cannot be compared with a branch")
+    return c.get_experiment(run.info.experiment_id).name, notebook, run
 
 
 def compare(project: Project, branch: str | None = None, base: str | None = None, metrics: list[str] | None = None,
-            runs: str = "latest", min_runs: int = 1, goals: dict[str, str] | None = None,
-            notebooks: Sequence[str] = ()) -> Comparison:
-    """Each notebook's result on ``branch`` against ``base`` (experiments named after them);
-    ``notebooks`` (paths, either side of a pair) selects some."""
+            goals: dict[str, str] | None = None, notebooks: Sequence[str] = (),
+            select: Selection = Selection()) -> Comparison:
+    """Each notebook's result on ``branch`` against ``base`` (experiments named after them), from
+    the runs ``select`` picks on each side; ``notebooks`` (paths, either side of a pair) selects
+    some. With ``select.run_id`` the branch side is that run, on the notebook it ran."""
     from . import tracking
 
-    if runs not in ("latest", "best"):
-        raise BadInput(f"--runs {runs!r}: use latest or best")
     goals = goals or {}
     base = base or project.base_branch
-    branch_exp = tracking.branch_experiment(project, branch)
-    branch = branch or branch_exp
-    base_exp = tracking.branch_experiment(project, base)
     c = tracking.client(project)
+    names = history.Names(project)
+    wanted = [notebook_id(project, text) for text in notebooks]
+    if select.run_id is not None:
+        branch_exp, notebook, named = _named_run(c, select, names)
+        branch, wanted = named.data.tags.get(tracking.GIT_BRANCH) or branch_exp, [notebook]
+    else:
+        branch_exp = tracking.branch_experiment(project, branch)
+        branch = branch or branch_exp
+    base_exp = tracking.branch_experiment(project, base)
     ids = {name: _experiment(c, name) for name in (branch_exp, base_exp)}
-    grouped = {name: _by_notebook(_finished(c, eid)) if eid else {} for name, eid in ids.items()}
+    b_grouped = history.by_notebook(select.keep(finished_runs(c, ids[branch_exp])) if ids[branch_exp] else [], names)
+    if select.run_id is not None:
+        b_grouped = {notebook: [named]}
+    a_grouped = history.by_notebook(select.keep(finished_runs(c, ids[base_exp]), base=True) if ids[base_exp] else [],
+                                    names)
     result = []
-    for name, b_runs, a_runs in _select(project, grouped[branch_exp], grouped[base_exp], notebooks):
+    for name in list(dict.fromkeys(wanted)) or sorted(set(b_grouped) | set(a_grouped)):
+        b_runs, a_runs = b_grouped.get(name, []), a_grouped.get(name, [])
         if metrics:
             common = list(metrics)
         elif b_runs and a_runs:  # default: the metrics both branches logged
@@ -316,7 +314,7 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
         goal = goal_of(primary, goals.get(primary, "")) if primary else "minimize"
 
         def pick(rs: list) -> list:
-            return _best(rs, primary, goal) if runs == "best" else rs[:max(1, min_runs)]
+            return _best(rs, primary, goal) if select.runs == "best" else rs[:select.min_runs]
 
         b_side = _side(branch, branch_exp, pick(b_runs), common, ids[branch_exp]) if b_runs else None
         a_side = _side(base, base_exp, pick(a_runs), common, ids[base_exp]) if a_runs else None
@@ -329,12 +327,11 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
         )
         changed = {}
         if a_side and b_side:
-            for key in sorted(set(a_side.params) | set(b_side.params)):
-                if a_side.params.get(key) != b_side.params.get(key):
-                    changed[key] = (a_side.params.get(key), b_side.params.get(key))
+            for key in history.parameters_differ(a_side.params, b_side.params):
+                changed[key] = (a_side.params.get(key), b_side.params.get(key))
         schemas = tuple(schema_changes(c, a_side, b_side)) if a_side and b_side else ()
         result.append(NotebookComparison(name, a_side, b_side, best_a, best_b, deltas, changed, schemas))
-    return Comparison(branch, base, runs, tuple(result))
+    return Comparison(branch, base, select.runs, tuple(result), select.kind)
 
 
 # --- the gate ---------------------------------------------------------------------------------
@@ -363,15 +360,12 @@ def _model_side(label: str, run) -> Side:
 
 def _model_notebooks(project: Project, uri: str, run, selected: Sequence[str]) -> list[str]:
     """The notebook a registered model's run came from (its ``cd4ml.notebook`` tag): the one to gate."""
-    from . import tracking
-
-    source = run.data.tags.get(tracking.NOTEBOOK)
+    source = history.Names(project).of(run)
     if not source:
         return list(selected)
-    names = set(notebook_names(project, source))
     for text in selected:
-        if not names & set(notebook_names(project, text)):
-            raise BadInput(f"--notebook {notebook_names(project, text)[0]}: {uri} comes from a run of {source}; "
+        if notebook_id(project, text) != source:
+            raise BadInput(f"--notebook {notebook_id(project, text)}: {uri} comes from a run of {source}; "
                            "gate that notebook against it, or drop --against")
     return [source]
 
@@ -421,7 +415,8 @@ def _check(spec: GateSpec, nb: NotebookComparison, base_side: Side, branch: str)
         raise CannotEvaluate(f"{nb.notebook}: metric {spec.metric!r} was not logged on {where} "
                              f"(logged: {', '.join(side.logged) or 'none'})")
     delta = MetricDelta(spec.metric, spec.goal, base_side.metrics[spec.metric], nb.branch.metrics[spec.metric])
-    return GateCheck(spec, nb.notebook, delta, len(base_side.run_ids), len(nb.branch.run_ids))
+    return GateCheck(spec, nb.notebook, delta, len(base_side.run_ids), len(nb.branch.run_ids),
+                     history.parameters_differ(base_side.params, nb.branch.params))
 
 
 def _require_every_metric(specs: list[GateSpec], checks: list[GateCheck], skipped: list[Skipped]) -> None:
@@ -434,7 +429,7 @@ def _require_every_metric(specs: list[GateSpec], checks: list[GateCheck], skippe
 
 
 def gate(project: Project, specs: list[GateSpec], branch: str | None = None, base: str | None = None,
-         against: str | None = None, runs: str = "latest", min_runs: int = 1, notebooks: Sequence[str] = (),
+         against: str | None = None, notebooks: Sequence[str] = (), select: Selection = Selection(),
          allow_schema_change: bool = False) -> GateResult:
     """Check every spec on each notebook the branch ran (or on those selected), each on its own.
 
@@ -443,29 +438,30 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
     notebook has no base or no branch run, when fewer than ``min_runs`` runs exist, or when a logged
     dataset's schema differs (unless ``allow_schema_change``). ``against`` (``models:/NAME@ALIAS``)
     replaces the base with the model's run, and the notebooks with the one that run came from.
+    ``select`` picks the runs compared (their kind; or, with ``run_id``, that run on the branch side).
     """
     from . import tracking
 
     if not specs:
         raise BadInput("give at least one --metric")
-    if min_runs < 1:
-        raise BadInput("--min-runs must be at least 1")
     specs = [GateSpec(s.metric, goal_of(s.metric, s.goal), s.tolerance, s.relative) for s in specs]
     c = tracking.client(project)
     model = _model_baseline(project, c, against) if against else None
     selected = _model_notebooks(project, against, model[1], notebooks) if model else list(notebooks)
-    comparison = compare(project, branch, base, [s.metric for s in specs], runs, min_runs,
-                         {s.metric: s.goal for s in specs}, selected)
+    comparison = compare(project, branch, base, [s.metric for s in specs], {s.metric: s.goal for s in specs},
+                         selected, select)
     checks: list[GateCheck] = []
     skipped: list[Skipped] = []
     for nb in _ran(comparison, selected, against):
         base_side = _model_side(*model) if model else nb.base
         if base_side is None:
+            reason = no_base(comparison.base, nb.notebook, select.kind)
             if selected:
-                raise CannotEvaluate(f"{nb.notebook}: {no_base(comparison.base, nb.notebook)}")
-            skipped.append(Skipped(nb.notebook, no_base(comparison.base, nb.notebook)))
+                raise CannotEvaluate(f"{nb.notebook}: {reason}")
+            skipped.append(Skipped(nb.notebook, reason))
             continue
-        _check_runs(c, nb, base_side, comparison, min_runs, model is not None, allow_schema_change)
+        _check_runs(c, nb, base_side, comparison, select.min_runs if select.run_id is None else 1, model is not None,
+                    allow_schema_change)
         for spec in specs:
             outcome = _check(spec, nb, base_side, comparison.branch)
             (checks if isinstance(outcome, GateCheck) else skipped).append(outcome)

@@ -57,6 +57,12 @@ class PairConflict(Cd4mlError):
         self.diff = diff
 
 
+class OutOfSync(BadInput):
+    """A run was asked of a pair whose sides differ: nothing ran, nothing was recorded."""
+
+    http_status = 409
+
+
 class Conflict(Cd4mlError):
     """The request does not fit the current state (e.g. cancelling a job that already ended)."""
 

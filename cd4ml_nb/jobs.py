@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import notebooks, params
+from . import notebooks, pairing, params
 from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, NotFound, TooLarge
 from .project import Project, _ignored_folder
 
@@ -356,6 +356,7 @@ class JobManager:
         source = _confine(self.root, path)
         rel = _relative(self.root, source)
         nb = notebooks.read(source)
+        pairing.ensure_in_sync(pairing.find_pair(source, self.project, node=nb.node), self.project, source)
         contract = params.read_contract(nb.node, rel)
         checked = params.validate(contract, values=values, where=rel)
         from .runner import _kernel_name

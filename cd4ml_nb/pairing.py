@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Literal
 
 from . import gitinfo, notebooks
 from .config import DEFAULT_FORMATS
-from .exceptions import BadInput, NotebookError, PairConflict
+from .exceptions import BadInput, NotebookError, OutOfSync, PairConflict
 from .project import Project
 
 SKIP_DIRS = {".git", ".ipynb_checkpoints", "node_modules", "__pycache__", ".venv", "venv", "site-packages"}
@@ -273,6 +273,29 @@ def compare(pair: Pair, project: Project) -> PairState:
         return _changed(pair, (d_ipynb != head_ipynb, d_text != head_text), "git HEAD")
     newer = "ipynb" if pair.ipynb.stat().st_mtime >= pair.text.stat().st_mtime else "text"
     return PairState(pair, False, newer, False, None, "modification times")
+
+
+def ensure_in_sync(pair: Pair | None, project: Project, given: Path, *, sync: bool = False) -> None:
+    """Before a run of ``given`` (either side of ``pair``): OutOfSync (exit 2, no kernel, no run)
+    when the sides' inputs differ, naming the newer side and `cd4ml-nb sync`; with ``sync``, sync
+    first (PairConflict, writing nothing, when both sides changed). A side not created yet is no
+    conflict: the run executes the side that exists."""
+    if pair is None:
+        return
+    state = compare(pair, project)
+    if state.in_sync or state.missing:
+        return
+    if sync:
+        sync_pair(pair, project)
+        return
+    name = project.relative(given)
+    if state.conflict:
+        what = f"both sides changed since {state.basis}"
+    else:
+        newer = pair.ipynb if state.newer == "ipynb" else pair.text
+        what = f"{project.relative(newer)} is newer (compared with {state.basis})"
+    raise OutOfSync(f"{name}: the two sides of its pair differ, {what}; run `cd4ml-nb sync {name}` "
+                    "first, or pass --sync (nothing ran)")
 
 
 def diff(pair: Pair) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import history
 from .exceptions import BadInput, ConfigError, NotebookError
 from .project import Project
 
@@ -389,12 +390,12 @@ def _run_cells(c, run, stem: str) -> tuple[CellOutputs, ...] | None:
         return None
 
 
-def run_baseline(project: Project, names: tuple[str, ...], branch: str | None = None, run_id: str | None = None,
+def run_baseline(project: Project, notebook: str, branch: str | None = None, run_id: str | None = None,
                  count: int = 1, stem: str = "", want_cells: bool = False) -> Baseline | None:
-    """The ``count`` latest FINISHED runs of the notebook (any of ``names``) on ``branch``, or run
+    """The ``count`` latest FINISHED runs (kind ``run`` or ``test``) of ``notebook`` on ``branch``, or run
     ``run_id``; None when there are none."""
     from . import tracking
-    from .compare import _by_notebook, _finished
+    from .compare import finished_runs
 
     c = tracking.client(project)
     if run_id is not None:
@@ -405,16 +406,18 @@ def run_baseline(project: Project, names: tuple[str, ...], branch: str | None = 
     else:
         experiment = tracking.branch_experiment(project, branch)
         found = c.get_experiment_by_name(experiment)
-        grouped = _by_notebook(_finished(c, found.experiment_id)) if found is not None else {}
-        runs = sorted((r for n in names for r in grouped.get(n, [])), key=lambda r: r.info.start_time or 0,
-                      reverse=True)[:max(1, count)]
+        like = {history.RUN, history.TEST}  # runs of the notebook's own parameters: not trials nor smoke runs
+        grouped = history.by_notebook((r for r in finished_runs(c, found.experiment_id)
+                                       if history.kind_of(r.data.tags) in like), history.Names(project)) \
+            if found is not None else {}
+        runs = grouped.get(notebook, [])[:max(1, count)]
         if not runs:
             return None
         latest = "latest FINISHED run" if len(runs) == 1 else f"{len(runs)} latest FINISHED runs"
         source = f"{latest} on {branch!r} (run {runs[0].info.run_id[:12]})"
     first = runs[0]
     cells = _run_cells(c, first, stem) if want_cells else ()
-    return Baseline(names[0], source, aggregate([dict(r.data.metrics) for r in runs]), cells,
+    return Baseline(notebook, source, aggregate([dict(r.data.metrics) for r in runs]), cells,
                     _run_parameters(first), run_ids=tuple(r.info.run_id for r in runs),
                     commit=first.data.tags.get(tracking.GIT_COMMIT))
 
@@ -506,17 +509,7 @@ def describe(outcome: NotebookOutcome) -> str:
     return "\n".join(lines)
 
 
-def _names(project: Project, nb) -> tuple[str, tuple[str, ...]]:
-    """(name, every name its runs may carry): a pair is named by its .ipynb, whichever side is given."""
-    from . import pairing
-
-    own = project.relative(nb.path)
-    pair = pairing.find_pair(nb.path, project, node=nb.node) if nb.path.suffix in (".ipynb", ".py") else None
-    names = [project.relative(pair.ipynb), project.relative(pair.text)] if pair is not None else [own]
-    return names[0], tuple(names) if own in names else (*names, own)
-
-
-def resolve_baseline(project: Project, name: str, names: tuple[str, ...], stem: str, spec: str | None,
+def resolve_baseline(project: Project, name: str, stem: str, spec: str | None,
                      count: int, want_cells: bool, files_only: bool = False
                      ) -> tuple[Baseline | None, str, str]:
     """(baseline, problem, next step): the baseline named by ``spec`` (None: the committed file,
@@ -532,14 +525,14 @@ def resolve_baseline(project: Project, name: str, names: tuple[str, ...], stem: 
         if spec or files_only:
             return None, f"no baseline: no file {project.relative(path)}", record
         base = project.base_branch
-        found = run_baseline(project, names, base, count=count, stem=stem, want_cells=want_cells)
+        found = run_baseline(project, name, base, count=count, stem=stem, want_cells=want_cells)
         if found is None:
             return None, (f"no baseline: no committed file {project.relative(file)} and no FINISHED run of "
                           f"{name} on the base branch {base!r}"), f"{record} (or `cd4ml-nb run {name}` on {base})"
         return found, "", ""
     if re.fullmatch(r"[0-9a-fA-F]{6,32}", spec) and not (project.in_git and gitinfo.branch_exists(project.root, spec)):
-        return run_baseline(project, names, run_id=spec, stem=stem, want_cells=want_cells), "", ""
-    found = run_baseline(project, names, spec, count=count, stem=stem, want_cells=want_cells)
+        return run_baseline(project, name, run_id=spec, stem=stem, want_cells=want_cells), "", ""
+    found = run_baseline(project, name, spec, count=count, stem=stem, want_cells=want_cells)
     if found is None:
         return None, f"no baseline: no FINISHED run of {name} on branch {spec!r}", \
             f"run it there first (`cd4ml-nb run {name}`), or {record}"
@@ -641,7 +634,7 @@ def check_notebook(
     texts = dict(parameter_texts or {})
     given = dict(parameters or {})
     nb = notebooks.read(project.confine(Path(path).resolve(), allow_hidden=True))
-    name, names = _names(project, nb)
+    name = history.notebook_id(project, nb.path, nb.node)
     contract = params.read_contract(nb.node, nb.path)
     check_options(seeds, baseline, update)
     k = seeds or 1
@@ -656,13 +649,13 @@ def check_notebook(
     base: Baseline | None = None
     problem = next_step = ""
     if not update:
-        base, problem, next_step = resolve_baseline(project, name, names, nb.path.stem, baseline, k, want_cells,
+        base, problem, next_step = resolve_baseline(project, name, nb.path.stem, baseline, k, want_cells,
                                                     files_only)
         if base is None and not always_run:
             return NotebookOutcome(name, CANNOT, problems=(problem,), next_step=next_step)
     tol = tolerances(project, rtol, atol)
     values, seed_list, notes = _plan(contract, base, texts, given, seed_parameter, k, name)
-    tags = {TEST_TAG: "true", "cd4ml.test.via": via, **({"cd4ml.test.update": "true"} if update else {})}
+    tags = {TEST_TAG: "true", "cd4ml.test.via": via, history.KIND: history.CI if via == "ci" else history.TEST, **({"cd4ml.test.update": "true"} if update else {})}
     results = _run_seeds(project, nb, values, texts, seed_parameter, seed_list, tags, progress, warn)
     run_ids = tuple(r.run_id for r in results if r.run_id)
     failed = next((r for r in results if r.status != "FINISHED"), None)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from . import data, tracking
+from . import data, history, tracking
 from .exceptions import BadInput, NotFound
 from .project import Project
 
@@ -459,10 +459,10 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
                 raise BadInput(f"run {run_id} was dirty but its uncommitted.diff artifact cannot be read") from None
             if Path(patch).stat().st_size:
                 _git(tree, "apply", "--whitespace=nowarn", patch)
-        result = run_notebook(tree / notebook, values,
+        result = run_notebook(tree / tags.get(history.SIDE, notebook), values,  # the side it executed
                               project=Project.discover(tree, tracking_uri=project.tracking_uri),
                               experiment=experiment, progress=progress, warn=warn,
-                              extra_tags={REPRODUCES: run_id})
+                              extra_tags={REPRODUCES: run_id, history.KIND: history.REPRODUCE})
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=project.root, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)

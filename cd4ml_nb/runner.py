@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import notebooks, params, spool, tracking
+from . import history, notebooks, pairing, params, spool, tracking
 from .guard import Guard
 from .exceptions import BadInput, Cd4mlError, TrackingError
 from .project import Project
@@ -344,7 +344,7 @@ def run_notebook(
 
     Parameters
     ----------
-    path : the notebook; either side of a pair.
+    path : the notebook; either side of a pair (refused, OutOfSync, when the two sides differ).
     parameters : typed values (as from YAML/JSON), checked against the notebook's contract.
     parameter_texts : command-line strings, coerced to the declared types.
     tracking_uri, experiment : override the project's store and the branch experiment.
@@ -353,7 +353,7 @@ def run_notebook(
     on_progress : called with (cells done, total) as the notebook executes.
     on_started : called with (run id, experiment id) once the MLflow run exists.
     run_id : a run created beforehand (a sweep trial) to use instead of creating one.
-    extra_tags : more tags for the run (e.g. ``mlflow.parentRunId``).
+    extra_tags : more tags for the run (e.g. ``mlflow.parentRunId``, or ``cd4ml.kind``: ``run`` by default).
     cancel : when set (from another thread), the kernel is stopped and the run ends KILLED.
     output_root : folder for the per-run output folder (default: ``<state_dir>/runs``).
 
@@ -366,6 +366,8 @@ def run_notebook(
     if project is None:
         project = Project.discover(path if path.exists() else Path.cwd(), tracking_uri=tracking_uri)
     nb = notebooks.read(path.resolve())
+    pair = pairing.find_pair(nb.path, project, node=nb.node)
+    pairing.ensure_in_sync(pair, project, nb.path)
     contract = params.read_contract(nb.node, nb.path)
     values = params.validate(contract, parameter_texts, parameters, where=str(path))
     kernel = _kernel_name(project, nb, warn)
@@ -382,13 +384,14 @@ def run_notebook(
 
     from . import engine
 
-    rel = project.relative(nb.path)
+    rel = project.relative(pair.ipynb if pair is not None else nb.path)  # one name for both sides
     source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
     out_dir = _run_dir(project, nb.path.stem, output_root)
     executed = out_dir / f"{nb.path.stem}.ipynb"
     handoff = out_dir / ".run.json"
     tags = tracking.provenance_tags(project, git, rel)
     tags.update({
+        **history.run_tags(rel, project.relative(nb.path), history.RUN),
         tracking.SOURCE_SHA: hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
         tracking.OUTPUT_DIR: str(out_dir),
         tracking.KERNEL: kernel,

@@ -1,10 +1,11 @@
 """Sweeps: many trials of one notebook, in parallel locally or on a Dask cluster.
 
 Every trial is validated against the notebook's contract before anything starts. The parent
-process creates one MLflow parent run and, before fanning out, one child run per trial
-(``mlflow.parentRunId``, ``cd4ml.trial.key``); a trial adopts its pre-created run, so a trial
-that Dask executes twice (a worker killed mid-trial) still ends with exactly one run per key,
-and a trial whose run is already FINISHED is not run again.
+process creates one MLflow parent run (``cd4ml.kind=sweep``) and, as it hands each trial out, one
+child run for it (``cd4ml.kind=trial``, ``mlflow.parentRunId``, ``cd4ml.trial.key``), so a trial's
+run starts when the trial does. The trial adopts that run, so a trial that Dask executes twice (a
+worker killed mid-trial) still ends with exactly one run per key, and a trial whose run is already
+FINISHED is not run again. Trials that never started (a cancelled sweep) have no run.
 
 Local trials run in threads of this one process (imports paid once), each with its own kernel:
 a kernel that dies fails its trial alone. Trials log the executed notebook but no HTML render.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from . import notebooks, params, tracking
+from . import history, notebooks, pairing, params, tracking
 from .compare import goal_of
 from .exceptions import BadInput, Interrupted
 from .guard import Guard
@@ -41,6 +42,14 @@ class Trial:
     index: int
     key: str  # stable digest of the values
     values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The trials to run, and how many candidates were dropped as duplicates of another's values."""
+
+    trials: tuple[Trial, ...]
+    duplicates: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,10 @@ def _sample(spec: Any, rng: random.Random, name: str) -> Any:
 
 
 def plan(contract: params.Contract, where: str, grid: dict[str, list[str]] | None = None,
-         fixed: dict[str, str] | None = None, spec: dict[str, Any] | None = None) -> list[Trial]:
+         fixed: dict[str, str] | None = None, spec: dict[str, Any] | None = None) -> Plan:
     """The trials: grid (from the command line and the file), explicit trials, random samples,
-    each merged over the fixed values and validated. Raises ParameterError listing problems."""
+    each merged over the fixed values and validated; candidates with the same values run once.
+    Raises ParameterError listing problems."""
     spec = dict(spec or {})
     unknown = set(spec) - {"parameters", "grid", "trials", "random", "metric", "goal", "parallel", "max_failures"}
     if unknown:
@@ -143,7 +153,7 @@ def plan(contract: params.Contract, where: str, grid: dict[str, list[str]] | Non
             candidates.append(({n: _sample(s, rng, n) for n, s in sorted(rnd["space"].items())}, {}))
     if not candidates:
         candidates.append(({}, {}))
-    trials, seen, problems = [], set(), []
+    trials, seen, problems, duplicates = [], set(), [], 0
     for values, texts in candidates:
         try:
             typed = params.validate(contract, {**(fixed or {}), **texts}, {**base_values, **values}, where=where)
@@ -151,13 +161,15 @@ def plan(contract: params.Contract, where: str, grid: dict[str, list[str]] | Non
             problems.append(str(e).split(". Declared parameters:")[0])
             continue
         key = trial_key(typed)
-        if key not in seen:
-            seen.add(key)
-            trials.append(Trial(len(trials), key, typed))
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        trials.append(Trial(len(trials), key, typed))
     if problems:
         raise BadInput(f"{len(problems)} trial(s) do not fit the contract: " + " | ".join(dict.fromkeys(problems))
                        + f". Declared parameters: {contract.describe()}")
-    return trials
+    return Plan(tuple(trials), duplicates)
 
 
 # --- executing one trial (locally or on a Dask worker) ----------------------------------------
@@ -195,7 +207,9 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
               on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
     """Run ``trials`` of the notebook at ``path``; returns when all are terminal (or cancelled)."""
     nb = notebooks.read(path)
-    rel = project.relative(nb.path)
+    pair = pairing.find_pair(nb.path, project, node=nb.node)
+    pairing.ensure_in_sync(pair, project, nb.path)
+    rel = project.relative(pair.ipynb if pair is not None else nb.path)
     if dask:
         _check_dask_store(project, dask)
     tracking.check_store(project)
@@ -203,19 +217,26 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
     experiment = tracking.experiment_name(project, git)
     c = tracking.client(project)  # creates the embedded store once, under its lock
     experiment_id = tracking.ensure_experiment(c, project, experiment)
-    tags = tracking.provenance_tags(project, git, rel)
-    parent = tracking.create_run(c, experiment_id, f"{nb.path.stem} sweep", {**tags, "cd4ml.sweep": "true",
-                                 "cd4ml.sweep.trials": str(len(trials))}, {})
+    tags = {**tracking.provenance_tags(project, git, rel), **history.run_tags(rel, project.relative(nb.path), history.SWEEP)}
+    parent = tracking.create_run(c, experiment_id, f"{nb.path.stem} sweep", {
+        **tags, "cd4ml.sweep": "true", "cd4ml.sweep.trials": str(len(trials))}, {})
     parent_id = parent.info.run_id
     guard = Guard(project.tracking_uri)  # if this process dies, its runs still end
     guard.add(parent_id)
-    runs = {}
-    for trial in trials:
-        child = tracking.create_run(c, experiment_id, f"{nb.path.stem}-{trial.key[:6]}",
-                                    {**tags, PARENT: parent_id, TRIAL_KEY: trial.key,
-                                     "cd4ml.trial.index": str(trial.index)}, {})
-        runs[trial.key] = child.info.run_id
-        guard.add(child.info.run_id)
+    runs: dict[str, str] = {}  # trial key -> its run, created as the trial is handed out
+
+    def trial_tags(trial: Trial) -> dict[str, str]:
+        return {history.KIND: history.TRIAL, PARENT: parent_id, TRIAL_KEY: trial.key,
+                "cd4ml.trial.index": str(trial.index)}
+
+    def run_of(trial: Trial) -> str:
+        if trial.key not in runs:
+            child = tracking.create_run(c, experiment_id, f"{nb.path.stem}-{trial.key[:6]}",
+                                        {**tags, **trial_tags(trial)}, {})
+            runs[trial.key] = child.info.run_id
+            guard.add(child.info.run_id)
+        return runs[trial.key]
+
     results: dict[str, TrialResult] = {}
     cancel = threading.Event()
     failures = 0
@@ -231,8 +252,9 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: in
             on_trial(result, len(results), len(trials))
 
     def args(trial: Trial) -> tuple:
-        extra = {PARENT: parent_id, TRIAL_KEY: trial.key, "cd4ml.trial.index": str(trial.index)}
-        return (str(project.root), rel, trial.values, runs[trial.key], project.tracking_uri, extra)
+        """What a trial is executed with; called as it is handed out (so its run starts then)."""
+        return (str(project.root), project.relative(nb.path), trial.values, run_of(trial), project.tracking_uri,
+                trial_tags(trial))
 
     interrupted = None
     try:
@@ -289,7 +311,7 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) 
     """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict."""
     with signals_ignored():
         for trial in trials:  # a trial whose machinery raised was recorded FAILED but never ended
-            if c.get_run(runs[trial.key]).info.status not in ("RUNNING", "SCHEDULED"):
+            if trial.key not in runs or c.get_run(runs[trial.key]).info.status not in ("RUNNING", "SCHEDULED"):
                 continue
             ended = results.get(trial.key)
             if ended is None:

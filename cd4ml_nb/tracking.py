@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BadInput, NoStore, TrackingError
-from . import gitinfo, store
+from . import gitinfo, history, store
 from .gitinfo import GitInfo
 from .project import Project
 
@@ -29,7 +29,7 @@ RUN_NAME = "mlflow.runName"
 DIRTY = "cd4ml.git.dirty"
 DIFF_TRUNCATED = "cd4ml.git.diff_truncated"
 SOURCE_SHA = "cd4ml.notebook.source_sha256"
-NOTEBOOK = "cd4ml.notebook"
+NOTEBOOK = history.NOTEBOOK
 REASON = "cd4ml.status.reason"
 FAILED_CELL = "cd4ml.failed_cell"
 FAILED_ENAME = "cd4ml.failed_cell.ename"
@@ -59,6 +59,17 @@ class RunSummary:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    kind: str = history.RUN
+    parent_run_id: str | None = None
+    failed_cell: int | None = None
+    message: str | None = None  # why a run did not finish, in a line
+
+    def why(self) -> str:
+        """A FAILED or KILLED run's reason, failed cell and message, in one line ('' when none)."""
+        if not self.reason:
+            return ""
+        cell = f" at cell {self.failed_cell}" if self.failed_cell is not None else ""
+        return f"{self.reason}{cell}: {self.message}" if self.message else f"{self.reason}{cell}"
 
 
 def experiment_name(project: Project, git: GitInfo | None) -> str:
@@ -127,6 +138,20 @@ def run_client(project: Project):
         if light is not None:
             return light
     return client(project)
+
+
+def read_client(project: Project):
+    """The client the read-only commands read through: without MLflow's import
+    (:mod:`.sqlite_client`) for a complete local SQLite store it knows (as :func:`run_client`), else
+    ``client(project, create=False)``; never creates a store (a missing one is :class:`NoStore`)."""
+    path = store.sqlite_path(project.tracking_uri) if store.is_sqlite(project.tracking_uri) else None
+    if path is not None and store.state(path) == "complete":
+        from .sqlite_client import open_client
+
+        light = open_client(path, project.tracking_uri)
+        if light is not None:
+            return light
+    return client(project, create=False)
 
 
 def _entities(c):
@@ -247,19 +272,24 @@ def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> 
     target.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
 
 
-def summarize(run) -> RunSummary:
+def summarize(run, names: history.Names | None = None) -> RunSummary:
     tags = run.data.tags
+    cell = tags.get(FAILED_CELL, "")
     return RunSummary(
         run_id=run.info.run_id,
         experiment=run.info.experiment_id,
         status=run.info.status,
         start_time=run.info.start_time / 1000 if run.info.start_time else None,
         end_time=run.info.end_time / 1000 if run.info.end_time else None,
-        notebook=tags.get(NOTEBOOK),
+        notebook=names.of(run) if names is not None else tags.get(NOTEBOOK),
         commit=tags.get(GIT_COMMIT),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
         reason=tags.get(REASON),
+        kind=history.kind_of(tags),
+        parent_run_id=tags.get(history.PARENT),
+        failed_cell=int(cell) if cell.isdigit() else None,
+        message=next(iter((tags.get("cd4ml.status.message") or "").splitlines()), "")[:300] or None,
     )
 
 
@@ -323,8 +353,11 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
     mlflow.set_tracking_uri(project.tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     rel = project.relative(where) if where.is_file() else None
-    tags = {k: clip(v) for k, v in provenance_tags(project, git, rel).items() if v is not None}
-    tags["cd4ml.interactive"] = "true"
+    tags = {k: clip(v) for k, v in provenance_tags(project, git, history.Names(project)(rel)).items()
+            if v is not None}
+    tags.update({"cd4ml.interactive": "true", history.KIND: history.INTERACTIVE})
+    if rel:
+        tags[history.SIDE] = rel
     tags.setdefault(SOURCE_NAME, "(interactive session)")
     run = mlflow.start_run(experiment_id=experiment_id, run_name=where.stem if rel else "interactive", tags=tags)
     _end_with_the_session(run.info.run_id, project.tracking_uri)
@@ -360,7 +393,7 @@ def reconcile_orphans(project: Project, experiment: str | None = None) -> list[s
     Looks in one experiment, or in all of them when ``experiment`` is None; creates no store.
     """
     try:
-        c = client(project, create=False)
+        c = read_client(project)
     except NoStore:
         return []
     if experiment is None:
@@ -442,29 +475,37 @@ def branch_experiment(project: Project, branch: str | None) -> str:
 
 
 def runs_page(project: Project, experiment: str, notebook: str | None, limit: int,
-              page_token: str | None = None) -> RunsPage:
-    """One page of an experiment's runs, newest first, optionally of one notebook; creates no store."""
+              page_token: str | None = None, kind: str | None = None) -> RunsPage:
+    """One page of an experiment's runs, newest first; creates no store. ``notebook`` (a canonical
+    name, :func:`history.notebook_id`) keeps the runs of that notebook, whichever side of its pair
+    they ran; ``kind`` those of one kind. Filtered pages read on until ``limit`` runs are found."""
     try:
-        c = client(project, create=False)
+        c = read_client(project)
     except NoStore:
         return RunsPage([], None)
     found = c.get_experiment_by_name(experiment)
     if found is None:
         return RunsPage([], None)
-    query = ""
-    if notebook:
-        if "'" in notebook or "\\" in notebook:
-            raise BadInput(f"{notebook!r}: quotes and backslashes are not supported in run filters")
-        query = f"tags.`{NOTEBOOK}` = '{notebook}'"
-    try:
-        page = c.search_runs([found.experiment_id], filter_string=query, max_results=limit,
-                             order_by=["attributes.start_time DESC"], page_token=page_token)
-    except Exception as e:
-        if page_token:
-            raise BadInput(f"invalid page_token: {str(e).splitlines()[0]}") from None
-        raise
-    token = page.token.decode() if isinstance(page.token, bytes) else page.token  # bytes from SQL stores
-    return RunsPage([summarize(r) for r in page], token or None)
+    names = history.Names(project)
+    filtered = bool(notebook or kind)
+
+    def wanted(run) -> bool:
+        return (not notebook or names.of(run) == notebook) and (not kind or history.kind_of(run.data.tags) == kind)
+
+    runs: list = []
+    token = page_token
+    while True:
+        try:
+            page = c.search_runs([found.experiment_id], max_results=max(limit, 500) if filtered else limit,
+                                 order_by=["attributes.start_time DESC"], page_token=token)
+        except Exception as e:
+            if token:
+                raise BadInput(f"invalid page_token: {str(e).splitlines()[0]}") from None
+            raise
+        token = (page.token.decode() if isinstance(page.token, bytes) else page.token) or None  # bytes from SQL
+        runs += [r for r in page if wanted(r)]
+        if not filtered or len(runs) >= limit or token is None:
+            return RunsPage([summarize(r, names) for r in runs], token)
 
 
 MIN_RUN_PREFIX = 6
@@ -474,9 +515,9 @@ def resolve_run_id(c, text: str) -> str:
     """The full id of the run whose id is ``text`` or starts with it (at least 6 characters).
 
     BadInput when no run matches, when the prefix is too short or when it names several runs
-    (the message lists them).
+    (the message lists them). ``c`` is MLflow's client or the light one (its ViewType is MLflow's).
     """
-    from mlflow.entities import ViewType
+    from .sqlite_client import ViewType
 
     prefix = text.strip().lower()
     if not re.fullmatch(r"[0-9a-f]+", prefix or "-"):

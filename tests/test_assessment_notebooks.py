@@ -18,7 +18,7 @@ from test_run_ids import record_run
 TRAIN = percent("import mlflow\nmlflow.log_metric('loss', loss)\nmlflow.log_metric('accuracy', 1 - loss / 10)",
                 parameters="loss: float = 1.0")
 NEW = percent("import mlflow\nmlflow.log_metric('loss', 5.0)\nmlflow.log_metric('rmse', 3.0)")
-NO_BASE = "notebooks/new.py: no base: run it on master first: `cd4ml-nb run notebooks/new.py`"
+NO_BASE = "notebooks/new.ipynb: no base: run it on master first: `cd4ml-nb run notebooks/new.ipynb`"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def repo(tmp_path_factory):
         assert main(["pair", "notebooks/new.ipynb"]) == 0
         commit_all(repo, "a new notebook")
         record_run(repo, "notebooks/train.ipynb", {"loss": 1.05, "accuracy": 0.895})
-        record_run(repo, "notebooks/new.py", {"loss": 5.0, "rmse": 3.0})  # run from the .py side
+        record_run(repo, "notebooks/new.py", {"loss": 5.0, "rmse": 3.0})  # recorded under the .py side (old runs)
         yield repo
     finally:
         os.chdir(old)
@@ -68,7 +68,7 @@ def test_notebook_selects_either_side_of_a_pair(here, capsys):
     assert code == 0, err
     assert "PASS notebooks/train.ipynb loss" in out and "new.py" not in out
     code, out, err = gate(capsys, "--metric", "loss", "--notebook", "notebooks/new.ipynb")
-    assert code == 2 and "no base: run it on master first: `cd4ml-nb run notebooks/new.py`" in err
+    assert code == 2 and "no base: run it on master first: `cd4ml-nb run notebooks/new.ipynb`" in err
     code, _, err = gate(capsys, "--metric", "loss", "--notebook", "notebooks/absent.py")
     assert code == 2 and "no FINISHED run of notebooks/absent.py" in err
 
@@ -97,10 +97,10 @@ def test_compare_per_notebook_and_selected(here, capsys):
     assert main(["compare", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     by_name = {nb["notebook"]: nb for nb in data["notebooks"]}
-    assert set(by_name) == {"notebooks/train.ipynb", "notebooks/new.py", "notebooks/old.ipynb"}
-    assert by_name["notebooks/new.py"]["base"] is None
-    assert main(["compare", "--json", "--notebook", "notebooks/new.ipynb"]) == 0
-    assert [nb["notebook"] for nb in json.loads(capsys.readouterr().out)["notebooks"]] == ["notebooks/new.py"]
+    assert set(by_name) == {"notebooks/train.ipynb", "notebooks/new.ipynb", "notebooks/old.ipynb"}
+    assert by_name["notebooks/new.ipynb"]["base"] is None
+    assert main(["compare", "--json", "--notebook", "notebooks/new.py"]) == 0
+    assert [nb["notebook"] for nb in json.loads(capsys.readouterr().out)["notebooks"]] == ["notebooks/new.ipynb"]
     assert main(["compare", "--notebook", "notebooks/new.py"]) == 0
     assert "no base: run it on master first" in capsys.readouterr().out
 
@@ -110,11 +110,11 @@ def test_report_gates_each_notebook_on_its_own(here, capsys, tmp_path):
     assert main(["report", "--metric", "loss", "--max-regression", "10%", "-o", str(out)]) == 0, capsys.readouterr()
     text = out.read_text()
     assert "| loss | minimize | 1 | 1.05 | 0.05 | +5.00% | ✅ pass |" in text
-    assert NO_BASE in text and "## `notebooks/new.py`" in text
+    assert NO_BASE in text and "## `notebooks/new.ipynb`" in text
     assert main(["report", "--notebook", "notebooks/train.py", "--format", "html", "-o", str(out)]) == 0
     page = out.read_text()
     assert "<h2><code>notebooks/train.ipynb</code></h2>" in page
-    assert "<h2><code>notebooks/new.py</code></h2>" not in page  # (its .py still shows in the code diff)
+    assert "<h2><code>notebooks/new.ipynb</code></h2>" not in page
 
 
 CI_CONFIG = """
@@ -134,7 +134,7 @@ def test_ci_passes_when_the_branch_adds_a_notebook(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(repo)
     assert main(["pair", "notebooks/train.ipynb"]) == 0
     commit_all(repo)
-    assert main(["run", "notebooks/train.ipynb", "-q", "--no-html"]) == 0
+    assert main(["ci"]) == 0, capsys.readouterr()  # the base's smoke run: what ci on a branch compares with
     git(repo, "checkout", "-q", "-b", "feature")
     write_ipynb(repo / "notebooks" / "new.ipynb", NEW)
     assert main(["pair", "notebooks/new.ipynb"]) == 0
@@ -143,5 +143,5 @@ def test_ci_passes_when_the_branch_adds_a_notebook(tmp_path, monkeypatch, capsys
     capsys.readouterr()
     assert main(["ci"]) == 0, capsys.readouterr()
     out = capsys.readouterr().out
-    assert "PASS notebooks/train.ipynb loss" in out and NO_BASE in out and "ci passed" in out
-    assert NO_BASE in (repo / "cd4ml-report.md").read_text()
+    # ci compares smoke runs with the base's smoke runs: the branch's new notebook is no ci notebook
+    assert "PASS notebooks/train.ipynb loss" in out and "new.ipynb" not in out and "ci passed" in out

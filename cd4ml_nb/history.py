@@ -1,0 +1,141 @@
+"""A notebook's history: one identity per pair, the kind of every run, and which runs compare.
+
+- **Identity.** A notebook is named by its canonical path, project-relative: the ``.ipynb`` of its
+  pair, else the file itself. Runs carry it in ``cd4ml.notebook`` whichever side was executed (that
+  side is ``cd4ml.notebook.side``); runs recorded under the other side are read as the same notebook.
+- **Kinds.** Every run carries ``cd4ml.kind``: ``run`` (a plain run, from the CLI or the Lab),
+  ``trial`` (a child of a ``sweep``), ``test``, ``ci`` (a smoke run), ``reproduce``, ``interactive``,
+  and ``schedule``, ``pipeline``, ``step`` for what is built on them. Runs recorded before kinds are
+  read by their older tags.
+- **Assessment compares like with like**: a :class:`Selection` picks a branch's runs of one kind
+  (``run`` unless asked), or one named run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .exceptions import BadInput
+from .project import Project
+
+NOTEBOOK = "cd4ml.notebook"  # the canonical path: the identity of the notebook
+SIDE = "cd4ml.notebook.side"  # the file that was executed (either side of a pair)
+KIND = "cd4ml.kind"
+PARENT = "mlflow.parentRunId"
+
+RUN, TRIAL, SWEEP, TEST, CI, REPRODUCE, INTERACTIVE = "run", "trial", "sweep", "test", "ci", "reproduce", "interactive"
+SCHEDULE, PIPELINE, STEP = "schedule", "pipeline", "step"
+KINDS = (RUN, TRIAL, SWEEP, TEST, CI, REPRODUCE, INTERACTIVE, SCHEDULE, PIPELINE, STEP)
+
+
+def kind_of(tags: Mapping[str, str]) -> str:
+    """A run's kind: its ``cd4ml.kind`` tag, or for runs recorded before kinds, what its tags show."""
+    explicit = tags.get(KIND)
+    if explicit:
+        return explicit
+    if tags.get("cd4ml.sweep") == "true":
+        return SWEEP
+    if tags.get(PARENT) or tags.get("cd4ml.trial.key"):
+        return TRIAL
+    if tags.get("cd4ml.test") == "true":
+        return CI if tags.get("cd4ml.test.via") == "ci" else TEST
+    if tags.get("cd4ml.reproduces"):
+        return REPRODUCE
+    if tags.get("cd4ml.interactive") == "true":
+        return INTERACTIVE
+    return RUN
+
+
+def parse_kind(text: str) -> str:
+    """``--kind`` checked against the known kinds (BadInput listing them)."""
+    if text not in KINDS:
+        raise BadInput(f"--kind {text!r}: use one of {', '.join(KINDS)}")
+    return text
+
+
+def notebook_id(project: Project, path: Path, node=None) -> str:
+    """The canonical name of the notebook at ``path`` (either side of a pair, or a lone file)."""
+    from . import pairing
+
+    pair = pairing.find_pair(path, project, node=node) if path.exists() else None
+    return project.relative(pair.ipynb if pair is not None else path)
+
+
+class Names:
+    """Reads the ``cd4ml.notebook`` tag of runs as canonical names: a run recorded under the text
+    side of a pair (before runs were named by their pair) is read as the pair's ``.ipynb``."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._known: dict[str, str] = {}
+
+    def __call__(self, name: str | None) -> str | None:
+        if not name or name.endswith(".ipynb"):
+            return name
+        if name not in self._known:
+            self._known[name] = self._canonical(name)
+        return self._known[name]
+
+    def _canonical(self, name: str) -> str:
+        path = self.project.root / name
+        sibling = path.with_suffix(".ipynb")
+        if sibling.is_file():  # Jupytext's default pairing: the .ipynb beside the script
+            return self.project.relative(sibling)
+        if path.is_file():  # paired across folders (formats with a prefix): ask the pair
+            from . import pairing
+
+            try:
+                pair = pairing.find_pair(path, self.project)
+            except BadInput:  # an unreadable file: it names itself
+                return name
+            if pair is not None:
+                return self.project.relative(pair.ipynb)
+        return name
+
+    def of(self, run) -> str | None:
+        """The canonical notebook of an MLflow run (None for a run of no notebook)."""
+        return self(run.data.tags.get(NOTEBOOK))
+
+
+def run_tags(notebook: str, side: str, kind: str) -> dict[str, str]:
+    """The identity tags of a new run."""
+    return {NOTEBOOK: notebook, SIDE: side, KIND: kind}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which of a branch's runs stand for a notebook in an assessment: its runs of ``kind``, the
+    latest (``min_runs`` of them, averaged) or the best; or exactly run ``run_id``, whatever its kind."""
+
+    kind: str = RUN
+    runs: str = "latest"  # latest | best
+    min_runs: int = 1
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        parse_kind(self.kind)
+        if self.runs not in ("latest", "best"):
+            raise BadInput(f"--runs {self.runs!r}: use latest or best")
+        if self.min_runs < 1:
+            raise BadInput("--min-runs must be at least 1")
+
+    def keep(self, runs: Iterable, *, base: bool = False) -> list:
+        """The runs of this selection's kind, in the order given; on the branch side of a selection
+        naming a run, that run alone (the base side is then still chosen by kind)."""
+        if self.run_id is not None and not base:
+            return [r for r in runs if r.info.run_id == self.run_id]
+        return [r for r in runs if kind_of(r.data.tags) == self.kind]
+
+
+def by_notebook(runs: Iterable, names: Names) -> dict[str, list]:
+    """Runs grouped by canonical notebook (runs of no notebook under ``(interactive)``), order kept."""
+    grouped: dict[str, list] = {}
+    for run in runs:
+        grouped.setdefault(names.of(run) or "(interactive)", []).append(run)
+    return grouped
+
+
+def parameters_differ(a: Mapping[str, str], b: Mapping[str, str]) -> tuple[str, ...]:
+    """The parameter names whose values differ between two runs (or that only one has)."""
+    return tuple(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
