@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from . import history
-from .exceptions import BadInput, Cd4mlError
+from .exceptions import BadInput, Cd4mlError, NoStore
 from .history import Selection
 from .project import Project
 
@@ -285,7 +285,10 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
 
     goals = goals or {}
     base = base or project.base_branch
-    c = tracking.client(project)
+    try:
+        c = tracking.read_client(project)
+    except NoStore:  # nothing ran yet: both sides are empty
+        return Comparison(branch or tracking.branch_experiment(project, branch), base, select.runs, (), select.kind)
     names = history.Names(project)
     wanted = [notebook_id(project, text) for text in notebooks]
     if select.run_id is not None:
@@ -445,14 +448,15 @@ def gate(project: Project, specs: list[GateSpec], branch: str | None = None, bas
     if not specs:
         raise BadInput("give at least one --metric")
     specs = [GateSpec(s.metric, goal_of(s.metric, s.goal), s.tolerance, s.relative) for s in specs]
-    c = tracking.client(project)
-    model = _model_baseline(project, c, against) if against else None
+    model = _model_baseline(project, tracking.client(project), against) if against else None
     selected = _model_notebooks(project, against, model[1], notebooks) if model else list(notebooks)
     comparison = compare(project, branch, base, [s.metric for s in specs], {s.metric: s.goal for s in specs},
                          selected, select)
     checks: list[GateCheck] = []
     skipped: list[Skipped] = []
-    for nb in _ran(comparison, selected, against):
+    ran = _ran(comparison, selected, against)
+    c = tracking.read_client(project)  # the store exists: the branch ran
+    for nb in ran:
         base_side = _model_side(*model) if model else nb.base
         if base_side is None:
             reason = no_base(comparison.base, nb.notebook, select.kind)
@@ -479,7 +483,10 @@ def schema_changes(c, base: Side, branch: Side) -> list[str]:
 
     if schemas(base.tags) == schemas(branch.tags):
         return []
-    return fingerprint_changes(c, c.get_run(base.run_id), c.get_run(branch.run_id))
+    from .sqlite_client import SqliteClient
+
+    full = c.mlflow() if isinstance(c, SqliteClient) else c  # fingerprints are artifacts: MLflow's client reads them
+    return fingerprint_changes(full, full.get_run(base.run_id), full.get_run(branch.run_id))
 
 
 # --- the registry -----------------------------------------------------------------------------

@@ -40,8 +40,8 @@ def runs_json(capsys, *argv: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory):
-    """master: the .ipynb ran (depth 3). feature: the .py ran (depth 5), a sweep of depth 6 and 7
-    (saving a model), a regression test, then a worse plain run (depth 1)."""
+    """master: the .ipynb ran (depth 3). feature: the .py ran, worse (depth 1), then a sweep of
+    depth 6 and 7 (saving a model) and a regression test: the latest runs are not plain runs."""
     old, saved = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     repo = init_repo(tmp_path_factory.mktemp("history") / "repo", branch="master")
     write_ipynb(repo / "nb.ipynb", NOTEBOOK)
@@ -51,11 +51,10 @@ def walk(tmp_path_factory):
         commit_all(repo, "a paired notebook")
         assert main(["run", "nb.ipynb", "-q", "--no-html"]) == 0
         git(repo, "checkout", "-q", "-b", "feature")
-        assert main(["run", "nb.py", "-q", "--no-html", "-p", "depth", "5"]) == 0
+        assert main(["run", "nb.py", "-q", "--no-html", "-p", "depth", "1"]) == 0
         assert main(["sweep", "nb.ipynb", "--grid", "depth=6,7,7", "-p", "save", "true", "--parallel", "1",
                      "--metric", "accuracy", "-q"]) == 0
         assert main(["test", "nb.py", "-q"]) == 0
-        assert main(["run", "nb.ipynb", "-q", "--no-html", "-p", "depth", "1"]) == 0
         yield repo
     finally:
         os.chdir(old)
@@ -73,7 +72,7 @@ def at(walk, monkeypatch):
 def test_both_sides_of_a_pair_are_one_notebook(at, capsys):
     branch = runs_json(capsys, "--notebook", "nb.py")
     assert {r["notebook"] for r in branch} == {"nb.ipynb"}
-    assert len(branch) == 6  # the .py run, the sweep and its 2 trials, the test run, the worse run
+    assert len(branch) == 5  # the .py run, the sweep and its 2 trials, the test run
     assert runs_json(capsys, "--notebook", "nb.ipynb") == branch
     base = runs_json(capsys, "--notebook", "nb.py", "--branch", "master")
     assert len(base) == 1 and base[0]["notebook"] == "nb.ipynb"
@@ -87,7 +86,7 @@ def test_both_sides_of_a_pair_are_one_notebook(at, capsys):
 def test_every_run_has_a_kind_and_trials_are_children_of_their_sweep(at, capsys):
     runs = runs_json(capsys)
     kinds = sorted(r["kind"] for r in runs)
-    assert kinds == ["run", "run", "sweep", "test", "trial", "trial"]
+    assert kinds == ["run", "sweep", "test", "trial", "trial"]
     sweep = next(r for r in runs if r["kind"] == "sweep")
     trials = sorted((r for r in runs if r["kind"] == "trial"), key=lambda r: r["start_time"])
     assert all(t["parent_run_id"] == sweep["run_id"] for t in trials)
@@ -101,7 +100,7 @@ def test_every_run_has_a_kind_and_trials_are_children_of_their_sweep(at, capsys)
 
 def test_the_gate_judges_plain_runs_and_flags_differing_parameters(at, capsys):
     code, out, err = cli(capsys, "gate", "--metric", "accuracy", "--max-regression", "0.001", "--base", "master")
-    assert code == 1, out + err  # the worse plain run (depth 1), not the later-started test or the better trials
+    assert code == 1, out + err  # the worse plain run (depth 1), not the later test (0.53) nor the better trials
     assert "FAIL nb.ipynb accuracy (maximize): base 0.53 -> branch 0.51" in out
     assert "parameters differ: depth" in out
     code, out, err = cli(capsys, "compare", "--json", "--base", "master")

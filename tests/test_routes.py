@@ -107,6 +107,13 @@ async def test_pairing_and_params(jp_fetch, jp_root_dir):
     assert code == 200
     assert [(p["name"], p["type"], p["default"], p["help"]) for p in contract["parameters"]] == [
         ("alpha", "float", 0.5, "weight"), ("pause", "float", 0.0, "")]
+    # a job on a pair whose sides differ is refused before it is queued: a stale side never runs
+    py = jp_root_dir / "score.py"
+    py.write_text(py.read_text().replace("alpha * 2", "alpha * 3"))
+    code, reply = await call(jp_fetch, "jobs", method="POST", body={"path": "score.ipynb", "parameters": {}})
+    assert code == 409 and "score.py is newer" in reply["message"] and "cd4ml-nb sync score.ipynb" in reply["message"]
+    code, listing = await call(jp_fetch, "jobs")
+    assert listing["jobs"] == []
 
 
 async def test_job_runs_like_the_cli_and_lists(jp_fetch, jp_root_dir):
@@ -128,6 +135,7 @@ async def test_job_runs_like_the_cli_and_lists(jp_fetch, jp_root_dir):
     code, runs = await call(jp_fetch, "runs", params={"notebook": "score.ipynb"})
     assert code == 200 and runs["experiment"] == "try-random-forest"
     assert [r["run_id"] for r in runs["runs"]] == [job["run_id"]] and runs["next_page_token"] is None
+    assert runs["runs"][0]["kind"] == "run" and runs["runs"][0]["notebook"] == "score.ipynb"
     response = await jp_fetch(NAMESPACE, "jobs", reply["id"], "html")
     assert response.headers["Content-Security-Policy"].startswith("sandbox")
 
