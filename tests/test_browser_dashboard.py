@@ -367,3 +367,118 @@ def test_sync_keeps_the_chosen_side(browser, tmp_path: Path) -> None:
     assert "".join(nb["cells"][1]["source"]) == "print(x * 2)", "the .ipynb was kept"
     text = (lab.repo / "nb.py").read_text()
     assert "print(x * 2)" in text and "print(x + 1)" not in text
+
+
+# --- Kinds of run: plain runs compared like with like, the others a choice away ------------------
+
+MARKUP = '<img src=x onerror="window.__cd4mlInjected=1">'
+
+
+def _runs_of_kinds(repo: Path) -> dict[str, str]:
+    """A committed notebook and, recorded as the product records them, a plain run on ``main`` and
+    on ``BRANCH``: a plain run, a sweep with a trial, and a plain run that FAILED at cell 2 with
+    markup as its message. Returns their ids by name (written to ``runs.json`` beside the repo)."""
+    import dataclasses
+
+    from nbfactory import percent, write_ipynb
+
+    from cd4ml_nb import gitinfo, history, tracking
+    from cd4ml_nb.project import Project
+
+    write_ipynb(repo / "nb.ipynb", percent("import mlflow", "mlflow.log_metric('loss', 1.0)"))
+    _git(repo, "add", "nb.ipynb")
+    _git(repo, "commit", "--quiet", "-m", "a notebook")
+    project = Project.discover(repo)
+    c = tracking.client(project)  # the store is created here, before Lab starts
+    main = gitinfo.inspect(repo)
+    branch = dataclasses.replace(main, branch=BRANCH)  # the branch the lab checks out next
+
+    def record(git, kind: str, loss: float | None, status: str = "FINISHED", tags: dict | None = None,
+               end: dict | None = None) -> str:
+        experiment = tracking.ensure_experiment(c, project, tracking.experiment_name(project, git))
+        run_tags = {**tracking.provenance_tags(project, git, "nb.ipynb"), history.KIND: kind, **(tags or {})}
+        run_id = tracking.create_run(c, experiment, "nb.ipynb", run_tags, {"seed": 0}).info.run_id
+        if loss is not None:
+            c.log_metric(run_id, "loss", loss)
+        tracking.end_run(c, run_id, status, end)
+        return run_id
+
+    ids = {"base": record(main, history.RUN, 1.0), "plain": record(branch, history.RUN, 0.9)}
+    ids["sweep"] = record(branch, history.SWEEP, None)
+    ids["trial"] = record(branch, history.TRIAL, 0.8, tags={history.PARENT: ids["sweep"]})
+    ids["failed"] = record(branch, history.RUN, None, "FAILED",
+                           end={tracking.REASON: "cell-exception", tracking.FAILED_CELL: "2",
+                                "cd4ml.status.message": MARKUP})
+    (repo.parent / "runs.json").write_text(json.dumps(ids), encoding="utf-8")
+    return ids
+
+
+def test_dashboard_shows_kinds_and_compares_plain_runs_by_default(browser, tmp_path: Path, monkeypatch) -> None:
+    from playwright.sync_api import expect
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the repository's embedded store
+    with running_lab(tmp_path, BRANCH, prepare=_runs_of_kinds) as lab, \
+            open_lab(browser, lab, path="nb.ipynb", viewport=VIEWPORT) as page:
+        ids = json.loads((tmp_path / "runs.json").read_text(encoding="utf-8"))
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
+        # The server lists every kind; the dashboard chooses among them.
+        status, body = _get_json(f"{lab.url}/cd4ml-nb/runs", lab.token)
+        assert status == 200, body
+        listed = {r["run_id"]: r for r in body["runs"]}
+        assert listed[ids["trial"]]["kind"] == "trial" and listed[ids["trial"]]["parent_run_id"] == ids["sweep"]
+        assert listed[ids["failed"]]["message"] == MARKUP
+
+        # The panel lists this branch's latest runs of the notebook, newest first, with their kind.
+        expect(page.locator(".jp-NotebookPanel")).to_be_visible(timeout=UI_TIMEOUT_MS)
+        page.locator(PANEL_TAB).click()
+        panel = page.get_by_test_id("cd4ml-experiments-panel")
+        latest = panel.get_by_test_id("cd4ml-latest-runs").locator("li")
+        expect(latest).to_have_count(3, timeout=UI_TIMEOUT_MS)
+        assert latest.evaluate_all("ls => ls.map(l => l.dataset.runId)") == [ids["failed"], ids["trial"], ids["sweep"]]
+        expect(panel.get_by_test_id(f"cd4ml-kind-{ids['trial']}")).to_have_text("trial")
+        expect(panel.get_by_test_id(f"cd4ml-failure-{ids['failed']}")).to_have_text(f"cell-exception at cell 2: {MARKUP}")
+        assert panel.locator("img").count() == 0
+        _shot(page, tmp_path, "panel-kinds", "light")
+
+        panel.get_by_test_id("cd4ml-open-dashboard").click()
+        dashboard = page.get_by_test_id("cd4ml-dashboard")
+        expect(dashboard).to_be_visible(timeout=UI_TIMEOUT_MS)
+        table = dashboard.get_by_test_id("cd4ml-dashboard-table")
+        rows = table.locator("tbody tr")
+
+        # Plain runs of both branches, like with like: no sweep, no trial.
+        kind = dashboard.get_by_test_id("cd4ml-filter-kind")
+        expect(kind).to_have_value("run", timeout=UI_TIMEOUT_MS)
+        expect(rows).to_have_count(3, timeout=UI_TIMEOUT_MS)
+        assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.runId)")) == \
+            sorted([ids["base"], ids["plain"], ids["failed"]])
+        expect(table.locator('tbody tr[data-side="base"]')).to_have_count(1)
+        assert set(table.locator("tbody td[data-kind]").evaluate_all("ts => ts.map(t => t.dataset.kind)")) == {"run"}
+        expect(dashboard.get_by_test_id(f"cd4ml-kind-{ids['plain']}")).to_have_text("run")
+        assert kind.locator("option").all_text_contents() == ["All kinds", "run", "trial", "sweep"]
+        chart = dashboard.get_by_test_id("cd4ml-chart-time")
+        expect(chart.locator("g.mark-symbol.role-mark path")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+
+        # The failed run says why, as text: its message is markup, shown literally.
+        failure = dashboard.get_by_test_id(f"cd4ml-failure-{ids['failed']}")
+        expect(failure).to_have_text(f"cell-exception at cell 2: {MARKUP}")
+        expect(failure).to_be_visible()
+        assert dashboard.locator("img").count() == 0
+        assert page.evaluate("() => window.__cd4mlInjected === undefined")
+        _shot(page, tmp_path, "dashboard-kinds", "light")
+
+        # All kinds: the sweep and its trial too, the trial naming its sweep.
+        kind.select_option("")
+        expect(rows).to_have_count(5)
+        trial = dashboard.get_by_test_id(f"cd4ml-kind-{ids['trial']}")
+        expect(trial).to_have_text("trial")
+        expect(trial).to_have_attribute("title", f"Trial of sweep {ids['sweep'][:8]}")
+        expect(dashboard.get_by_test_id(f"cd4ml-kind-{ids['sweep']}")).to_have_text("sweep")
+        expect(chart.locator("g.mark-symbol.role-mark path")).to_have_count(3, timeout=UI_TIMEOUT_MS)
+        kind.select_option("trial")
+        expect(rows).to_have_count(1)
+        expect(rows).to_have_attribute("data-run-id", ids["trial"])
+        _shot(page, tmp_path, "dashboard-kinds-trial", "light")
+        assert not _errors(console), "browser console errors:\n" + "\n".join(_errors(console))

@@ -4,10 +4,60 @@
  */
 import { URLExt } from '@jupyterlab/coreutils';
 
-import { IBranchRun, IRunsSection, IStatus } from './tokens';
+import { IBranchRun, IRun, IRunsSection, IStatus } from './tokens';
+
+/** The kinds of run the server knows (`cd4ml_nb.history.KINDS`), in the order the filter lists them. */
+export const RUN_KINDS: ReadonlyArray<string> = [
+  'run',
+  'trial',
+  'sweep',
+  'test',
+  'ci',
+  'reproduce',
+  'interactive',
+  'schedule',
+  'pipeline',
+  'step'
+];
+
+/** The kind the dashboard shows first: plain runs, so branch and base compare like with like. */
+export const DEFAULT_KIND = 'run';
+
+/** A run's kind; a server that does not send one lists plain runs. */
+export function kindOf(run: Pick<IRun, 'kind'>): string {
+  return run.kind || DEFAULT_KIND;
+}
+
+/** The kinds of these runs, known ones in {@link RUN_KINDS} order, then any other sorted. */
+export function kindsOf(runs: ReadonlyArray<Pick<IRun, 'kind'>>): string[] {
+  const present = new Set(runs.map(kindOf));
+  const known = RUN_KINDS.filter(kind => present.has(kind));
+  const other = [...present].filter(kind => !RUN_KINDS.includes(kind)).sort();
+  return [...known, ...other];
+}
+
+/** Why a FAILED or KILLED run did not finish, as the server tagged it. */
+export interface IRunFailure {
+  /** e.g. `cell-exception`, `timeout`, `orphaned`. */
+  reason: string | null;
+  /** Index of the cell that failed. */
+  cell: number | null;
+  /** One line. */
+  message: string | null;
+}
+
+/** The failure of a FAILED or KILLED run; `null` for other runs or when nothing says why. */
+export function failureOf(run: IRun): IRunFailure | null {
+  if (run.status !== 'FAILED' && run.status !== 'KILLED') {
+    return null;
+  }
+  const cell = typeof run.failed_cell === 'number' ? run.failed_cell : null;
+  const failure = { reason: run.reason || null, cell, message: run.message || null };
+  return failure.reason === null && failure.cell === null && failure.message === null ? null : failure;
+}
 
 /** Columns the runs table sorts by; `metric:NAME` sorts by a metric, `param:NAME` by a parameter. */
-export type RunSortKey = 'branch' | 'notebook' | 'status' | 'start_time' | 'params' | string;
+export type RunSortKey = 'branch' | 'notebook' | 'kind' | 'status' | 'start_time' | 'params' | string;
 
 export type SortDirection = 'asc' | 'desc';
 
@@ -60,6 +110,8 @@ function sortValue(run: IBranchRun, key: RunSortKey): string | number | null {
       return run.branch ?? '';
     case 'notebook':
       return run.notebook ?? '';
+    case 'kind':
+      return kindOf(run);
     case 'status':
       return run.status;
     case 'start_time':

@@ -268,8 +268,19 @@ export interface IRun {
   commit: string | null;
   params: Record<string, string>;
   metrics: Record<string, number>;
-  /** `cd4ml.status.reason` of a run that did not finish. */
+  /** `cd4ml.status.reason` of a run that did not finish, e.g. `cell-exception`. */
   reason: string | null;
+  /**
+   * What the run was (`cd4ml.kind`): run, trial, sweep, test, ci, reproduce, interactive,
+   * schedule, pipeline or step. Absent from older servers: read as `run`.
+   */
+  kind?: string;
+  /** The sweep a trial belongs to (`mlflow.parentRunId`), else `null`. */
+  parent_run_id?: string | null;
+  /** Index of the cell that failed, else `null`. */
+  failed_cell?: number | null;
+  /** One line: why a FAILED or KILLED run did not finish, else `null`. */
+  message?: string | null;
 }
 
 /** Payload of `GET /cd4ml-nb/runs`. */

@@ -1,5 +1,5 @@
 import { metricAgainstParameter, metricOverTime, parameterNames } from '../dashboard/charts';
-import { DashboardModel, matchesFilter, NO_FILTER, parseMetricFilter } from '../dashboard/model';
+import { DashboardModel, DEFAULT_FILTER, matchesFilter, NO_FILTER, parseMetricFilter } from '../dashboard/model';
 import { IBranchRun } from '../tokens';
 import { FakeServer } from './fakeServer';
 import { run, STATUS } from './fixtures';
@@ -56,6 +56,73 @@ describe('matchesFilter', () => {
     expect(matchesFilter(r, { ...NO_FILTER, metric: 'nwrmsle>0.6' })).toBe(false);
     expect(matchesFilter(r, { ...NO_FILTER, metric: 'mae' })).toBe(false);
     expect(matchesFilter(r, { ...NO_FILTER, metric: 'nwrmsle <' })).toBe(false);
+  });
+
+  it('filters by kind, a run without one (an older server) being a plain run', () => {
+    const trial = branchRun('t', 'current', { kind: 'trial', parent_run_id: 'sweep-1' });
+    expect(DEFAULT_FILTER.kind).toBe('run');
+    expect(matchesFilter(r, DEFAULT_FILTER)).toBe(true);
+    expect(matchesFilter(trial, DEFAULT_FILTER)).toBe(false);
+    expect(matchesFilter(trial, { ...NO_FILTER, kind: 'trial' })).toBe(true);
+    expect(matchesFilter(trial, NO_FILTER)).toBe(true);
+    expect(matchesFilter(branchRun('old', 'base', { kind: undefined }), DEFAULT_FILTER)).toBe(true);
+  });
+});
+
+describe('DashboardModel kinds', () => {
+  let server: FakeServer;
+  let model: DashboardModel;
+
+  beforeEach(async () => {
+    server = new FakeServer();
+    server.on('GET', 'status', [200, STATUS]).on('GET', 'runs', call =>
+      call.query.branch === 'main'
+        ? [200, { experiment: '2', runs: [run('base-run', { experiment: '2', metrics: { nwrmsle: 0.7 } }), run('base-ci', { experiment: '2', kind: 'ci', metrics: { nwrmsle: 0.1 } })], next_page_token: null }]
+        : [
+            200,
+            {
+              experiment: '1',
+              runs: [
+                run('cur-run', { metrics: { nwrmsle: 0.5 }, params: { max_depth: '3' } }),
+                run('cur-sweep', { kind: 'sweep', metrics: {} }),
+                run('cur-trial-1', { kind: 'trial', parent_run_id: 'cur-sweep', metrics: { nwrmsle: 0.3 }, params: { max_depth: '9' } }),
+                run('cur-trial-2', { kind: 'trial', parent_run_id: 'cur-sweep', status: 'FAILED', reason: 'cell-exception', failed_cell: 4, message: 'boom', metrics: {} })
+              ],
+              next_page_token: null
+            }
+          ]
+    );
+    model = new DashboardModel({ settings: server.settings, pageSize: 2 });
+    await model.refresh();
+  });
+
+  afterEach(() => model.dispose());
+
+  it('lists plain runs of both branches first, like with like', () => {
+    expect(model.filter.kind).toBe('run');
+    expect(model.filtered.map(r => r.run_id).sort()).toEqual(['base-run', 'cur-run']);
+    expect(model.kinds).toEqual(['run', 'trial', 'sweep', 'ci']);
+    const charted = (metricOverTime(model.filtered, 'nwrmsle') as any).data.values.map((p: any) => p.run_id).sort();
+    expect(charted).toEqual(['base-run', 'cur-run']);
+  });
+
+  it('shows every kind, or one, when asked; paging follows the filter', async () => {
+    model.setFilter({ kind: '' });
+    expect(model.filtered).toHaveLength(6);
+    expect(model.pageCount).toBe(3);
+    await model.setPage(2);
+    model.setFilter({ kind: 'trial' });
+    expect(model.page).toBe(0);
+    expect(model.filtered.map(r => r.run_id).sort()).toEqual(['cur-trial-1', 'cur-trial-2']);
+    expect(model.pageCount).toBe(1);
+    const charted = (metricAgainstParameter(model.filtered, 'nwrmsle', 'max_depth') as any).data.values.map((p: any) => p.run_id);
+    expect(charted).toEqual(['cur-trial-1']);
+  });
+
+  it('keeps the kind chosen among the choices when no run has it', () => {
+    model.setFilter({ kind: 'pipeline' });
+    expect(model.kinds).toEqual(['pipeline', 'run', 'trial', 'sweep', 'ci']);
+    expect(model.filtered).toHaveLength(0);
   });
 });
 

@@ -112,6 +112,10 @@ export function run(id: string, overrides: Partial<IRun> = {}): IRun {
     params: {},
     metrics: { nwrmsle: 0.5, mae: 2 },
     reason: null,
+    kind: 'run',
+    parent_run_id: null,
+    failed_cell: null,
+    message: null,
     ...overrides
   };
 }

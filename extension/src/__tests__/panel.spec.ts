@@ -306,6 +306,40 @@ describe('ExperimentsPanel', () => {
     expect(panel.node.querySelector('table')).toBeNull(); // no runs table squeezed in the sidebar
   });
 
+  it("lists this branch's latest runs with their kind and why one failed, as text", async () => {
+    server.on('GET', 'runs', call =>
+      call.query.branch === 'main'
+        ? [200, { experiment: '2', runs: [run('base-1', { experiment: '2' })], next_page_token: null }]
+        : [
+            200,
+            {
+              experiment: '1',
+              runs: [
+                run('failed-0123456789', { status: 'KILLED', reason: 'timeout', failed_cell: 2, message: MARKUP }),
+                run('trial-0123456789', { kind: 'trial', parent_run_id: '9876543210fedcba' }),
+                run('plain-0123456789'),
+                run('older-0123456789')
+              ],
+              next_page_token: null
+            }
+          ]
+    );
+    await model.refreshRuns();
+    await waitFor(() => has(panel.node, 'cd4ml-kind-failed-0123456789'));
+    const items = [...byTestId(panel.node, 'cd4ml-latest-runs').querySelectorAll('li')];
+    expect(items.map(li => li.getAttribute('data-run-id'))).toEqual(['failed-0123456789', 'trial-0123456789', 'plain-0123456789']);
+    expect(byTestId(panel.node, 'cd4ml-kind-plain-0123456789').textContent).toBe('run');
+    const trial = byTestId(panel.node, 'cd4ml-kind-trial-0123456789');
+    expect(trial.textContent).toBe('trial');
+    expect(trial.title).toBe('Trial of sweep 98765432');
+    expect(byTestId(panel.node, 'cd4ml-failure-failed-0123456789').textContent).toBe(`timeout at cell 2: ${MARKUP}`);
+    expect(items[0].textContent).toContain('KILLED');
+    expect(has(panel.node, 'cd4ml-failure-trial-0123456789')).toBe(false);
+    expect(panel.node.querySelectorAll('img')).toHaveLength(0);
+    expect((window as any).__cd4mlInjected).toBeUndefined();
+    expect(panel.node.querySelector('table')).toBeNull();
+  });
+
   it('renders untrusted strings as text only', async () => {
     server.on('GET', 'status', [200, { ...STATUS, branch: MARKUP, base_branch: MARKUP }]);
     server.on('GET', 'pairing', [200, pairing({ paired: false, missing: 'text' })]);

@@ -1,8 +1,11 @@
 import {
+  failureOf,
   formatMetric,
   formatParams,
   formatShortTime,
   formatTime,
+  kindOf,
+  kindsOf,
   mergeRuns,
   metricNames,
   mlflowRunUrl,
@@ -92,5 +95,33 @@ describe('runs', () => {
     expect(formatTime(epoch)).toBe('2026-01-02 03:04:05');
     expect(formatShortTime(epoch)).toBe('01-02 03:04');
     expect(formatTime(null)).toBe('');
+  });
+});
+
+describe('kinds and failures', () => {
+  it('reads a run without a kind (an older server) as a plain run', () => {
+    expect(kindOf(run('a', { kind: 'trial' }))).toBe('trial');
+    expect(kindOf(run('a', { kind: undefined }))).toBe('run');
+    expect(kindOf(run('a', { kind: '' }))).toBe('run');
+  });
+
+  it('lists the kinds present, known ones in their order, others after', () => {
+    const runs = [run('a', { kind: 'trial' }), run('b', { kind: 'zeta' }), run('c'), run('d', { kind: 'sweep' }), run('e', { kind: 'ci' })];
+    expect(kindsOf(runs)).toEqual(['run', 'trial', 'sweep', 'ci', 'zeta']);
+    expect(kindsOf([])).toEqual([]);
+  });
+
+  it('sorts by kind', () => {
+    const rows = [row('a', 'current', { kind: 'trial' }), row('b', 'current', { kind: 'ci' }), row('c', 'current', {})];
+    expect(sortRuns(rows, 'kind', 'asc').map(r => r.run_id)).toEqual(['b', 'c', 'a']);
+  });
+
+  it('says why a FAILED or KILLED run did not finish, nothing for others', () => {
+    const failed = run('a', { status: 'FAILED', reason: 'cell-exception', failed_cell: 0, message: 'ValueError: x' });
+    expect(failureOf(failed)).toEqual({ reason: 'cell-exception', cell: 0, message: 'ValueError: x' });
+    expect(failureOf(run('b', { status: 'KILLED', reason: 'timeout' }))).toEqual({ reason: 'timeout', cell: null, message: null });
+    expect(failureOf(run('c', { status: 'FINISHED', reason: 'cell-exception', message: 'stale' }))).toBeNull();
+    expect(failureOf(run('d', { status: 'FAILED' }))).toBeNull();
+    expect(failureOf(run('e', { status: 'FAILED', failed_cell: undefined, message: undefined }))).toBeNull();
   });
 });

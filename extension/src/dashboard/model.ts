@@ -1,6 +1,7 @@
 /**
- * State of the Experiments dashboard: this branch's runs beside the base branch's, filtered,
- * sorted and paged; the metric and parameter charted; the runs selected and their comparison.
+ * State of the Experiments dashboard: this branch's runs beside the base branch's, filtered
+ * (plain runs at first: kind `run`), sorted and paged; the metric and parameter charted; the runs
+ * selected and their comparison.
  *
  * Runs are read a server page at a time (`GET /cd4ml-nb/runs`, per branch); the table pages
  * through what was read and asks the server for more when its last page is reached.
@@ -10,7 +11,17 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { compareRuns, getRuns, getStatus } from '../api';
 import { errorMessage } from '../model';
-import { formatParams, mergeRuns, metricNames, RunSortKey, SortDirection, sortRuns } from '../runs';
+import {
+  DEFAULT_KIND,
+  formatParams,
+  kindOf,
+  kindsOf,
+  mergeRuns,
+  metricNames,
+  RunSortKey,
+  SortDirection,
+  sortRuns
+} from '../runs';
 import { IBranchRun, IComparison, IRunsSection, IStatus } from '../tokens';
 import { parameterNames } from './charts';
 
@@ -20,13 +31,18 @@ export interface IRunFilter {
   notebook: string;
   /** MLflow status, e.g. `FINISHED`. */
   status: string;
+  /** Kind of run (`run`, `trial`, `sweep`, …). */
+  kind: string;
   /** `name=value`, `name` (logged at all), or text found in `k=v, …`. */
   parameter: string;
   /** `name<0.5`, `name>=2`, `name=1`, or `name` (logged at all). */
   metric: string;
 }
 
-export const NO_FILTER: IRunFilter = { notebook: '', status: '', parameter: '', metric: '' };
+export const NO_FILTER: IRunFilter = { notebook: '', status: '', kind: '', parameter: '', metric: '' };
+
+/** The dashboard's filter at first: plain runs only, so this branch and the base compare like with like. */
+export const DEFAULT_FILTER: IRunFilter = { ...NO_FILTER, kind: DEFAULT_KIND };
 
 /** A parsed metric condition. */
 export interface IMetricCondition {
@@ -93,6 +109,9 @@ export function matchesFilter(run: IBranchRun, filter: IRunFilter): boolean {
     return false;
   }
   if (filter.status && run.status !== filter.status) {
+    return false;
+  }
+  if (filter.kind && kindOf(run) !== filter.kind) {
     return false;
   }
   if (filter.parameter.trim() && !parameterMatches(run, filter.parameter)) {
@@ -224,6 +243,13 @@ export class DashboardModel {
 
   get statuses(): ReadonlyArray<string> {
     return [...new Set(this.runs.map(r => r.status))].sort();
+  }
+
+  /** The kinds of the runs read, and the kind filtered by even when none of them has it. */
+  get kinds(): ReadonlyArray<string> {
+    const kinds = kindsOf(this.runs);
+    const chosen = this._filter.kind;
+    return chosen && !kinds.includes(chosen) ? [chosen, ...kinds] : kinds;
   }
 
   get metric(): string | null {
@@ -444,7 +470,7 @@ export class DashboardModel {
   private _sections: IRunsSection[] = [];
   private _merged: IBranchRun[] | null = null;
   private _filtered: IBranchRun[] | null = null;
-  private _filter: IRunFilter = NO_FILTER;
+  private _filter: IRunFilter = DEFAULT_FILTER;
   private _sortKey: RunSortKey = 'start_time';
   private _sortDirection: SortDirection = 'desc';
   private _page = 0;

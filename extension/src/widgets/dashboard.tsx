@@ -11,9 +11,10 @@ import * as React from 'react';
 import embed, { Result } from 'vega-embed';
 
 import { runHtmlUrl } from '../api';
+import { KindBadge, RunFailure } from '../components/runKind';
 import { metricAgainstParameter, metricOverTime, shortRunId, VegaLiteSpec } from '../dashboard/charts';
 import { DashboardModel } from '../dashboard/model';
-import { formatMetric, formatShortTime, formatTime } from '../runs';
+import { formatMetric, formatShortTime, formatTime, kindOf } from '../runs';
 import { IBranchRun, IComparison, IComparedRun, IRunDiff } from '../tokens';
 
 /** What the dashboard asks of JupyterLab. */
@@ -98,6 +99,15 @@ function Filters({ model, trans }: IProps): JSX.Element {
           <option value="">{trans.__('all')}</option>
           {model.notebooks.map(n => (
             <option key={n} value={n}>{n}</option>
+          ))}
+        </select>
+      </label>
+      <label>
+        {trans.__('Kind')}
+        <select data-testid="cd4ml-filter-kind" value={f.kind} onChange={e => model.setFilter({ kind: e.target.value })}>
+          <option value="">{trans.__('All kinds')}</option>
+          {model.kinds.map(k => (
+            <option key={k} value={k}>{k}</option>
           ))}
         </select>
       </label>
@@ -194,6 +204,7 @@ function RunsTable({ model, trans, actions }: IProps): JSX.Element {
             <th>{trans.__('Run')}</th>
             <SortHeader model={model} sortKey="branch" label={trans.__('Branch')} />
             <SortHeader model={model} sortKey="notebook" label={trans.__('Notebook')} />
+            <SortHeader model={model} sortKey="kind" label={trans.__('Kind')} />
             <SortHeader model={model} sortKey="status" label={trans.__('Status')} />
             <SortHeader model={model} sortKey="start_time" label={trans.__('Started')} />
             {metrics.map(m => (
@@ -212,11 +223,23 @@ function RunsTable({ model, trans, actions }: IProps): JSX.Element {
       </table>
       {rows.length === 0 && !model.loading ? (
         <p className="cd4ml-nb-Hint" data-testid="cd4ml-dashboard-empty">
-          {model.runs.length ? trans.__('No run matches the filter.') : trans.__('No runs yet on these branches.')}
+          {emptyHint(model, trans)}
         </p>
       ) : null}
     </div>
   );
+}
+
+/** Why the table is empty: no runs, none of the kind chosen, or none that passes the other filters. */
+function emptyHint(model: DashboardModel, trans: TranslationBundle): string {
+  if (!model.runs.length) {
+    return trans.__('No runs yet on these branches.');
+  }
+  const kind = model.filter.kind;
+  if (kind && !model.runs.some(run => kindOf(run) === kind)) {
+    return trans.__('No run of kind %1 on these branches: choose "All kinds" to see the others.', kind);
+  }
+  return trans.__('No run matches the filter.');
 }
 
 function RunRow(props: IProps & { run: IBranchRun; metrics: ReadonlyArray<string>; params: ReadonlyArray<string> }): JSX.Element {
@@ -254,7 +277,13 @@ function RunRow(props: IProps & { run: IBranchRun; metrics: ReadonlyArray<string
         {run.branch ?? trans.__('(no branch)')}
       </td>
       <td title={run.notebook ?? ''}>{run.notebook ?? ''}</td>
-      <td data-status={run.status} title={run.reason ?? ''}>{run.status}</td>
+      <td data-kind={kindOf(run)}>
+        <KindBadge run={run} trans={trans} />
+      </td>
+      <td data-status={run.status} title={run.reason ?? ''}>
+        {run.status}
+        <RunFailure run={run} trans={trans} />
+      </td>
       <td title={formatTime(run.start_time)}>{formatShortTime(run.start_time)}</td>
       {props.metrics.map(m => (
         <td key={m} data-metric={m} className="cd4ml-nb-Number">{formatMetric(run.metrics?.[m])}</td>

@@ -1,8 +1,9 @@
 /**
  * The left-sidebar Experiments panel: branch, the active notebook's pairing and
  * parameter form, *Run experiment* (disabled, with the reason beside it, while a value
- * does not fit), the job's progress, and a button to the Experiments dashboard, where
- * the runs are compared (the sidebar is too narrow for their table and charts).
+ * does not fit), the job's progress, the latest runs (kind, status, why one failed), and a
+ * button to the Experiments dashboard, where the runs are compared (the sidebar is too narrow
+ * for their table and charts).
  *
  * Rendered with React (`ReactWidget`): every string from the server is rendered as text;
  * the panel's own strings go through `ITranslator` (domain `cd4ml_nb`).
@@ -14,9 +15,14 @@ import * as React from 'react';
 
 import { clickHandler } from '../components/clicks';
 import { JobView } from '../components/jobView';
+import { KindBadge, RunFailure } from '../components/runKind';
 import { PairingView } from '../components/pairingView';
 import { ParameterForm } from '../components/parameterForm';
+import { shortRunId } from '../dashboard/charts';
 import { IExperimentsModel } from '../tokens';
+
+/** Runs of this branch the panel lists, newest first (the dashboard lists them all). */
+export const LATEST_RUNS = 3;
 
 /** What the panel asks of the application. */
 export interface IExperimentsPanelActions {
@@ -123,6 +129,33 @@ function RunActions(props: IProps): JSX.Element {
   );
 }
 
+/** The newest runs of this notebook on this branch: id, kind, status and why one failed. */
+function LatestRuns(props: IProps): JSX.Element | null {
+  const { model, trans } = props;
+  const latest = model.runs.find(section => section.side === 'current')?.runs.slice(0, LATEST_RUNS) ?? [];
+  if (!latest.length) {
+    return null;
+  }
+  return (
+    <ul
+      className="cd4ml-nb-LatestRuns"
+      data-testid="cd4ml-latest-runs"
+      aria-label={trans.__('Latest runs on this branch')}
+      style={{ listStyle: 'none', margin: '4px 0', padding: 0 }}
+    >
+      {latest.map(run => (
+        <li key={run.run_id} data-run-id={run.run_id} data-status={run.status} style={{ margin: '2px 0' }}>
+          <span className="cd4ml-nb-RunId" title={run.run_id}>
+            {shortRunId(run.run_id)}
+          </span>{' '}
+          <KindBadge run={run} trans={trans} /> <span className="cd4ml-nb-RunStatus">{run.status}</span>
+          <RunFailure run={run} trans={trans} />
+        </li>
+      ))}
+    </ul>
+  );
+}
+
 function RunsSummary(props: IProps): JSX.Element {
   const { model, actions, trans } = props;
   const problems = model.runs
@@ -161,6 +194,7 @@ function RunsSummary(props: IProps): JSX.Element {
           {counts.length ? trans.__('Runs of this notebook: %1', counts.join(', ')) : ''}
         </p>
       </div>
+      <LatestRuns {...props} />
       {/* The runs table and charts need the width of the main area: the dashboard shows them. */}
       <Button
         type="button"
