@@ -156,7 +156,8 @@ def ci_repo(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     assert main(["pair", "model.ipynb"]) == 0
     commit_all(repo)
-    assert main(["run", "model.ipynb", "-q", "--no-html"]) == 0  # the base branch's result: loss 1.0
+    # the base branch's smoke run (loss 1.0): what ci on a branch is compared with
+    assert main(["ci", "--report", str(tmp_path / "base-report.md")]) == 0
     git(repo, "checkout", "-q", "-b", "feature")
     return repo
 
@@ -168,17 +169,29 @@ def test_ci_fails_at_the_pair_check(ci_repo, capsys):
     assert "ci FAILED at the pair check" in capsys.readouterr().out
 
 
-def test_ci_fails_at_the_gate_on_a_regression(ci_repo, capsys):
+@pytest.mark.parametrize("config, args, written", [
+    ("", [], ".cd4ml/ci-report.md"),
+    ('ci_report = "review/ci.md"\n', ["--report", "out/r.md"], "out/r.md"),
+], ids=["default", "flag-over-config"])
+def test_ci_fails_at_the_gate_on_a_regression(ci_repo, capsys, config, args, written):
+    """The report goes where --report (relative to the current folder) says, else ci_report, else to
+    the git-ignored state folder: by default ci leaves the work tree as it found it."""
+    (ci_repo / "pyproject.toml").write_text(CI_CONFIG.format(nbval="false") + config)
     (ci_repo / "smoke.yaml").write_text("loss: 1.5\n")
-    assert main(["ci"]) == 6
+    before = git(ci_repo, "status", "--porcelain", "--untracked-files=all")
+    assert main(["ci", *args]) == 6
     out = capsys.readouterr().out
     assert "FAIL model.ipynb loss" in out and "ci FAILED at the gate" in out
-    assert "❌ fail" in (ci_repo / "cd4ml-report.md").read_text()
+    assert f"wrote {written}" in out and "❌ fail" in (ci_repo / written).read_text()
+    others = [ci_repo / p for p in ("out/r.md", "review/ci.md", ".cd4ml/ci-report.md") if p != written]
+    assert not [p for p in others if p.exists() and "❌ fail" in p.read_text()]  # one report, where it was asked
+    new = set(git(ci_repo, "status", "--porcelain", "--untracked-files=all").splitlines()) - set(before.splitlines())
+    assert new == ({f"?? {written}"} if args else set())
 
 
 def test_ci_passes_with_nbval(ci_repo, capsys):
-    (ci_repo / "pyproject.toml").write_text(CI_CONFIG.format(nbval="true"))
+    (ci_repo / "pyproject.toml").write_text(CI_CONFIG.format(nbval="true") + 'ci_report = "review/ci.md"\n')
     assert main(["ci"]) == 0
     out = capsys.readouterr().out
     assert "== ci: nbval ==" in out and "ci passed" in out
-    assert "✅ pass" in (ci_repo / "cd4ml-report.md").read_text()
+    assert "✅ pass" in (ci_repo / "review" / "ci.md").read_text()  # ci_report: relative to the root
