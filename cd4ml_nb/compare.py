@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from . import history
+from . import history, pairing
 from .exceptions import BadInput, Cd4mlError, NoStore
 from .history import Selection
 from .project import Project
@@ -263,10 +263,10 @@ def notebook_id(project: Project, path: str) -> str:
     real = project.confine(path, allow_hidden=True)
     if real.suffix not in NOTEBOOK_SUFFIXES:
         raise BadInput(f"--notebook {project.relative(real)}: not a notebook (give the .ipynb or its paired .py)")
-    return history.notebook_id(project, real)
+    return pairing.notebook_id(project, real)
 
 
-def _named_run(c, select: Selection, names: history.Names) -> tuple[str, str, Any]:
+def _named_run(c, select: Selection, names: pairing.Names) -> tuple[str, str, Any]:
     """(experiment, notebook, run) of the run a selection names; BadInput when it has no notebook."""
     run = c.get_run(select.run_id)
     notebook = names.of(run)
@@ -289,7 +289,7 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
         c = tracking.read_client(project)
     except NoStore:  # nothing ran yet: both sides are empty
         return Comparison(branch or tracking.branch_experiment(project, branch), base, select.runs, (), select.kind)
-    names = history.Names(project)
+    names = pairing.Names(project)
     wanted = [notebook_id(project, text) for text in notebooks]
     if select.run_id is not None:
         branch_exp, notebook, named = _named_run(c, select, names)
@@ -299,11 +299,11 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
         branch = branch or branch_exp
     base_exp = tracking.branch_experiment(project, base)
     ids = {name: _experiment(c, name) for name in (branch_exp, base_exp)}
-    b_grouped = history.by_notebook(select.keep(finished_runs(c, ids[branch_exp])) if ids[branch_exp] else [], names)
+    b_grouped = history.by_notebook(select.keep(finished_runs(c, ids[branch_exp])) if ids[branch_exp] else [], names.of)
     if select.run_id is not None:
         b_grouped = {notebook: [named]}
     a_grouped = history.by_notebook(select.keep(finished_runs(c, ids[base_exp]), base=True) if ids[base_exp] else [],
-                                    names)
+                                    names.of)
     result = []
     for name in list(dict.fromkeys(wanted)) or sorted(set(b_grouped) | set(a_grouped)):
         b_runs, a_runs = b_grouped.get(name, []), a_grouped.get(name, [])
@@ -363,7 +363,7 @@ def _model_side(label: str, run) -> Side:
 
 def _model_notebooks(project: Project, uri: str, run, selected: Sequence[str]) -> list[str]:
     """The notebook a registered model's run came from (its ``cd4ml.notebook`` tag): the one to gate."""
-    source = history.Names(project).of(run)
+    source = pairing.Names(project).of(run)
     if not source:
         return list(selected)
     for text in selected:

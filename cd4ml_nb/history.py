@@ -1,8 +1,9 @@
 """A notebook's history: one identity per pair, the kind of every run, and which runs compare.
 
 - **Identity.** A notebook is named by its canonical path, project-relative: the ``.ipynb`` of its
-  pair, else the file itself. Runs carry it in ``cd4ml.notebook`` whichever side was executed (that
-  side is ``cd4ml.notebook.side``); runs recorded under the other side are read as the same notebook.
+  pair, else the file itself (:func:`.pairing.notebook_id`). Runs carry it in ``cd4ml.notebook``
+  whichever side was executed (that side is ``cd4ml.notebook.side``); runs recorded under the other
+  side are read as the same notebook (:class:`.pairing.Names`).
 - **Kinds.** Every run carries ``cd4ml.kind``: ``run`` (a plain run, from the CLI or the Lab),
   ``trial`` (a child of a ``sweep``), ``test``, ``ci`` (a smoke run), ``reproduce``, ``interactive``,
   and ``schedule``, ``pipeline``, ``step`` for what is built on them. Runs recorded before kinds are
@@ -13,11 +14,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .exceptions import BadInput
-from .project import Project
 
 NOTEBOOK = "cd4ml.notebook"  # the canonical path: the identity of the notebook
 SIDE = "cd4ml.notebook.side"  # the file that was executed (either side of a pair)
@@ -54,50 +53,6 @@ def parse_kind(text: str) -> str:
     return text
 
 
-def notebook_id(project: Project, path: Path, node=None) -> str:
-    """The canonical name of the notebook at ``path`` (either side of a pair, or a lone file)."""
-    from . import pairing
-
-    pair = pairing.find_pair(path, project, node=node) if path.exists() else None
-    return project.relative(pair.ipynb if pair is not None else path)
-
-
-class Names:
-    """Reads the ``cd4ml.notebook`` tag of runs as canonical names: a run recorded under the text
-    side of a pair (before runs were named by their pair) is read as the pair's ``.ipynb``."""
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self._known: dict[str, str] = {}
-
-    def __call__(self, name: str | None) -> str | None:
-        if not name or name.endswith(".ipynb"):
-            return name
-        if name not in self._known:
-            self._known[name] = self._canonical(name)
-        return self._known[name]
-
-    def _canonical(self, name: str) -> str:
-        path = self.project.root / name
-        sibling = path.with_suffix(".ipynb")
-        if sibling.is_file():  # Jupytext's default pairing: the .ipynb beside the script
-            return self.project.relative(sibling)
-        if path.is_file():  # paired across folders (formats with a prefix): ask the pair
-            from . import pairing
-
-            try:
-                pair = pairing.find_pair(path, self.project)
-            except BadInput:  # an unreadable file: it names itself
-                return name
-            if pair is not None:
-                return self.project.relative(pair.ipynb)
-        return name
-
-    def of(self, run) -> str | None:
-        """The canonical notebook of an MLflow run (None for a run of no notebook)."""
-        return self(run.data.tags.get(NOTEBOOK))
-
-
 def run_tags(notebook: str, side: str, kind: str) -> dict[str, str]:
     """The identity tags of a new run."""
     return {NOTEBOOK: notebook, SIDE: side, KIND: kind}
@@ -128,11 +83,12 @@ class Selection:
         return [r for r in runs if kind_of(r.data.tags) == self.kind]
 
 
-def by_notebook(runs: Iterable, names: Names) -> dict[str, list]:
-    """Runs grouped by canonical notebook (runs of no notebook under ``(interactive)``), order kept."""
+def by_notebook(runs: Iterable, name_of: Callable[[Any], str | None]) -> dict[str, list]:
+    """Runs grouped by notebook (``name_of(run)``, e.g. :class:`.pairing.Names`; runs of no notebook
+    under ``(interactive)``), order kept."""
     grouped: dict[str, list] = {}
     for run in runs:
-        grouped.setdefault(names.of(run) or "(interactive)", []).append(run)
+        grouped.setdefault(name_of(run) or "(interactive)", []).append(run)
     return grouped
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import notebooks, pairing, params
+from . import kernels, notebooks, pairing, params
 from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, NotFound, TooLarge
 from .project import Project, _ignored_folder
 
@@ -359,9 +359,7 @@ class JobManager:
         pairing.ensure_in_sync(pairing.find_pair(source, self.project, node=nb.node), self.project, source)
         contract = params.read_contract(nb.node, rel)
         checked = params.validate(contract, values=values, where=rel)
-        from .runner import _kernel_name
-
-        _kernel_name(self.project, nb, lambda message: None)
+        kernels.kernel_name(self.project, nb, lambda message: None)
         self.project.ensure_state_dir()
         self.folder.mkdir(exist_ok=True)
         with self._locked():

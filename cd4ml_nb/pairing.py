@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-from . import gitinfo, notebooks
+from . import gitinfo, history, kernels, notebooks
 from .config import DEFAULT_FORMATS
 from .exceptions import BadInput, NotebookError, OutOfSync, PairConflict
 from .project import Project
@@ -128,6 +128,46 @@ def find_pair(path: Path, project: Project, *, default: bool = False, node: Any 
     for side in (ipynb, text[0]):
         project.confine(side, allow_hidden=True)
     return Pair(ipynb, text[0], short_form_one_format(text[1]), formats, source)
+
+
+def notebook_id(project: Project, path: Path, node=None) -> str:
+    """The canonical name of the notebook at ``path`` (either side of a pair, or a lone file)."""
+    pair = find_pair(path, project, node=node) if path.exists() else None
+    return project.relative(pair.ipynb if pair is not None else path)
+
+
+class Names:
+    """Reads the ``cd4ml.notebook`` tag of runs as canonical names: a run recorded under the text
+    side of a pair (before runs were named by their pair) is read as the pair's ``.ipynb``."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._known: dict[str, str] = {}
+
+    def __call__(self, name: str | None) -> str | None:
+        if not name or name.endswith(".ipynb"):
+            return name
+        if name not in self._known:
+            self._known[name] = self._canonical(name)
+        return self._known[name]
+
+    def _canonical(self, name: str) -> str:
+        path = self.project.root / name
+        sibling = path.with_suffix(".ipynb")
+        if sibling.is_file():  # Jupytext's default pairing: the .ipynb beside the script
+            return self.project.relative(sibling)
+        if path.is_file():  # paired across folders (formats with a prefix): ask the pair
+            try:
+                pair = find_pair(path, self.project)
+            except BadInput:  # an unreadable file: it names itself
+                return name
+            if pair is not None:
+                return self.project.relative(pair.ipynb)
+        return name
+
+    def of(self, run) -> str | None:
+        """The canonical notebook of an MLflow run (None for a run of no notebook)."""
+        return self(run.data.tags.get(history.NOTEBOOK))
 
 
 def iter_candidates(paths: Iterable[Path], project: Project) -> Iterator[Path]:
@@ -392,9 +432,7 @@ def pair_notebook(path: Path, project: Project) -> tuple[Pair, str]:
     if source.is_ipynb:
         _check_round_trip(node, pair, project, source.path)
     if not source.is_ipynb and not node.metadata.get("kernelspec"):
-        from .runner import default_kernelspec
-
-        node.metadata["kernelspec"] = default_kernelspec()
+        node.metadata["kernelspec"] = kernels.default_kernelspec()
     if pair.formats_source != "jupytext config":  # record the pairing in the source's metadata
         _write(node, source.path, "ipynb" if source.is_ipynb else pair.text_format)
     _write(node, other, "ipynb" if other.suffix == ".ipynb" else pair.text_format)

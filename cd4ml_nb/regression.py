@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import history
+from . import history, pairing
 from .exceptions import BadInput, ConfigError, NotebookError
 from .project import Project
 
@@ -408,7 +408,7 @@ def run_baseline(project: Project, notebook: str, branch: str | None = None, run
         found = c.get_experiment_by_name(experiment)
         like = {history.RUN, history.TEST}  # runs of the notebook's own parameters: not trials nor smoke runs
         grouped = history.by_notebook((r for r in finished_runs(c, found.experiment_id)
-                                       if history.kind_of(r.data.tags) in like), history.Names(project)) \
+                                       if history.kind_of(r.data.tags) in like), pairing.Names(project).of) \
             if found is not None else {}
         runs = grouped.get(notebook, [])[:max(1, count)]
         if not runs:
@@ -634,7 +634,7 @@ def check_notebook(
     texts = dict(parameter_texts or {})
     given = dict(parameters or {})
     nb = notebooks.read(project.confine(Path(path).resolve(), allow_hidden=True))
-    name = history.notebook_id(project, nb.path, nb.node)
+    name = pairing.notebook_id(project, nb.path, nb.node)
     contract = params.read_contract(nb.node, nb.path)
     check_options(seeds, baseline, update)
     k = seeds or 1

@@ -496,13 +496,13 @@ def _job_html(ext: Extension, job_id: str) -> bytes:
 
 def _runs(root: ServerRoot, branch: str | None, notebook: str | None, limit: int,
           page_token: str | None) -> dict[str, Any]:
-    from . import history, tracking
+    from . import pairing, tracking
 
     tag = None
     if notebook:
         real = root.file(notebook, "notebook")
         project = root.project(real)
-        tag = history.notebook_id(project, real)  # one name for both sides of a pair
+        tag = pairing.notebook_id(project, real)  # one name for both sides of a pair
     else:
         project = root.project()
     experiment = tracking.branch_experiment(project, branch)

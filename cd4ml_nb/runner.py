@@ -17,12 +17,12 @@ import signal
 import threading
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import history, notebooks, pairing, params, spool, tracking
+from . import history, kernels, notebooks, pairing, params, spool, tracking
 from .guard import Guard
 from .exceptions import BadInput, Cd4mlError, TrackingError
 from .project import Project
@@ -30,6 +30,7 @@ from .project import Project
 INJECTED_TAG = "cd4ml-injected"
 HANDOFF_TIMEOUT = 300.0
 IOPUB_TIMEOUT = "Timeout waiting for IOPub output"  # nbclient's message when the rest of a cell's output is late
+KERNEL_LOG = "kernel.log"  # the kernel's stderr, in the run's folder (kept off the user's terminal)
 
 ATTACH_CELL = '''\
 # Injected by cd4ml-nb: once the notebook imports mlflow, it logs to the run of this execution.
@@ -128,28 +129,6 @@ class Failure:
 
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def default_kernelspec() -> dict[str, str]:
-    """The current environment's Python kernel."""
-    return {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-
-
-def _kernel_name(project: Project, nb: notebooks.Notebook, warn: Callable[[str], None]) -> str:
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
-    name = project.config.kernel_name or nb.node.metadata.get("kernelspec", {}).get("name")
-    if not name:
-        warn(f"{nb.path.name} names no kernel; running it on this environment's Python kernel (python3)")
-        name = "python3"
-    if name == "python":  # jupyter_client's alias of the native kernel (papermill runs such notebooks)
-        name = "python3"
-    try:
-        KernelSpecManager().get_kernel_spec(name)
-    except NoSuchKernel:
-        available = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
-        raise BadInput(f"{nb.path}: kernel {name!r} is not installed (available: {available})") from None
-    return name
 
 
 @contextmanager
@@ -299,6 +278,19 @@ def _classify(error: BaseException, executed: Path, kept: list[int], contract: p
     return Failure("FAILED", "error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
 
+def _with_kernel_words(failure: Failure, log: Path) -> Failure:
+    """``failure`` with the last line a dead kernel wrote to its stderr (``log``): often the why
+    (``No module named ipykernel_launcher``)."""
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return failure
+    last = next((line for line in reversed(lines) if line), None)
+    if last is None:
+        return failure
+    return replace(failure, message=f"{failure.message}; the kernel's stderr ends: {last[:300]} (all of it: {log})")
+
+
 def _render_html(executed: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
@@ -370,7 +362,7 @@ def run_notebook(
     pairing.ensure_in_sync(pair, project, nb.path)
     contract = params.read_contract(nb.node, nb.path)
     values = params.validate(contract, parameter_texts, parameters, where=str(path))
-    kernel = _kernel_name(project, nb, warn)
+    kernel = kernels.kernel_name(project, nb, warn)
     git = project.git_info(nb.path)
     if git is None:
         warn(f"{nb.path} is not in a git repository: the run gets no branch or commit tags")
@@ -398,14 +390,14 @@ def run_notebook(
         **(extra_tags or {}),
     })
     recorded, defaults = params.as_run(contract, values)
-    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=on_progress)
+    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=on_progress, kernel_log=str(out_dir / KERNEL_LOG))
     tracker = _Tracker(project, experiment, nb.path.stem, tags, recorded, handoff, on_started, run_id, defaults,
                        on_error=hooks.cancel)
 
     run_copy = copy.deepcopy(nb.node)
     run_copy.metadata.pop("jupytext", None)  # the executed copy is not one side of a pair
     if not run_copy.metadata.get("kernelspec"):
-        run_copy.metadata["kernelspec"] = default_kernelspec()
+        run_copy.metadata["kernelspec"] = kernels.default_kernelspec()
     attach = nbformat.v4.new_code_cell(ATTACH_CELL.format(handoff=str(handoff), timeout=HANDOFF_TIMEOUT))
     attach.metadata["tags"] = [INJECTED_TAG]
     attach.metadata["jupyter"] = {"source_hidden": True}
@@ -436,6 +428,8 @@ def run_notebook(
         except (Exception, KeyboardInterrupt) as e:
             failure = _classify(e, executed, _kept_cells(nb.node), contract, bool(values),
                                 project.config.iopub_timeout)
+            if failure.reason in ("kernel-start", "kernel-died"):
+                failure = _with_kernel_words(failure, out_dir / KERNEL_LOG)
             if cancel is not None and cancel.is_set():
                 failure = Failure("KILLED", "cancelled", "cancelled", failure.cell)
         finally:

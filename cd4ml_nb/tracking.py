@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BadInput, NoStore, TrackingError
-from . import gitinfo, history, store
+from . import gitinfo, history, pairing, store
 from .gitinfo import GitInfo
 from .project import Project
 
@@ -272,7 +272,7 @@ def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> 
     target.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end_time, run_name=None)
 
 
-def summarize(run, names: history.Names | None = None) -> RunSummary:
+def summarize(run, names: pairing.Names | None = None) -> RunSummary:
     tags = run.data.tags
     cell = tags.get(FAILED_CELL, "")
     return RunSummary(
@@ -353,7 +353,7 @@ def track(notebook: str | os.PathLike | None = None, *, tracking_uri: str | None
     mlflow.set_tracking_uri(project.tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     rel = project.relative(where) if where.is_file() else None
-    tags = {k: clip(v) for k, v in provenance_tags(project, git, history.Names(project)(rel)).items()
+    tags = {k: clip(v) for k, v in provenance_tags(project, git, pairing.Names(project)(rel)).items()
             if v is not None}
     tags.update({"cd4ml.interactive": "true", history.KIND: history.INTERACTIVE})
     if rel:
@@ -477,7 +477,7 @@ def branch_experiment(project: Project, branch: str | None) -> str:
 def runs_page(project: Project, experiment: str, notebook: str | None, limit: int,
               page_token: str | None = None, kind: str | None = None) -> RunsPage:
     """One page of an experiment's runs, newest first; creates no store. ``notebook`` (a canonical
-    name, :func:`history.notebook_id`) keeps the runs of that notebook, whichever side of its pair
+    name, :func:`pairing.notebook_id`) keeps the runs of that notebook, whichever side of its pair
     they ran; ``kind`` those of one kind. Filtered pages read on until ``limit`` runs are found."""
     try:
         c = read_client(project)
@@ -486,7 +486,7 @@ def runs_page(project: Project, experiment: str, notebook: str | None, limit: in
     found = c.get_experiment_by_name(experiment)
     if found is None:
         return RunsPage([], None)
-    names = history.Names(project)
+    names = pairing.Names(project)
     filtered = bool(notebook or kind)
 
     def wanted(run) -> bool:
