@@ -134,8 +134,9 @@ def measure(folder: Path) -> Shape:
                 count -= bool(a.args) and a.args[0].arg in ("self", "cls")
                 if count > MAX_PARAMS:
                     shape.many_parameters.append(f"{module}.{node.name} {count}")
-            elif isinstance(node, ast.Constant) and node.value == "git" and module != GIT_MODULE:
-                runs_git = True
+            elif (isinstance(node, (ast.List, ast.Tuple)) and node.elts and module != GIT_MODULE
+                  and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "git"):
+                runs_git = True  # a command line ["git", ...] built outside the git module
             elif isinstance(node, ast.ImportFrom) and node.level == 1:
                 source = node.module.split(".")[0] if node.module else None
                 for alias in node.names:

@@ -363,11 +363,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
              f"{nb.branch.run_id if nb.branch else '-'}")
         if nb.base is None:
             _say(f"  {no_base(comparison.base, nb.notebook, comparison.kind)}")
-        rows = [(d.metric, d.goal, report._fmt(d.base), report._fmt(d.branch), report._fmt(d.delta),
-                 report._pct(d.relative)) for d in nb.deltas]
+        rows = [(d.metric, d.goal, report.fmt(d.base), report.fmt(d.branch), report.fmt(d.delta),
+                 report.pct(d.relative)) for d in nb.deltas]
         _table(["metric", "goal", "base", "branch", "delta", "delta %"], rows)
-        best = [(m, report._fmt(nb.best_base.metrics.get(m) if nb.best_base else None),
-                 report._fmt(nb.best_branch.metrics.get(m) if nb.best_branch else None))
+        best = [(m, report.fmt(nb.best_base.metrics.get(m) if nb.best_base else None),
+                 report.fmt(nb.best_branch.metrics.get(m) if nb.best_branch else None))
                 for m in (d.metric for d in nb.deltas[:1])]
         if best and args.runs == "latest":
             _say(f"best runs by {best[0][0]}: base {best[0][1]}, branch {best[0][2]}")

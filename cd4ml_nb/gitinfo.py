@@ -1,4 +1,5 @@
-"""Git provenance of a run: branch, commit, remote, dirty flag and the uncommitted diff."""
+"""Git: the one place the package runs ``git`` (:func:`run`, one timeout, one error), and the
+provenance of a run: branch, commit, remote, dirty flag and the uncommitted diff."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,54 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .exceptions import BadInput
+
 # CI systems check out a detached HEAD; these variables name the branch being built.
 CI_BRANCH_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME", "GIT_BRANCH")
 MAX_UNTRACKED_BYTES = 1_000_000
 MAX_DIFF_BYTES = 5_000_000
+GIT_TIMEOUT = 120.0  # seconds any git command may take
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished git command; output decoded as UTF-8 (invalid bytes replaced, newlines kept)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def problem(self) -> str:
+        """The last line git wrote on stderr (or the exit code): what went wrong, in a line."""
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit code {self.returncode}"
+
+
+def run(cwd: Path | None, *args: str, check: bool = False, env: dict[str, str] | None = None,
+        timeout: float = GIT_TIMEOUT) -> Done:
+    """Run ``git ARGS`` in ``cwd``. A git that cannot start (127) or overruns ``timeout`` (124) is a
+    failed command like any other; with ``check``, a failure is BadInput naming the command."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=timeout)
+        result = Done(done.returncode, done.stdout.decode("utf-8", errors="replace"),
+                      done.stderr.decode("utf-8", errors="replace"))
+    except OSError as e:
+        result = Done(127, "", f"git cannot run: {e}")
+    except subprocess.TimeoutExpired:
+        result = Done(124, "", f"git {args[0] if args else ''} took more than {timeout:g} s")
+    if check and not result.ok:
+        raise BadInput(f"git {' '.join(args[:2])} failed in {cwd or Path.cwd()}: {result.problem()}")
+    return result
+
+
+def output(cwd: Path, *args: str) -> str | None:
+    """The output of ``git ARGS`` in ``cwd``, or None when it fails."""
+    done = run(cwd, *args)
+    return done.stdout if done.ok else None
 
 
 @dataclass(frozen=True)
@@ -37,27 +82,16 @@ class GitInfo:
         }
 
 
-def _git(cwd: Path, *args: str, check: bool = False) -> str | None:
-    """Output of a git command, or None when it fails."""
-    try:  # bytes, decoded without newline translation: a diff must keep its \r characters
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=check)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.decode("utf-8", errors="replace")
-
-
 def toplevel(path: Path) -> Path | None:
     """The root of the git work tree holding ``path``, or None outside git."""
     start = path if path.is_dir() else path.parent
-    out = _git(start, "rev-parse", "--show-toplevel")
+    out = output(start, "rev-parse", "--show-toplevel")
     return Path(out.strip()).resolve() if out else None
 
 
 def current_branch(root: Path) -> str | None:
     """The checked-out branch; on a detached HEAD, the branch a CI system names, else None."""
-    out = _git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+    out = output(root, "symbolic-ref", "--quiet", "--short", "HEAD")
     if out and out.strip():
         return out.strip()
     for name in CI_BRANCH_VARIABLES:
@@ -67,7 +101,8 @@ def current_branch(root: Path) -> str | None:
 
 
 def branch_exists(root: Path, name: str) -> bool:
-    return _git(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}") is not None
+    """Whether ``refs/heads/NAME`` exists in the repository at ``root``."""
+    return output(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}") is not None
 
 
 def default_base_branch(root: Path | None) -> str:
@@ -94,7 +129,7 @@ def _pathspec(root: Path, exclude: Iterable[Path]) -> list[str]:
 
 def _untracked(root: Path, spec: list[str]) -> tuple[list[str], list[str]]:
     """Untracked files git does not ignore: (small enough to diff, too big to include)."""
-    out = _git(root, "ls-files", "--others", "--exclude-standard", "-z", *spec) or ""
+    out = output(root, "ls-files", "--others", "--exclude-standard", "-z", *spec) or ""
     small, big = [], []
     for name in filter(None, out.split("\0")):
         try:
@@ -108,8 +143,8 @@ def _worktree_diff(root: Path, untracked: list[str], spec: list[str], has_commit
     """One ``git diff`` of the work tree against HEAD, untracked files included as new files
     (marked intent-to-add in a throw-away copy of the index; the real index is untouched)."""
     if not untracked:
-        return (_git(root, "diff", "HEAD", "--binary", *spec) or "") if has_commit else ""
-    index = Path(os.path.realpath(root / (_git(root, "rev-parse", "--git-path", "index") or "").strip()))
+        return (output(root, "diff", "HEAD", "--binary", *spec) or "") if has_commit else ""
+    index = Path(os.path.realpath(root / (output(root, "rev-parse", "--git-path", "index") or "").strip()))
     with tempfile.TemporaryDirectory(prefix="cd4ml-index-") as tmp:
         scratch = Path(tmp) / "index"
         if index.is_file():
@@ -117,11 +152,8 @@ def _worktree_diff(root: Path, untracked: list[str], spec: list[str], has_commit
         env = {**os.environ, "GIT_INDEX_FILE": str(scratch)}
         names = Path(tmp) / "untracked"
         names.write_bytes(b"\0".join(n.encode() for n in untracked))
-        subprocess.run(["git", "add", "--intent-to-add", "--pathspec-from-file", str(names),
-                        "--pathspec-file-nul"], cwd=root, env=env, capture_output=True)
-        done = subprocess.run(["git", "diff", *(["HEAD"] if has_commit else []), "--binary", *spec], cwd=root,
-                              env=env, capture_output=True)
-    return done.stdout.decode("utf-8", errors="replace")
+        run(root, "add", "--intent-to-add", "--pathspec-from-file", str(names), "--pathspec-file-nul", env=env)
+        return run(root, "diff", *(["HEAD"] if has_commit else []), "--binary", *spec, env=env).stdout
 
 
 def _cap(diff: str, limit: int) -> tuple[str, bool]:
@@ -142,12 +174,12 @@ def inspect(path: Path, *, exclude: Iterable[Path] = (), max_diff_bytes: int = M
     root = toplevel(path)
     if root is None:
         return None
-    commit = (_git(root, "rev-parse", "--verify", "--quiet", "HEAD") or "").strip() or None
+    commit = (output(root, "rev-parse", "--verify", "--quiet", "HEAD") or "").strip() or None
     remote = None
-    remotes = (_git(root, "remote") or "").split()
+    remotes = (output(root, "remote") or "").split()
     if remotes:
         name = "origin" if "origin" in remotes else remotes[0]
-        remote = (_git(root, "remote", "get-url", name) or "").strip() or None
+        remote = (output(root, "remote", "get-url", name) or "").strip() or None
     spec = _pathspec(root, exclude)
     small, big = _untracked(root, spec)
     diff = _worktree_diff(root, small, spec, commit is not None)
@@ -166,5 +198,5 @@ def inspect(path: Path, *, exclude: Iterable[Path] = (), max_diff_bytes: int = M
 
 def merge_base(root: Path, base: str) -> str | None:
     """The commit where HEAD left ``base``, or None when there is none."""
-    out = _git(root, "merge-base", "HEAD", base)
+    out = output(root, "merge-base", "HEAD", base)
     return out.strip() if out else None

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 from . import kernels, notebooks, pairing, params
 from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, NotFound, TooLarge
-from .project import Project, _ignored_folder
+from .project import Project, ignored_folder
 
 STATES = ("queued", "running", "finished", "failed", "killed")
 TERMINAL = ("finished", "failed", "killed")
@@ -637,7 +637,7 @@ def run_job(job_dir: Path) -> int:
     root = Path(spec.get("root") or project.root)
     if spec.get("output"):
         output_root = Path(spec["output"])
-        _ignored_folder(output_root.parent)
+        ignored_folder(output_root.parent)
     else:  # a job submitted by an older version
         output_root = project.ensure_lab_runs_dir()
 

@@ -34,19 +34,18 @@ import difflib
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import gitinfo
 from .exceptions import BadInput
 
 DRIVER = "cd4ml-nb"
 ATTRIBUTE_LINE = f"*.ipynb merge={DRIVER}"
 DRIVER_NAME = "cd4ml-nb: merge paired notebooks through their text side"
-GIT_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,9 @@ def driver_command() -> str:
     return f"{program} merge-driver run %O %A %B %L %P"
 
 
-def _git(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT)
-    if check and done.returncode != 0:
-        raise BadInput(f"git {' '.join(args)}: {done.stderr.strip() or 'failed'}")
-    return done
-
-
 def _global_attributes_file(cwd: Path) -> Path:
     """``core.attributesFile`` when set, else ``$XDG_CONFIG_HOME/git/attributes`` (git's default)."""
-    configured = _git(["config", "--global", "--path", "--get", "core.attributesFile"], cwd, check=False)
+    configured = gitinfo.run(cwd, "config", "--global", "--path", "--get", "core.attributesFile")
     if configured.returncode == 0 and configured.stdout.strip():
         return Path(os.path.expanduser(configured.stdout.strip()))
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
@@ -111,15 +103,15 @@ def install(cwd: Path, *, global_: bool = False) -> list[str]:
     if global_:
         attributes = _global_attributes_file(cwd)
     else:
-        top = _git(["rev-parse", "--show-toplevel"], cwd, check=False)
+        top = gitinfo.run(cwd, "rev-parse", "--show-toplevel")
         if top.returncode != 0:
             raise BadInput(f"{cwd}: not in a git work tree (use --global to install for every repository)")
         attributes = Path(top.stdout.strip()) / ".gitattributes"
     changed = []
     for key, value in (("name", DRIVER_NAME), ("driver", driver_command())):
-        current = _git(["config", *scope, "--get", f"merge.{DRIVER}.{key}"], cwd, check=False).stdout.rstrip("\n")
+        current = gitinfo.run(cwd, "config", *scope, "--get", f"merge.{DRIVER}.{key}").stdout.rstrip("\n")
         if current != value:
-            _git(["config", *scope, f"merge.{DRIVER}.{key}", value], cwd)
+            gitinfo.run(cwd, "config", *scope, f"merge.{DRIVER}.{key}", value, check=True)
             changed.append(f"git config {scope[0]} merge.{DRIVER}.{key}")
     if _ensure_attribute(attributes):
         changed.append(str(attributes))
@@ -131,11 +123,8 @@ def install(cwd: Path, *, global_: bool = False) -> list[str]:
 
 def merge_text(base: Path, ours: Path, theirs: Path, marker_size: int = 7) -> int:
     """Git's default merge: ``git merge-file`` writing into ``ours``; returns its exit code."""
-    done = subprocess.run(
-        ["git", "merge-file", f"--marker-size={marker_size}", "-L", "ours", "-L", "base", "-L", "theirs",
-         str(ours), str(base), str(theirs)],
-        capture_output=True, text=True, timeout=GIT_TIMEOUT,
-    )
+    done = gitinfo.run(None, "merge-file", f"--marker-size={marker_size}", "-L", "ours", "-L", "base", "-L",
+                       "theirs", str(ours), str(base), str(theirs))
     if done.returncode < 0 or done.returncode > 127:
         print(done.stderr, file=sys.stderr, end="")
     return done.returncode
@@ -149,14 +138,11 @@ def _merge_strings(base: str, ours: str, theirs: str, marker_size: int) -> tuple
             path = Path(folder) / name
             path.write_text(text, encoding="utf-8")
             paths.append(str(path))
-        done = subprocess.run(
-            ["git", "merge-file", "-p", f"--marker-size={marker_size}", "-L", "ours", "-L", "base", "-L",
-             "theirs", *paths],
-            capture_output=True, timeout=GIT_TIMEOUT,
-        )
-    if done.returncode < 0:
-        raise BadInput(f"git merge-file failed: {done.stderr.decode(errors='replace').strip()}")
-    return done.stdout.decode("utf-8"), done.returncode
+        done = gitinfo.run(None, "merge-file", "-p", f"--marker-size={marker_size}", "-L", "ours", "-L", "base",
+                           "-L", "theirs", *paths)
+    if done.returncode < 0 or done.returncode > 127:
+        raise BadInput(f"git merge-file failed: {done.problem()}")
+    return done.stdout, done.returncode
 
 
 def _read_ipynb(path: Path) -> Any | None:

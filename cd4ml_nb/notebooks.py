@@ -47,7 +47,8 @@ class Notebook:
         return self.path.suffix == ".ipynb"
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An exception's message in one line (its type name when it has none)."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
@@ -105,12 +106,12 @@ def read(path: Path) -> Notebook:
         node = jupytext.read(path)
     except Exception as e:  # jupytext/nbformat/yaml raise many types for bad files
         what = "notebook header" if path.suffix == ".py" else "notebook"
-        raise NotebookError(f"{path}: cannot read {what}: {_first_line(e)}") from None
+        raise NotebookError(f"{path}: cannot read {what}: {first_line(e)}") from None
     if path.suffix == ".ipynb":
         try:
             nbformat.validate(node)
         except nbformat.ValidationError as e:
-            raise NotebookError(f"{path}: invalid notebook: {_first_line(e)}") from None
+            raise NotebookError(f"{path}: invalid notebook: {first_line(e)}") from None
     return Notebook(path=path, node=node)
 
 

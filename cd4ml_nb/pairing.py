@@ -74,7 +74,7 @@ def _jupytext_config_formats(path: Path) -> str | None:
     try:
         config = load_jupytext_config(str(path))
     except Exception as e:  # invalid jupytext.toml
-        raise BadInput(f"jupytext configuration for {path}: {notebooks._first_line(e)}") from None
+        raise BadInput(f"jupytext configuration for {path}: {notebooks.first_line(e)}") from None
     if config is None:
         return None
     formats = config.default_formats(str(path))
@@ -111,7 +111,7 @@ def find_pair(path: Path, project: Project, *, default: bool = False, node: Any 
     try:
         long = long_form_multiple_formats(formats)
     except Exception as e:
-        raise NotebookError(f"{path}: invalid pairing formats {formats!r}: {notebooks._first_line(e)}") from None
+        raise NotebookError(f"{path}: invalid pairing formats {formats!r}: {notebooks.first_line(e)}") from None
     current = next((f for f in long if f["extension"] == path.suffix), None)
     if current is None:
         if source == "notebook metadata":
@@ -120,7 +120,7 @@ def find_pair(path: Path, project: Project, *, default: bool = False, node: Any 
     try:
         paths = paired_paths(str(path), current, long)
     except InconsistentPath as e:
-        raise NotebookError(f"{path}: {notebooks._first_line(e)}") from None
+        raise NotebookError(f"{path}: {notebooks.first_line(e)}") from None
     ipynb = next((Path(p) for p, f in paths if f["extension"] == ".ipynb"), None)
     text = next(((Path(p), f) for p, f in paths if f["extension"] != ".ipynb"), None)
     if ipynb is None or text is None:
@@ -234,8 +234,8 @@ def _checked_out(project: Project) -> str | None:
     """What is checked out: ``branch@commit`` (``@commit`` when detached), or None outside git."""
     if not project.in_git:
         return None
-    commit = (gitinfo._git(project.root, "rev-parse", "--verify", "-q", "HEAD") or "").strip()
-    branch = (gitinfo._git(project.root, "symbolic-ref", "--quiet", "--short", "HEAD") or "").strip()
+    commit = (gitinfo.output(project.root, "rev-parse", "--verify", "-q", "HEAD") or "").strip()
+    branch = (gitinfo.output(project.root, "symbolic-ref", "--quiet", "--short", "HEAD") or "").strip()
     return f"{branch}@{commit}"
 
 
@@ -266,7 +266,7 @@ def _head_digest(project: Project, side: Path, fmt: str) -> str | None:
         return None
     import jupytext
 
-    committed = gitinfo._git(project.root, "show", f"HEAD:{project.relative(side)}")
+    committed = gitinfo.output(project.root, "show", f"HEAD:{project.relative(side)}")
     if committed is None:
         return None
     try:

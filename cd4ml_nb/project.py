@@ -39,7 +39,7 @@ class Project:
 
     def ensure_state_dir(self) -> Path:
         """Create the state folder, git-ignored by a ``.gitignore`` of its own."""
-        return _ignored_folder(self.state_dir)
+        return ignored_folder(self.state_dir)
 
     @property
     def lab_runs_dir(self) -> Path:
@@ -47,7 +47,7 @@ class Project:
         return (self.root / self.config.lab_runs_dir).resolve()
 
     def ensure_lab_runs_dir(self) -> Path:
-        return _ignored_folder(self.lab_runs_dir)
+        return ignored_folder(self.lab_runs_dir)
 
     @property
     def tracking_uri(self) -> str:
@@ -131,7 +131,7 @@ class Project:
             return path.resolve().as_posix()
 
 
-def _ignored_folder(path: Path) -> Path:
+def ignored_folder(path: Path) -> Path:
     """Create ``path`` with a ``.gitignore`` that ignores everything in it."""
     path.mkdir(parents=True, exist_ok=True)
     ignore = path / ".gitignore"

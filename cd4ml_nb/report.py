@@ -6,9 +6,9 @@ Every string from runs or git is escaped in the HTML form.
 from __future__ import annotations
 
 import html
-import subprocess
 from dataclasses import dataclass
 
+from . import gitinfo
 from .compare import Comparison, GateResult, NotebookComparison, Side, no_base
 from .project import Project
 
@@ -27,8 +27,8 @@ def code_diff(project: Project, base: str) -> CodeDiff:
     if not project.in_git:
         return CodeDiff((), "", ("not a git repository: no code diff",))
 
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=project.root, capture_output=True, text=True, errors="replace")
+    def git(*args: str) -> gitinfo.Done:
+        return gitinfo.run(project.root, *args)
 
     listed = git("diff", "--name-only", f"{base}...HEAD")
     if listed.returncode != 0:
@@ -55,11 +55,13 @@ def _has_header(path) -> bool:
         return False
 
 
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """A metric value for a table: 6 significant digits, a dash when absent."""
     return "—" if value is None else f"{value:.6g}"
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
+    """A relative change for a table: signed percent, a dash when absent."""
     return "—" if value is None else f"{value:+.2%}"
 
 
@@ -108,7 +110,7 @@ def _markdown_notebook(project: Project, nb: NotebookComparison, verdicts: dict[
     header = "| metric | goal | base | branch | Δ | Δ% |" + (" gate |" if gate_col else "")
     lines += [header, "|" + "---|" * (6 + gate_col)]
     for d in nb.deltas:
-        row = f"| {d.metric} | {d.goal} | {_fmt(d.base)} | {_fmt(d.branch)} | {_fmt(d.delta)} | {_pct(d.relative)} |"
+        row = f"| {d.metric} | {d.goal} | {fmt(d.base)} | {fmt(d.branch)} | {fmt(d.delta)} | {pct(d.relative)} |"
         lines.append(row + (f" {verdicts.get(d.metric, '')} |" if gate_col else ""))
     lines.append("")
     if nb.schema_changed:
@@ -147,8 +149,8 @@ def html_report(project: Project, comparison: Comparison, code: CodeDiff, gate: 
                      + ("<th>gate</th>" if verdicts else "") + "</tr>")
         for d in nb.deltas:
             verdict = verdicts.get(d.metric, "")
-            parts.append(f"<tr><td>{e(d.metric)}</td><td>{d.goal}</td><td>{_fmt(d.base)}</td><td>{_fmt(d.branch)}</td>"
-                         f"<td>{_fmt(d.delta)}</td><td>{_pct(d.relative)}</td>"
+            parts.append(f"<tr><td>{e(d.metric)}</td><td>{d.goal}</td><td>{fmt(d.base)}</td><td>{fmt(d.branch)}</td>"
+                         f"<td>{fmt(d.delta)}</td><td>{pct(d.relative)}</td>"
                          + (f"<td class='{'pass' if 'pass' in verdict else 'fail'}'>{e(verdict)}</td>" if verdicts else "")
                          + "</tr>")
         parts.append("</table>")

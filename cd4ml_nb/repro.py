@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
-from . import data, history, tracking
+from . import data, gitinfo, history, tracking
 from .exceptions import BadInput, NotFound
 from .project import Project
 
@@ -413,13 +413,6 @@ class Reproduction:
         return out
 
 
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BadInput(f"git {args[0]} failed in {cwd}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-    return done.stdout
-
-
 def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_data_change: bool = False,
               progress: bool = False, warn: Callable[[str], None] | None = None) -> Reproduction:
     """Re-run ``run_id`` in a temporary git worktree at its commit (with its uncommitted diff
@@ -438,8 +431,7 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
     if not commit or not notebook:
         raise BadInput(f"run {run_id} has no {tracking.GIT_COMMIT if not commit else tracking.NOTEBOOK} tag: "
                        "only runs of `cd4ml-nb run` in a git repository can be reproduced")
-    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=project.root,
-                      capture_output=True).returncode != 0:
+    if not gitinfo.run(project.root, "cat-file", "-e", f"{commit}^{{commit}}").ok:
         raise BadInput(f"run {run_id}: commit {commit[:12]} is not in {project.root} (fetch it first)")
     if tags.get(tracking.DIFF_TRUNCATED) == "true":
         raise BadInput(f"run {run_id}: its uncommitted diff was cut at max_diff_bytes, so its code cannot be "
@@ -450,7 +442,7 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
     before = data.run_fingerprints(c, original)
     tmp = Path(tempfile.mkdtemp(prefix="cd4ml-reproduce-"))
     tree = tmp / "tree"
-    _git(project.root, "worktree", "add", "--detach", "--quiet", str(tree), commit)
+    gitinfo.run(project.root, "worktree", "add", "--detach", "--quiet", str(tree), commit, check=True)
     try:
         if tags.get(tracking.DIRTY) == "true":
             try:
@@ -458,15 +450,15 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
             except Exception:
                 raise BadInput(f"run {run_id} was dirty but its uncommitted.diff artifact cannot be read") from None
             if Path(patch).stat().st_size:
-                _git(tree, "apply", "--whitespace=nowarn", patch)
+                gitinfo.run(tree, "apply", "--whitespace=nowarn", patch, check=True)
         result = run_notebook(tree / tags.get(history.SIDE, notebook), values,  # the side it executed
                               project=Project.discover(tree, tracking_uri=project.tracking_uri),
                               experiment=experiment, progress=progress, warn=warn,
                               extra_tags={REPRODUCES: run_id, history.KIND: history.REPRODUCE})
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=project.root, capture_output=True)
+        gitinfo.run(project.root, "worktree", "remove", "--force", str(tree))
         shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["git", "worktree", "prune"], cwd=project.root, capture_output=True)
+        gitinfo.run(project.root, "worktree", "prune")
     after = data.run_fingerprints(c, c.get_run(result.run_id)) if result.run_id else {}
     changed = tuple(sorted(n for n in set(before) | set(after)
                            if n not in before or n not in after or before[n].digest != after[n].digest))
