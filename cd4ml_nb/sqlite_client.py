@@ -9,11 +9,17 @@ module was verified against (``tests/test_sqlite_client.py`` compares every tabl
 MLflow itself writes) and is the newest the installed MLflow knows; any other store, and the
 rare operations (creating or restoring an experiment, artifacts not on a local disk), go through
 ``MlflowClient``. The notebook's own ``mlflow`` calls run in the kernel, with MLflow, as always.
+
+The read-only commands (``runs``, ``compare``, ``gate``, ``report``) read through the same client:
+experiments, runs and MLflow's ``search_runs`` for the filter and order forms this package asks
+(:data:`RUN_FILTERS`); another form is handed to ``MlflowClient`` whole, so answers never differ.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
+import json
 import os
 import posixpath
 import re
@@ -37,6 +43,30 @@ RUN_NAME_TAG, USER_TAG = "mlflow.runName", "mlflow.user"
 TEMP_ARTIFACT_PREFIX = ".mlflow-tmp-"  # MLflow's local artifact repository stages files like this
 BUSY_TIMEOUT = 60.0
 _KEY = re.compile(r"^[/\w.\- :]*$")
+MAX_RESULTS_DEFAULT, MAX_RESULTS_THRESHOLD = 1000, 50000  # mlflow.store.tracking
+_CHUNK = 500  # run ids per "IN (...)" (SQLite's bound-parameter limit)
+
+
+class ViewType:
+    """MLflow's ``mlflow.entities.ViewType`` values (plain ints, so either client takes them)."""
+
+    ACTIVE_ONLY, DELETED_ONLY, ALL = range(1, 4)
+
+
+_STAGES = {ViewType.ACTIVE_ONLY: ("active",), ViewType.DELETED_ONLY: ("deleted",), ViewType.ALL: ("active", "deleted")}
+
+# The filter clauses search_runs answers itself (joined by AND), as MLflow's grammar writes them:
+#   attributes.status = 'FINISHED'   attributes.run_id LIKE 'abc%'   tags.`cd4ml.notebook` = 'x.ipynb'
+# with the prefixes attribute(s)/attr/run and tag(s), the comparators =, != and LIKE, values without
+# quotes or backslashes. Any other filter, and any order but start_time, goes to MlflowClient.
+RUN_FILTERS = "attributes.status|run_id =|!=|LIKE 'v'; tags.`key` =|!=|LIKE 'v'; AND of those; empty"
+_CLAUSE = re.compile(
+    r"\s*(?:(?P<attr>attributes|attribute|attr|run)\.(?P<akey>status|run_id|`status`|`run_id`)"
+    r"|(?:tags|tag)\.(?:`(?P<qtag>[^`]+)`|(?P<tag>\w+)))"
+    r"\s*(?P<op>=|!=|(?i:like))\s*'(?P<value>[^'\\]*)'\s*")
+_AND = re.compile(r"(?i:and)\b")
+_ORDER = re.compile(r"\s*(?:attributes|attribute|attr|run)\.(?:start_time|`start_time`)(?:\s+(?P<dir>(?i:asc|desc)))?\s*")
+_COLUMN = {"status": "status", "run_id": "run_uuid"}
 
 
 class Param(NamedTuple):
@@ -59,6 +89,7 @@ class RunInfo:
     end_time: int | None
     artifact_uri: str
     lifecycle_stage: str
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +111,17 @@ class Experiment:
     name: str
     artifact_location: str
     lifecycle_stage: str
+    creation_time: int | None = None
+    last_update_time: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class PagedList(list):
+    """A page of results, as MLflow's ``PagedList``: ``token`` names the next page, None on the last."""
+
+    def __init__(self, items: Iterable = (), token: bytes | None = None) -> None:
+        super().__init__(items)
+        self.token = token
 
 
 @dataclass(frozen=True)
@@ -160,6 +202,92 @@ def _local_dir(artifact_uri: str) -> Path | None:
     return None
 
 
+_RUN_COLUMNS = ("run_uuid, experiment_id, name, user_id, status, start_time, end_time, artifact_uri, "
+                "lifecycle_stage")
+
+
+def _chunks(items: list, size: int = _CHUNK) -> Iterable[list]:
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
+def _int_id(experiment_id: Any) -> int:
+    try:
+        return int(experiment_id)
+    except (TypeError, ValueError):
+        raise TrackingError(f"Invalid experiment ID: {experiment_id!r}") from None
+
+
+def _stages(view_type: int) -> tuple[str, ...]:
+    return _STAGES.get(view_type, ())  # another value selects nothing, as in MLflow's LifecycleStage
+
+
+def _check_max_results(max_results: int | None, allow_none: bool) -> None:
+    if max_results is None and allow_none:
+        return
+    if not isinstance(max_results, int) or not 1 <= max_results <= MAX_RESULTS_THRESHOLD:
+        raise TrackingError(f"Invalid value {max_results} for parameter 'max_results' supplied. It must be a "
+                            f"positive integer, at most {MAX_RESULTS_THRESHOLD}")
+
+
+def _offset(page_token: bytes | str | None) -> int:
+    """The offset a page token names (MLflow's tokens: base64 of ``{"offset": N}``)."""
+    if not page_token:
+        return 0
+    try:
+        offset = int(json.loads(base64.b64decode(page_token, validate=True))["offset"])
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError):
+        raise TrackingError(f"Invalid page token {page_token!r}") from None
+    if offset <= 0:
+        raise TrackingError(f"Invalid page token {page_token!r}")
+    return offset
+
+
+def _page(found: list, offset: int, max_results: int | None) -> PagedList:
+    """One page from a query that asked one row more than ``max_results``: the token when there is more."""
+    if max_results is None or len(found) <= max_results:
+        return PagedList(found, None)
+    return PagedList(found[:max_results], base64.b64encode(json.dumps({"offset": offset + max_results}).encode()))
+
+
+def _run_filter(filter_string: str | None) -> tuple[list[str], list[str]] | None:
+    """SQL conditions on ``runs`` and their arguments for a filter of :data:`RUN_FILTERS`, else None."""
+    text, pos, clauses, args = filter_string or "", 0, [], []
+    if not text.strip():
+        return clauses, args
+    while True:
+        found = _CLAUSE.match(text, pos)
+        if found is None:
+            return None
+        op = found["op"].upper()
+        if found["attr"]:
+            clauses.append(f"{_COLUMN[found['akey'].strip('`')]} {op} ?")
+            args.append(found["value"])
+        else:
+            clauses.append(f"EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = runs.run_uuid AND t.key = ? "
+                           f"AND t.value {op} ?)")
+            args += [found["qtag"] or found["tag"], found["value"]]
+        pos = found.end()
+        if pos == len(text):
+            return clauses, args
+        joined = _AND.match(text, pos)
+        if joined is None:
+            return None
+        pos = joined.end()
+
+
+def _run_order(order_by: list[str] | None) -> str | None:
+    """MLflow's ORDER BY for no order or ``attributes.start_time [ASC|DESC]``, else None."""
+    if not order_by:
+        return "start_time DESC, run_uuid"
+    if len(order_by) != 1:
+        return None
+    found = _ORDER.fullmatch(order_by[0])
+    if found is None:
+        return None
+    direction = (found["dir"] or "ASC").upper()
+    return f"start_time IS NULL, start_time {direction}, run_uuid"
+
+
 class SqliteClient:
     """The subset of ``MlflowClient`` a run uses, on a verified local SQLite store."""
 
@@ -193,8 +321,10 @@ class SqliteClient:
             db.close()
 
     def _read(self, work) -> Any:
+        """Run ``work(db)`` in one read transaction: its queries see one state of the store."""
         db = self._connect()
         try:
+            db.execute("BEGIN")
             return work(db)
         except sqlite3.Error as e:
             raise TrackingError(f"MLflow store {self.path}: {e}") from None
@@ -221,12 +351,44 @@ class SqliteClient:
 
     # --- experiments --------------------------------------------------------------------------
 
+    @staticmethod
+    def _experiments(db: sqlite3.Connection, where: str, args: tuple) -> list[Experiment]:
+        rows = db.execute("SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, "
+                          f"last_update_time FROM experiments {where}", args).fetchall()
+        tags: dict[int, dict[str, str]] = {row[0]: {} for row in rows}
+        for part in _chunks(list(tags)):
+            for experiment_id, key, value in db.execute(
+                    "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN "
+                    f"({', '.join('?' * len(part))})", part):
+                tags[experiment_id][key] = value
+        return [Experiment(str(r[0]), r[1], r[2], r[3], r[4], r[5], tags[r[0]]) for r in rows]
+
     def get_experiment_by_name(self, name: str) -> Experiment | None:
-        row = self._read(lambda db: db.execute(
-            "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments "
-            "WHERE name = ? AND workspace = 'default' AND lifecycle_stage IN ('active', 'deleted')",
-            (name,)).fetchone())
-        return Experiment(str(row[0]), row[1], row[2], row[3]) if row else None
+        """The experiment named ``name``, active or deleted; None when there is none."""
+        found = self._read(lambda db: self._experiments(
+            db, "WHERE name = ? AND workspace = 'default' AND lifecycle_stage IN ('active', 'deleted')", (name,)))
+        return found[0] if found else None
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """The experiment ``experiment_id``, active or deleted; TrackingError when there is none."""
+        found = self._read(lambda db: self._experiments(db, "WHERE experiment_id = ?", (_int_id(experiment_id),)))
+        if not found:
+            raise TrackingError(f"No Experiment with id={experiment_id} exists")
+        return found[0]
+
+    def search_experiments(self, view_type: int = ViewType.ACTIVE_ONLY, max_results: int = MAX_RESULTS_DEFAULT,
+                           filter_string: str | None = None, order_by: list[str] | None = None,
+                           page_token: bytes | str | None = None) -> PagedList:
+        """Experiments newest first (``creation_time DESC, experiment_id``), as MLflow pages them; a
+        filter or another order goes to MlflowClient."""
+        if filter_string or order_by:
+            return self.mlflow().search_experiments(view_type, max_results, filter_string, order_by, page_token)
+        stages, offset = _stages(view_type), _offset(page_token)
+        _check_max_results(max_results, allow_none=False)
+        found = self._read(lambda db: self._experiments(
+            db, f"WHERE lifecycle_stage IN ({', '.join('?' * len(stages))}) "
+                "ORDER BY creation_time DESC, experiment_id ASC LIMIT ? OFFSET ?", (*stages, max_results + 1, offset)))
+        return _page(found, offset, max_results)
 
     def create_experiment(self, name: str, artifact_location: str | None = None) -> str:
         return self.mlflow().create_experiment(name, artifact_location=artifact_location)
@@ -276,20 +438,62 @@ class SqliteClient:
         return self.get_run(run_id)
 
     def get_run(self, run_id: str) -> Run:
+        """The run ``run_id`` (deleted or not), with its tags, parameters and latest metric values."""
         def work(db):
-            row = db.execute(
-                "SELECT run_uuid, experiment_id, name, status, start_time, end_time, artifact_uri, lifecycle_stage "
-                "FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
-            if row is None:
+            found = self._runs(db, f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_uuid = ?", (run_id,))
+            if not found:
                 raise TrackingError(f"Run with id={run_id} not found")
-            metrics = {k: float("nan") if nan else v for k, v, nan in db.execute(
-                "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (run_id,))}
-            params = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)).fetchall())
-            tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
-            info = RunInfo(row[0], str(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
-            return Run(info, RunData(metrics, params, tags))
+            return found[0]
 
         return self._read(work)
+
+    @staticmethod
+    def _runs(db: sqlite3.Connection, query: str, args: tuple) -> list[Run]:
+        """The runs ``query`` selects (:data:`_RUN_COLUMNS`, in its order), built as MLflow's
+        ``SqlRun.to_mlflow_entity`` builds them: metrics from ``latest_metrics``, NaN restored."""
+        rows = db.execute(query, args).fetchall()
+        data = {row[0]: ({}, {}, {}) for row in rows}
+        for part in _chunks(list(data)):
+            marks = ", ".join("?" * len(part))
+            for run_id, key, value, nan in db.execute(
+                    f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({marks})", part):
+                data[run_id][0][key] = float("nan") if nan else value
+            for n, table in ((1, "params"), (2, "tags")):
+                for run_id, key, value in db.execute(
+                        f"SELECT run_uuid, key, value FROM {table} WHERE run_uuid IN ({marks})", part):
+                    data[run_id][n][key] = value
+        runs = []
+        for run_id, experiment_id, name, user_id, status, start, end, uri, stage in rows:
+            metrics, params, tags = data[run_id]
+            info = RunInfo(run_id, str(experiment_id), name or tags.get(RUN_NAME_TAG) or name, status, start, end,
+                           uri, stage, user_id)
+            runs.append(Run(info, RunData(metrics, params, tags)))
+        return runs
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str = "", run_view_type: int = ViewType.ACTIVE_ONLY,
+                    max_results: int | None = MAX_RESULTS_DEFAULT, order_by: list[str] | None = None,
+                    page_token: bytes | str | None = None) -> PagedList:
+        """``MlflowClient.search_runs`` on this store: the same runs, order and pages.
+
+        Answered here for the filters of :data:`RUN_FILTERS` and for no order or
+        ``attributes.start_time [ASC|DESC]``; anything else goes to MlflowClient whole. Deleted runs
+        are left out unless ``run_view_type`` asks for them. The order is MLflow's: the one asked,
+        then ``start_time DESC`` (unless asked), then the run id."""
+        where = _run_filter(filter_string)
+        order = _run_order(order_by)
+        if where is None or order is None:
+            return self.mlflow().search_runs(experiment_ids, filter_string, run_view_type, max_results, order_by,
+                                             page_token)
+        stages, offset = _stages(run_view_type), _offset(page_token)
+        _check_max_results(max_results, allow_none=True)
+        ids = [_int_id(e) for e in experiment_ids]
+        clauses, args = where
+        query = (f"SELECT {_RUN_COLUMNS} FROM runs WHERE experiment_id IN ({', '.join('?' * len(ids))}) "
+                 f"AND lifecycle_stage IN ({', '.join('?' * len(stages))})"
+                 + "".join(f" AND {c}" for c in clauses) + f" ORDER BY {order} LIMIT ? OFFSET ?")
+        limit = -1 if max_results is None else max_results + 1
+        found = self._read(lambda db: self._runs(db, query, (*ids, *stages, *args, limit, offset)))
+        return _page(found, offset, max_results)
 
     def update_run(self, run_id: str, status: str | None = None, name: str | None = None) -> None:
         """Set a run's status (and name), as ``MlflowClient.update_run`` does."""

@@ -277,3 +277,217 @@ def test_light_and_mlflow_writers_share_a_store_without_errors(repo, tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+# --- reads: the light client answers the read-only commands' queries as MlflowClient does ----------
+
+def _verified() -> None:
+    if installed_head() not in VERIFIED_REVISIONS:
+        pytest.skip(f"the installed MLflow's schema {installed_head()} is not verified: reads use MlflowClient")
+
+
+def _typed(value):
+    """A value with its type, so an int where MLflow has a str (or a float for an int) differs."""
+    if isinstance(value, float) and value != value:
+        return ("float", "nan")
+    return (type(value).__name__, value)
+
+
+def _run_dict(run) -> dict:
+    info = {k: _typed(getattr(run.info, k)) for k in (
+        "run_id", "experiment_id", "status", "start_time", "end_time", "lifecycle_stage", "artifact_uri", "run_name",
+        "user_id")}
+    data = {k: {key: _typed(v) for key, v in getattr(run.data, k).items()} for k in ("tags", "params", "metrics")}
+    return {**info, **data}
+
+
+def _experiment_dict(e) -> dict:
+    fields = ("experiment_id", "name", "artifact_location", "lifecycle_stage", "creation_time", "last_update_time")
+    return {**{k: _typed(getattr(e, k)) for k in fields}, "tags": dict(e.tags)}
+
+
+def _pages(search, **kwargs) -> list:
+    """Every page of a search, followed by its tokens: [(page's items as dicts, token), ...]."""
+    pages, token = [], None
+    while True:
+        page = search(page_token=token, **kwargs)
+        pages.append(([_run_dict(r) if hasattr(r, "info") else _experiment_dict(r) for r in page], page.token))
+        token = page.token
+        if token is None or len(pages) > 100:
+            return pages
+
+
+def _mlflow_store(tmp_path: Path) -> tuple[str, dict[str, str], list[str]]:
+    """A store written by MLflow itself: three experiments and a deleted one; runs FINISHED, FAILED,
+    RUNNING, KILLED and deleted, with tags, params, several steps of metrics (NaN and inf among them),
+    start times tied and one run of no name (as MLflow <= 1.29 left them)."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    path, uri = _new_store(tmp_path / "mlflow")
+    c = MlflowClient(uri)
+    artifacts = (tmp_path / "mlflow" / "artifacts").as_uri()
+    ids = {name: c.create_experiment(name, artifact_location=f"{artifacts}/{n}", tags={"team": name[:3]})
+           for n, name in enumerate(["master", "feature/x", "other", "gone"])}
+    statuses = ["FINISHED", "FAILED", "RUNNING", "KILLED", "FINISHED", "FINISHED"]
+    runs, t0 = [], 1_700_000_000_000
+    for n in range(31):
+        experiment = ["master", "master", "feature/x", "other", "gone"][n % 5]
+        start = t0 + (n // 3) * 1000  # three runs share each start time: ties go by run id
+        tags = {"cd4ml.notebook": ["a.ipynb", "b.ipynb", "A.ipynb", "dir/c.ipynb"][n % 4], "mlflow.user": f"u{n % 3}",
+                "cd4ml.kind": "run", "mlflow.source.git.branch": experiment}
+        if n % 7 == 0:
+            tags.pop("cd4ml.notebook")
+        run = c.create_run(ids[experiment], start_time=start, tags=tags, run_name=f"run-{n}")
+        run_id = run.info.run_id
+        metrics = [Metric("loss", 1.0 / (step + n + 1), t0 + step, step) for step in range(4)]
+        metrics += [Metric("acc", 0.5 + n / 100, t0, 0), Metric("acc", 0.4, t0 + 5, 0)]  # same step: newest wins
+        if n % 4 == 1:
+            metrics += [Metric("nan", float("nan"), t0, 0), Metric("big", float("inf"), t0, 0),
+                        Metric("neg", -2.5, t0, 3), Metric("neg", 7.0, t0, 1)]
+        c.log_batch(run_id, metrics=metrics, params=[Param("max_depth", str(n % 5)), Param("name", f"n {n}")],
+                    tags=[RunTag("cd4ml.env.hash", "x" * (n % 3))])
+        status = statuses[n % len(statuses)]
+        if status != "RUNNING":
+            c.set_terminated(run_id, status, end_time=start + 500 + n)
+        if n % 6 == 4:
+            c.delete_run(run_id)
+        runs.append(run_id)
+    c.delete_experiment(ids["gone"])
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE runs SET name = '' WHERE run_uuid = ?", (runs[8],))  # named by its mlflow.runName tag
+    db.close()
+    return uri, ids, runs
+
+
+def test_the_light_client_reads_what_mlflow_reads(tmp_path):
+    """Differential: every query form the read-only commands use, through MlflowClient and through
+    the light client, on a store MLflow wrote, gives the same experiments, runs (each field typed),
+    order, pages and tokens; and the light client answered them itself, without MLflow."""
+    _verified()
+    from mlflow.entities import ViewType as MlflowViewType
+    from mlflow.tracking import MlflowClient
+
+    from cd4ml_nb.sqlite_client import ViewType
+
+    uri, ids, runs = _mlflow_store(tmp_path)
+    theirs, ours = MlflowClient(uri), SqliteClient(store.sqlite_path(uri), uri)
+    assert (ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL) == (
+        MlflowViewType.ACTIVE_ONLY, MlflowViewType.DELETED_ONLY, MlflowViewType.ALL)
+    checked = 0
+
+    def same(what: str, call) -> None:
+        nonlocal checked
+        a, b = call(theirs), call(ours)
+        assert b == a, what
+        checked += 1
+
+    views = (ViewType.ACTIVE_ONLY, ViewType.DELETED_ONLY, ViewType.ALL)
+    for view in views:
+        same(f"experiments {view}", lambda c: _pages(c.search_experiments, view_type=view))
+        same(f"experiments {view} by 2", lambda c: _pages(c.search_experiments, view_type=view, max_results=2))
+    same("experiments, default view", lambda c: [_experiment_dict(e) for e in c.search_experiments()])
+    for name, experiment_id in ids.items():
+        same(f"experiment {name}", lambda c: _experiment_dict(c.get_experiment_by_name(name)))
+        same(f"experiment {experiment_id}", lambda c: _experiment_dict(c.get_experiment(experiment_id)))
+    same("no such experiment", lambda c: c.get_experiment_by_name("nope"))
+    for run_id in runs:
+        same(f"run {run_id}", lambda c: _run_dict(c.get_run(run_id)))
+
+    prefix = runs[3][:6]
+    filters = ["", "attributes.status = 'FINISHED'", "attributes.status = 'RUNNING'", "attributes.status != 'FAILED'",
+               "attributes.status LIKE 'F%'", "attr.status = 'KILLED'",
+               "tags.`cd4ml.notebook` = 'a.ipynb'", "tags.`cd4ml.notebook` != 'a.ipynb'",
+               "tags.`cd4ml.notebook` LIKE 'a%'",  # LIKE is case-sensitive, as MLflow makes SQLite's
+               "tag.`mlflow.user` = 'u1'", "tags.team = 'mas'",
+               f"attributes.run_id LIKE '{prefix}%'", f"attributes.run_id LIKE '{prefix.upper()}%'",
+               f"run.run_id = '{runs[4]}'", f"attributes.`run_id` LIKE '{runs[10][:3]}%'",
+               "attributes.status = 'FINISHED' and tags.`cd4ml.notebook` = 'b.ipynb'",
+               "tags.`cd4ml.notebook` LIKE '%.ipynb' AND attributes.status != 'RUNNING' and tags.`cd4ml.kind` = 'run'"]
+    orders = [None, ["attributes.start_time DESC"], ["attributes.start_time ASC"], ["attributes.start_time"]]
+    groups = [[ids["master"]], [ids["master"], ids["feature/x"]], list(ids.values()), [int(ids["other"])], []]
+    for where in filters:
+        for view in views:
+            for order in orders:
+                for group in groups:
+                    what = f"runs of {group} where {where!r} ({view}, {order})"
+                    same(what, lambda c: _pages(c.search_runs, experiment_ids=group, filter_string=where,
+                                                run_view_type=view, order_by=order))
+                    if where in ("", "attributes.status != 'FAILED'"):
+                        for size in (1, 4, 7):
+                            same(f"{what} by {size}", lambda c: _pages(
+                                c.search_runs, experiment_ids=group, filter_string=where, run_view_type=view,
+                                order_by=order, max_results=size))
+    same("all at once", lambda c: _pages(c.search_runs, experiment_ids=list(ids.values()), max_results=None))
+    same("exactly one full page", lambda c: _pages(c.search_runs, experiment_ids=[ids["feature/x"]], max_results=6))
+    same("the call as positional arguments", lambda c: [_run_dict(r) for r in c.search_runs(
+        [ids["master"]], "attributes.status = 'FINISHED'", ViewType.ALL, 3, ["attributes.start_time DESC"])])
+    assert ours._fallback is None, "the light client handed a supported query to MLflow"
+    assert checked > 1000
+
+    same("an unknown view type", lambda c: _pages(c.search_runs, experiment_ids=[ids["master"]], run_view_type=7))
+    for bad in ({"page_token": "not a token"}, {"max_results": 0}, {"max_results": 50001}):
+        for c in (theirs, ours):
+            with pytest.raises(Exception):
+                c.search_runs([ids["master"]], **bad)
+    with pytest.raises(TrackingError, match="not found"):
+        ours.get_run("0" * 32)
+    with pytest.raises(TrackingError, match="No Experiment"):
+        ours.get_experiment("12345")
+
+    # Another filter or order is MLflow's to answer: the same result, through MLflow's client.
+    for where, order in (("params.max_depth = '2'", None), ("metrics.loss < 0.1", None),
+                         ("", ["metrics.acc DESC"]), ("tags.`x` = 'it''s'", None)):
+        assert _pages(ours.search_runs, experiment_ids=[ids["master"]], filter_string=where, order_by=order) == \
+            _pages(theirs.search_runs, experiment_ids=[ids["master"]], filter_string=where, order_by=order)
+    assert ours._fallback is not None
+
+
+def test_the_read_only_commands_answer_the_same_through_either_client(repo, tmp_path, monkeypatch):
+    """``runs_page``, ``resolve_run_id`` and ``reconcile_orphans`` give the same answers whether
+    ``read_client`` picks the light client or MLflow's; it never creates a store."""
+    _verified()
+    from mlflow.tracking import MlflowClient
+
+    from cd4ml_nb import sqlite_client
+    from cd4ml_nb.exceptions import BadInput, NoStore
+
+    missing = tmp_path / "none" / "mlflow.db"
+    with pytest.raises(NoStore):
+        tracking.read_client(_project(repo, f"sqlite:///{missing}"))
+    assert not missing.parent.exists()
+
+    uri, ids, runs = _mlflow_store(tmp_path)
+    project = _project(repo, uri)
+    assert isinstance(tracking.read_client(project), SqliteClient)
+
+    def answers() -> list:
+        found = [tracking.runs_page(project, name, None, 4) for name in ("master", "feature/x", "nope")]
+        token = found[0].next_page_token
+        found.append(tracking.runs_page(project, "master", None, 4, token))
+        found.append(tracking.runs_page(project, "master", "a.ipynb", 3))
+        found.append(tracking.resolve_run_id(tracking.read_client(project), runs[7][:8]))
+        found.append(tracking.resolve_run_id(tracking.read_client(project), runs[4]))  # a deleted run
+        for bad in ("0000000", runs[7][:3], "xyz"):
+            with pytest.raises(BadInput) as refused:
+                tracking.resolve_run_id(tracking.read_client(project), bad)
+            found.append(str(refused.value))
+        return found
+
+    light = answers()
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_client, "open_client", lambda path, uri: None)
+        assert isinstance(tracking.read_client(project), MlflowClient)
+        assert repr(answers()) == repr(light)  # repr: NaN metrics compare equal
+    assert [r.run_id for r in light[0].runs] and light[0].next_page_token
+
+    # A RUNNING run whose runner is gone is ended FAILED through the light client, as through MLflow's.
+    c = tracking.read_client(project)
+    orphan = c.create_run(ids["master"], run_name="orphan", tags={tracking.RUNNER: f"{os.uname().nodename}:999999999",
+                                                                   "cd4ml.notebook": "a.ipynb"}).info.run_id
+    monkeypatch.setattr(tracking.socket, "gethostname", lambda: os.uname().nodename)
+    assert tracking.reconcile_orphans(project, "master") == [orphan]
+    ended = MlflowClient(uri).get_run(orphan)
+    assert (ended.info.status, ended.data.tags[tracking.REASON]) == ("FAILED", "orphaned") and ended.info.end_time
+    assert tracking.reconcile_orphans(project) == []
