@@ -15,6 +15,10 @@ as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharin
   and releasing them before the kernel binds, so concurrent runs (sweeps, Lab jobs, CI) can pick
   the same port and a kernel dies at start; ipykernel 7 also warns on every TCP start. Other
   kernels keep TCP (not all of them implement IPC).
+- the kernel's standard error goes to a log file (``Hooks.kernel_log``, in the run's folder), not
+  to the user's terminal: an ipykernel shut down in the middle of a cell (Ctrl-C, SIGTERM, a
+  cancelled job) prints tracebacks there (``ZMQError: Socket operation on non-socket``) about
+  its own closed sockets, which say nothing about the run.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ class Hooks:
 
     cwd: str
     on_progress: Callable[[int, int], None] | None = None
+    kernel_log: str | None = None  # the file the kernel's stderr is appended to (None: inherited)
     cancelled: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _km: Any = None
@@ -76,6 +81,7 @@ class Engine(NBClientEngine):
         total = len(nb_man.nb.cells)
         managers: list = []
         sockets: list[str] = []  # private folders of this run's IPC kernels
+        logs: list = []  # open kernel_log files, closed when the execution ends
 
         from jupyter_client.manager import AsyncKernelManager
 
@@ -86,6 +92,12 @@ class Engine(NBClientEngine):
                 if _uses_ipc(self):
                     sockets.append(tempfile.mkdtemp(prefix=SOCKET_FOLDER))
                     self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
+
+            async def start_kernel(self, **kw):  # kw reach Popen: jupyter_client's documented way
+                if hooks.kernel_log and "stderr" not in kw:
+                    logs.append(open(hooks.kernel_log, "ab"))
+                    kw["stderr"] = logs[-1]
+                await super().start_kernel(**kw)
 
         async def on_notebook_start(notebook):
             await hooks._started(managers[-1], total)
@@ -101,6 +113,8 @@ class Engine(NBClientEngine):
         finally:
             for folder in sockets:
                 shutil.rmtree(folder, ignore_errors=True)
+            for log in logs:
+                log.close()
 
 
 def _uses_ipc(km) -> bool:

@@ -125,6 +125,29 @@ def test_kernel_death_fails_the_run(repo):
     assert run.data.tags["cd4ml.failed_cell"] == "1"
 
 
+def test_a_kernel_that_dies_at_start_says_why_in_the_runs_message(repo, tmp_path, monkeypatch, capsys):
+    """The kernel's stderr goes to kernel.log in the run's folder, not the terminal; its last words
+    (why it died) reach the run's message."""
+    import json
+
+    spec = tmp_path / "jupyter" / "kernels" / "dying"
+    spec.mkdir(parents=True)
+    spec.joinpath("kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", "import sys; sys.exit('no ipykernel here')", "{connection_file}"],
+        "display_name": "dying", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    (repo / "pyproject.toml").write_text("[tool.cd4ml_nb]\nkernel_name = 'dying'\nkernel_start_timeout = 60\n")
+    (repo / "nb.py").write_text(percent("x = 1"))
+    assert main(["run", "nb.py", "-q", "--no-html"]) == 1
+    (run,) = runs_of(repo, "try-random-forest")
+    assert (run.info.status, run.data.tags["cd4ml.status.reason"]) == ("FAILED", "kernel-start")
+    message = run.data.tags["cd4ml.status.message"]
+    assert "the kernel's stderr ends: no ipykernel here" in message, message
+    log = Path(run.data.tags["cd4ml.output_dir"]) / "kernel.log"
+    assert log.read_text().strip() == "no ipykernel here" and str(log) in message
+    assert "the kernel's stderr ends: no ipykernel here" in capsys.readouterr().out  # the run's "reason:" line
+
+
 def test_cell_timeout_fails_the_run(repo):
     (repo / "slow.py").write_text(percent("import time", "time.sleep(30)"))
     assert main(["run", "slow.py", "-q", "--timeout", "2"]) == 1
@@ -189,6 +212,7 @@ def test_interrupt_ends_the_run_killed(repo, how):
         os.kill(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "ZMQError" not in err, err  # the kernel's dying words stay off the terminal
     (run,) = runs_of(repo, "try-random-forest")
     assert run.info.status == "KILLED"
     assert run.data.tags["cd4ml.status.reason"] == ("interrupted" if how == "SIGINT" else "terminated")
