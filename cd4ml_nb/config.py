@@ -95,7 +95,10 @@ class Cd4mlConfig(Configurable):
     ci_gate = List(
         Dict(), help="Gate rules of `cd4ml-nb ci`: tables {metric, goal, max_regression}."
     ).tag(config=True)
-    ci_report = Unicode("cd4ml-report.md", help="Where `cd4ml-nb ci` writes the review report.").tag(config=True)
+    ci_report = Unicode(
+        "", help="Where `cd4ml-nb ci` writes the review report, relative to the root (default: ci-report.md in "
+        "the git-ignored state folder, so CI leaves the work tree clean)."
+    ).tag(config=True)
     test_rtol = Float(
         1e-5, help="`cd4ml-nb test`: relative tolerance of metrics and of the numbers in cells tagged "
         "'regression' (numpy's isclose default)."
