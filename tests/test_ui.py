@@ -7,6 +7,8 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from nbfactory import free_port, init_repo, wait_http
 
 
@@ -27,29 +29,32 @@ def test_ui_serves_the_project_store(tmp_path):
             assert response.status == 200
         assert (repo / ".cd4ml" / "mlflow.db").exists()
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
         proc.wait(timeout=30)
     assert f"http://127.0.0.1:{port}" in proc.stdout.read()
+    assert proc.returncode == 130  # interrupted, as documented
 
 
-def test_sigterm_stops_the_whole_ui_process_tree(tmp_path):
-    """`cd4ml-nb ui` under a process manager: SIGTERM to it ends mlflow and every worker it started."""
+@pytest.mark.parametrize("command", [["ui", "--no-browser"], ["server"]], ids=["ui", "server"])
+def test_sigterm_stops_the_whole_process_tree_and_exits_130(tmp_path, command):
+    """`cd4ml-nb ui` / `cd4ml-nb server` under a process manager: SIGTERM to it ends mlflow and every
+    worker it started, and the exit code says interrupted (130)."""
     import psutil
 
     from nbfactory import wait_until
 
-    repo = init_repo(tmp_path / "ui-tree")
+    repo = init_repo(tmp_path / "tree")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "ui", "--no-browser", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", *command, "--port", str(port)],
                             cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tree = []
     try:
         wait_http(f"http://127.0.0.1:{port}/health", 180, proc=proc)
         tree = psutil.Process(proc.pid).children(recursive=True)
-        assert tree, "mlflow ui runs as a child process"
+        assert tree, "mlflow runs as a child process"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=120) == 130
         wait_until(lambda: not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 60,
                    "every process of the tree ending", ignore=(psutil.NoSuchProcess,))
     finally:
