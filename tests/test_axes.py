@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -28,12 +29,18 @@ PROBE_PACKAGE = "cd4ml-axes-probe"  # installed in the test venv only
 def venv_python(tmp_path_factory) -> str:
     """A venv over this interpreter's packages (ipykernel, mlflow) plus one distribution of its own.
 
-    Its ``python`` is a symlink to this very binary: only the venv tells the two environments apart."""
+    Its ``python`` is this interpreter's binary (the base one when this runs in a venv): only the
+    venv tells the two environments apart.
+    ``--system-site-packages`` alone shows the *base* interpreter's packages, which are not this
+    interpreter's when the suite itself runs in a venv; a ``.pth`` file adds this interpreter's
+    site directories (with their own ``.pth`` files, so editable installs come along)."""
     root = tmp_path_factory.mktemp("venv") / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(root)], check=True)
     python = str(root / "bin" / "python")
     purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              check=True, capture_output=True, text=True).stdout.strip()
+    (Path(purelib) / "cd4ml_axes_outer.pth").write_text(
+        "".join(f"import site; site.addsitedir({d!r})\n" for d in site.getsitepackages()))
     info = Path(purelib) / "cd4ml_axes_probe-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {PROBE_PACKAGE}\nVersion: 1.0\n")
