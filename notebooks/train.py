@@ -71,6 +71,10 @@ mlflow.log_metrics({"nwrmsle": nwrmsle, "mae": mae, "r2": r2})
 print(f"nwrmsle={nwrmsle:.4f} mae={mae:.3f} r2={r2:.4f}")
 
 # %%
+# cloudpickle, not MLflow 3's default skops: skops refuses the trees inside a decision tree or a
+# random forest (sklearn.tree._tree.Tree) unless each such type is listed in skops_trusted_types,
+# while cloudpickle saves any estimator. Like any pickle it runs code when loaded: load models only
+# from a store you trust.
 mlflow.sklearn.log_model(
     estimator,
     name="model",
