@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 from . import history, kernels, notebooks, pairing, params, spool, tracking
 from .guard import Guard
-from .exceptions import BadInput, Cd4mlError, TrackingError
+from .exceptions import Cd4mlError, TrackingError
 from .project import Project
 
 INJECTED_TAG = "cd4ml-injected"
@@ -211,7 +211,7 @@ class _Tracker(threading.Thread):
         if self.error is None and self.on_started is not None:
             self.on_started(self.run_id, self.experiment_id)
         if self.error is None:  # warm up what finalising needs while the notebook runs
-            from .repro import environment
+            from .axes import environment
 
             environment(self.tags.get(tracking.KERNEL))
             try:
@@ -520,7 +520,7 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
         warn(f"could not log artifacts: {e}")
         end_tags["cd4ml.artifacts.error"] = str(e)
     try:  # the environment and model axes (cd4ml-nb diff / reproduce)
-        from .repro import record_axes
+        from .axes import record_axes
 
         end_tags.update(record_axes(c, run_id, out_dir, tracker.tags.get(tracking.KERNEL)))
     except Exception as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml_nb import data, repro
+from cd4ml_nb import axes, data
 from cd4ml_nb.cli import main
 
 from nbfactory import commit_all, init_repo, percent
@@ -79,18 +79,18 @@ def store(tmp_path_factory):
 
 
 def test_native_kernel_is_this_interpreter_described_in_process():
-    env = repro.environment("python3")
+    env = axes.environment("python3")
     assert env["inspected"] == "in-process" and env["executable"] == sys.executable
-    assert env["packages"] == repro.environment()["packages"] and "mlflow" in env["packages"]
+    assert env["packages"] == axes.environment()["packages"] and "mlflow" in env["packages"]
 
 
 def test_a_kernel_on_another_interpreter_records_that_interpreter(kernels, venv_python):
-    here = repro.environment()
-    env = repro.environment("axes-venv")
+    here = axes.environment()
+    env = axes.environment("axes-venv")
     assert env["executable"] == venv_python and env["inspected"] == "subprocess"
     assert env["packages"][PROBE_PACKAGE] == "1.0" and PROBE_PACKAGE not in here["packages"]
-    assert repro.environment_hash(env) != repro.environment_hash(here)
-    assert repro.environment("axes-venv") is env  # described once per interpreter in a process
+    assert axes.environment_hash(env) != axes.environment_hash(here)
+    assert axes.environment("axes-venv") is env  # described once per interpreter in a process
 
 
 @pytest.mark.parametrize("kernel, reason", [
@@ -100,10 +100,10 @@ def test_a_kernel_on_another_interpreter_records_that_interpreter(kernels, venv_
 def test_a_kernel_that_cannot_be_inspected_is_recorded_as_such(kernels, store, tmp_path, kernel, reason):
     c, experiment_id = store
     run_id = c.create_run(experiment_id).info.run_id
-    tags = repro.record_axes(c, run_id, tmp_path, kernel)
-    assert reason in tags[repro.ENV_NOT_INSPECTED] and len(tags[repro.ENV_HASH]) == 16
-    assert repro.ENV_PYTHON not in tags  # the runner's Python is not the kernel's
-    env = json.loads(Path(c.download_artifacts(run_id, repro.ENV_ARTIFACT, str(tmp_path / "dl"))).read_text())
+    tags = axes.record_axes(c, run_id, tmp_path, kernel)
+    assert reason in tags[axes.ENV_NOT_INSPECTED] and len(tags[axes.ENV_HASH]) == 16
+    assert axes.ENV_PYTHON not in tags  # the runner's Python is not the kernel's
+    env = json.loads(Path(c.download_artifacts(run_id, axes.ENV_ARTIFACT, str(tmp_path / "dl"))).read_text())
     assert env["kernel"] == kernel and env["inspected"] is False and env["packages"] == {}
 
 
@@ -127,11 +127,11 @@ def test_a_run_on_another_interpreter_records_the_kernels_environment(kernels, v
     c = MlflowClient(f"sqlite:///{repo / '.cd4ml' / 'mlflow.db'}")
     tags = c.get_run(run_id).data.tags
     assert tags["test.executable"] == venv_python and tags["test.probe"] == "1.0"  # what the kernel saw
-    env = json.loads(Path(c.download_artifacts(run_id, repro.ENV_ARTIFACT, str(tmp_path / "dl"))).read_text())
+    env = json.loads(Path(c.download_artifacts(run_id, axes.ENV_ARTIFACT, str(tmp_path / "dl"))).read_text())
     assert env["packages"].get(PROBE_PACKAGE) == "1.0"
     assert env["kernel"] == "axes-venv" and env["executable"] == venv_python
-    assert tags[repro.ENV_INTERPRETER] == venv_python and tags[repro.ENV_HASH] == repro.environment_hash(env)
-    assert tags[repro.ENV_HASH] != repro.environment_hash(repro.environment())
+    assert tags[axes.ENV_INTERPRETER] == venv_python and tags[axes.ENV_HASH] == axes.environment_hash(env)
+    assert tags[axes.ENV_HASH] != axes.environment_hash(axes.environment())
 
 
 # --- defect 2: the schema axis across pandas versions ----------------------------------------
