@@ -60,18 +60,22 @@ def _swallows(handler: ast.ExceptHandler) -> bool:
 
 
 def _imports(tree: ast.AST, package: str, module: str) -> set[str]:
-    """The package's modules this module imports (anywhere in it)."""
+    """The package's modules this module imports (anywhere in it), as dotted names under the package."""
+    here = module.split(".")[:-1] if module else []
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(a.name for a in node.names)
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                target = ".".join([*base, node.module]) if node.module else None
+                if target:
+                    found.add(target)
+                else:
+                    found.update(".".join([*base, a.name]) for a in node.names)
             elif node.module and node.module.startswith(package + "."):
-                found.add(node.module.split(".")[1])
+                found.add(node.module[len(package) + 1:])
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(package + "."))
+            found.update(a.name[len(package) + 1:] for a in node.names if a.name.startswith(package + "."))
     found.discard(module)
     return found
 
@@ -111,10 +115,17 @@ def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(out)
 
 
+def _module_name(folder: Path, path: Path) -> str:
+    """``commands.runs`` for ``commands/runs.py``; a package's ``__init__`` is the package."""
+    parts = path.relative_to(folder).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def measure(folder: Path) -> Shape:
     shape = Shape()
     package = folder.name
-    trees = {p.stem: (p, ast.parse(p.read_text(encoding="utf-8"))) for p in sorted(folder.glob("*.py"))}
+    trees = {_module_name(folder, p): (p, ast.parse(p.read_text(encoding="utf-8")))
+             for p in sorted(folder.rglob("*.py"))}
     graph = {}
     for module, (path, tree) in trees.items():
         lines = len(path.read_text(encoding="utf-8").splitlines())
@@ -137,11 +148,10 @@ def measure(folder: Path) -> Shape:
             elif (isinstance(node, (ast.List, ast.Tuple)) and node.elts and module != GIT_MODULE
                   and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "git"):
                 runs_git = True  # a command line ["git", ...] built outside the git module
-            elif isinstance(node, ast.ImportFrom) and node.level == 1:
-                source = node.module.split(".")[0] if node.module else None
+            elif isinstance(node, ast.ImportFrom) and node.level:
                 for alias in node.names:
                     if alias.name.startswith("_") and not alias.name.startswith("__"):
-                        shape.private_reach.append(f"{module} imports {source}.{alias.name}")
+                        shape.private_reach.append(f"{module} imports {node.module}.{alias.name}")
             elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 owner = node.value.id if isinstance(node.value, ast.Name) else None
                 if owner in trees and owner != module:
