@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode
 from traitlets.config import Configurable
 
 from . import store
@@ -69,6 +69,12 @@ class Cd4mlConfig(Configurable):
     ).tag(config=True)
     kernel_name = Unicode(
         "", help="Kernel to run notebooks with. Empty: the notebook's own, else python3."
+    ).tag(config=True)
+    kernel_transport = Enum(
+        ["auto", "tcp", "ipc"], "auto",
+        help="How the runner talks to a kernel: 'tcp' (ports on 127.0.0.1), 'ipc' (Unix sockets in a private "
+        "temporary folder) or 'auto': ipc for a Python interpreter running ipykernel itself, tcp for any other "
+        "kernel command (a docker, srun or conda run wrapper may start the kernel where the socket folder is not).",
     ).tag(config=True)
     max_jobs = Int(2, help="Notebook jobs the JupyterLab extension runs at once; more wait queued.").tag(
         config=True

@@ -10,11 +10,13 @@ as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharin
   ``cwd=`` changes the whole process's directory, which concurrent trials would race on);
 - cancel: the kernel is shut down with ``KernelManager.shutdown_kernel(now=True)`` on the
   execution's own event loop;
-- transport: an ipykernel kernel started on this host talks over Unix sockets in a private
-  temporary folder rather than TCP ports on 127.0.0.1. jupyter_client picks TCP ports by binding
-  and releasing them before the kernel binds, so concurrent runs (sweeps, Lab jobs, CI) can pick
-  the same port and a kernel dies at start; ipykernel 7 also warns on every TCP start. Other
-  kernels keep TCP (not all of them implement IPC).
+- transport (``Hooks.transport``, the ``kernel_transport`` setting; :func:`kernels.transport`
+  decides): a Python interpreter running ipykernel on this host talks over Unix sockets in a
+  private temporary folder (:func:`kernels.make_socket_folder`) rather than TCP ports on
+  127.0.0.1. jupyter_client picks TCP ports by binding and releasing them before the kernel binds,
+  so concurrent runs (sweeps, Lab jobs, CI) can pick the same port and a kernel dies at start;
+  ipykernel 7 also warns on every TCP start. Other kernel commands keep TCP (a wrapper such as
+  ``docker run`` may start the kernel where the folder is not; not every kernel implements IPC).
 - the kernel's standard error goes to a log file (``Hooks.kernel_log``, in the run's folder), not
   to the user's terminal: an ipykernel shut down in the middle of a cell (Ctrl-C, SIGTERM, a
   cancelled job) prints tracebacks there (``ZMQError: Socket operation on non-socket``) about
@@ -25,16 +27,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from papermill.engines import NBClientEngine, papermill_engines
 
+from . import kernels
+
 NAME = "cd4ml"
-SOCKET_FOLDER = "cd4ml-kernel-"
-SOCKET_PATH_MAX = 100  # a Unix socket's path must fit sun_path (104 bytes on macOS, 108 on Linux)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Hooks:
     cwd: str
     on_progress: Callable[[int, int], None] | None = None
     kernel_log: str | None = None  # the file the kernel's stderr is appended to (None: inherited)
+    transport: str = "auto"  # the kernel_transport setting: auto, tcp or ipc
     cancelled: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _km: Any = None
@@ -89,8 +91,8 @@ class Engine(NBClientEngine):
             def __init__(self, **traits):
                 super().__init__(**traits)
                 managers.append(self)
-                if _uses_ipc(self):
-                    sockets.append(tempfile.mkdtemp(prefix=SOCKET_FOLDER))
+                if kernels.transport(_spec(self), hooks.transport) == "ipc":
+                    sockets.append(kernels.make_socket_folder())
                     self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
 
             async def start_kernel(self, **kw):  # kw reach Popen: jupyter_client's documented way
@@ -117,20 +119,12 @@ class Engine(NBClientEngine):
                 log.close()
 
 
-def _uses_ipc(km) -> bool:
-    """Whether ``km`` starts ipykernel through the local provisioner on a POSIX host whose
-    temporary folder leaves room for a socket's path."""
-    longest = os.path.join(tempfile.gettempdir(), SOCKET_FOLDER + "x" * 8, "k-65535")  # mkdtemp adds 8
-    if os.name != "posix" or len(longest) >= SOCKET_PATH_MAX:
-        return False
+def _spec(km) -> Any:
+    """The kernelspec ``km`` starts, or None when it is unknown."""
     try:
-        spec = km.kernel_spec
+        return km.kernel_spec
     except Exception:  # an unknown kernel: starting it reports that, in jupyter_client's words
-        return False
-    if spec is None:
-        return False
-    provisioner = (spec.metadata or {}).get("kernel_provisioner", {}).get("provisioner_name", "local-provisioner")
-    return provisioner == "local-provisioner" and any(a in ("ipykernel_launcher", "ipykernel") for a in spec.argv)
+        return None
 
 
 def ensure_registered() -> str:

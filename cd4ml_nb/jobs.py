@@ -78,10 +78,10 @@ class Job:
 
 @dataclass(frozen=True)
 class Removed:
-    """What pruning removed (or, in a dry run, would remove): one job or one run folder."""
+    """What pruning removed (or, in a dry run, would remove): one job, run folder or socket folder."""
 
-    kind: str  # "job" or "run"
-    name: str  # the job id, or the run folder's name
+    kind: str  # "job", "run" or "socket" (a kernel's socket folder)
+    name: str  # the job id, or the folder's name
     paths: tuple[Path, ...]  # the folders removed
     bytes: int  # space freed
     detail: str = ""  # e.g. "nb.ipynb, finished"
@@ -619,6 +619,29 @@ def prune_runs(project: Project, keep: int | None = None, days: float | None = N
         removed.append(Removed("run", child.name, (child,), _tree_bytes(child), "ended" if ended else "unfinished"))
         if not dry_run:
             _remove_tree(child)
+    return removed
+
+
+def prune_socket_folders(*, dry_run: bool = False) -> list[Removed]:
+    """Remove the kernel socket folders (:func:`kernels.socket_folders`) whose owner process has
+    ended without removing its own (SIGKILL, out of memory). The folder of a live process is kept.
+
+    The owner is its recorded pid *and* start time (a pid the system reused is no owner); a folder
+    whose record is missing (being written, or its writer killed first) is kept while its pid lives.
+    """
+    import psutil
+
+    removed = []
+    for folder, owner in kernels.socket_folders():
+        if owner["create_time"] is not None:
+            alive = launched_process(owner) is not None
+        else:
+            alive = psutil.pid_exists(owner["pid"])
+        if alive:
+            continue
+        removed.append(Removed("socket", folder.name, (folder,), _tree_bytes(folder), f"process {owner['pid']} ended"))
+        if not dry_run:
+            _remove_tree(folder)
     return removed
 
 

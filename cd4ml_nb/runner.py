@@ -390,7 +390,8 @@ def run_notebook(
         **(extra_tags or {}),
     })
     recorded, defaults = params.as_run(contract, values)
-    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=on_progress, kernel_log=str(out_dir / KERNEL_LOG))
+    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=on_progress, kernel_log=str(out_dir / KERNEL_LOG),
+                         transport=project.config.kernel_transport)
     tracker = _Tracker(project, experiment, nb.path.stem, tags, recorded, handoff, on_started, run_id, defaults,
                        on_error=hooks.cancel)
 
