@@ -1,169 +1,20 @@
-"""Team mode's journal: an MLflow tracking store that writes locally first and forwards live.
-
-With an ``http(s)`` tracking URI the kernel's MLflow is pointed at ``cd4ml-journal:///<folder>``
-(the ``mlflow.tracking_store`` entry point of this package). Every ``log_metric``, ``log_param``,
-``set_tag``, ``log_batch``, ``log_inputs`` and logged-model call of *the cd4ml run* is appended as
-one JSON line to ``<folder>/journal.jsonl`` (``O_APPEND``, one ``write`` per call, no network);
-artifacts go to ``<folder>/artifacts`` and ``<folder>/models/<id>/artifacts``. Reads of the run
-(``get_run``, metric history, logged models) are answered from the journal, so the notebook never
-waits for, nor fails because of, the server. Calls about anything else go to the server.
-
-The :class:`Forwarder` (in the runner process, or ``cd4ml-nb runs sync`` later) tails the
-journal, ``fsync``\\ s it, and sends what is new with ``log_batch`` (MLflow's limits), then records
-the byte offset the server acknowledged in ``state.json``. A batch whose answer never came (server
-or forwarder killed mid-request) is *in doubt*: before it is sent again, the points, parameters and
-models the server already has are dropped, so a replay never duplicates anything. One forwarder per
-journal at a time (an ``flock`` on ``<folder>/lock``, released by the kernel when a process dies).
-"""
+"""Team mode's kernel side: the MLflow tracking store that writes a run's calls into its journal."""
 from __future__ import annotations
 
-import fcntl
 import json
-import math
 import os
+import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator
-from urllib.parse import unquote, urlparse
+import weakref
+from typing import Any
 
-from .exceptions import TrackingError
-from .tracking import HEARTBEAT, heartbeat_value
-
-SCHEME = "cd4ml-journal"
-JOURNAL = "journal.jsonl"
-MANIFEST = "manifest.json"
-STATE = "state.json"
-END = "end.json"
-LOCK = "lock"
-REJECTED = "rejected.jsonl"
-# MLflow's log_batch limits (mlflow.utils.validation).
-BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS, BATCH_TOTAL = 1000, 100, 100, 1000
-TEST_CRASH_AFTER = "CD4ML_JOURNAL_TEST_CRASH_AFTER"  # test hook: SIGKILL itself after N sent batches, unacked
-TEST_BATCH = "CD4ML_JOURNAL_TEST_BATCH"  # test hook: records per batch
+from .journal_folder import ARTIFACTS, JOURNAL, MANIFEST, SCHEME, create, folder_of, read_json, records
 
 
-def uri_for(folder: Path) -> str:
-    """The tracking URI that makes MLflow log into the journal in ``folder``."""
-    return f"{SCHEME}://{Path(folder).resolve().as_posix()}"
-
-
-def folder_of(uri: str) -> Path:
-    return Path(unquote(urlparse(uri).path))
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomically replace ``path`` with ``data`` as JSON, durable before the rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def lock(folder: Path, block: bool = False) -> int | None:
-    """An open, ``flock``-ed file descriptor on the journal's lock; None when another process holds it."""
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def create(folder: Path, server_uri: str, run, experiment_name: str | None = None) -> tuple[str, int]:
-    """Make the journal folder of the server run ``run`` (an MLflow Run), locked by the caller;
-    returns its URI and the lock (the manifest, written last, is what makes it a journal)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "artifacts").mkdir(exist_ok=True)
-    (folder / JOURNAL).touch()
-    held = lock(folder)
-    info = run.info
-    write_json(folder / MANIFEST, {
-        "server_uri": server_uri, "run_id": info.run_id, "experiment_id": info.experiment_id,
-        "experiment_name": experiment_name, "user_id": info.user_id, "start_time": info.start_time,
-        "run_name": info.run_name, "tags": dict(run.data.tags), "params": dict(run.data.params),
-    })
-    return uri_for(folder), held
-
-
-def forget(uri: str) -> None:
-    """Close the journal file this process's MLflow keeps open for ``uri`` (it reopens on use)."""
-    if JournalStore is None:
-        return
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-
-    try:
-        found = _tracking_store_registry._get_store_with_resolved_uri(uri, None)
-    except Exception:
-        return
-    found.close()
-
-
-def records(folder: Path, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, dict]]:
-    """(offset, next offset, record) for each complete line of the journal from byte ``start``;
-    a torn or unreadable line is skipped."""
-    with open(folder / JOURNAL, "rb") as f:
-        f.seek(start)
-        offset = start
-        for line in f:
-            if not line.endswith(b"\n") or (end is not None and offset >= end):
-                return
-            nxt = offset + len(line)
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                rec = None
-            if isinstance(rec, dict):
-                yield offset, nxt, rec
-            offset = nxt
-
-
-def _finite(value: float) -> float | str:
-    """A metric value as MLflow's JSON API takes it (NaN and infinities as strings)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
-# --- the store (kernel side, and the runner's reads) --------------------------------------------
-
-
-def _store_class():
-    """JournalStore: the journal's methods, and every other AbstractStore method sent to the server."""
-    global JournalStore
-    if JournalStore is None:
-        from mlflow.store.tracking.abstract_store import AbstractStore
-
-        def delegate(name: str):
-            return lambda self, *args, **kw: getattr(self.server, name)(*args, **kw)
-
-        ns = {name: delegate(name) for name in dir(AbstractStore)
-              if not name.startswith("_") and callable(getattr(AbstractStore, name))
-              and name not in _JournalStoreBody.__dict__}
-        ns.update(__doc__=_JournalStoreBody.__doc__, __module__=__name__)
-        JournalStore = type("JournalStore", (_JournalStoreBody, AbstractStore), ns)
-    return JournalStore
-
-
-JournalStore = None  # built on first use: the class needs mlflow, importing this module does not
-
-
-def store(store_uri: str, artifact_uri: str | None = None, **_: Any):
+def store(store_uri: str, artifact_uri: str | None = None, **_: Any) -> JournalStore:
     """The ``mlflow.tracking_store`` entry point for ``cd4ml-journal:`` URIs."""
-    return _store_class()(store_uri)
+    return JournalStore(store_uri)
 
 
 def registry_store(store_uri: str, tracking_uri: str | None = None, **_: Any):
@@ -175,6 +26,49 @@ def registry_store(store_uri: str, tracking_uri: str | None = None, **_: Any):
     return RestStore(lambda: get_default_host_creds(server_uri))
 
 
+# MLflow is imported after the entry points above: importing it loads every package's store entry points,
+# this module's too, maybe while this module is being imported (then only these must be defined).
+from mlflow.entities import (DatasetInput, Experiment, LoggedModel, LoggedModelInput, LoggedModelOutput,  # noqa: E402
+                             LoggedModelStatus, Metric, Param, Run, RunData, RunInfo, RunInputs, RunOutputs, RunStatus,
+                             RunTag)
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST  # noqa: E402
+from mlflow.protos.service_pb2 import DatasetInput as DatasetInputProto  # noqa: E402
+from mlflow.store.entities.paged_list import PagedList  # noqa: E402
+from mlflow.store.tracking.abstract_store import AbstractStore  # noqa: E402
+from mlflow.utils import validation  # noqa: E402
+from mlflow.utils.proto_json_utils import message_to_json, parse_dict  # noqa: E402
+
+__all__ = ["FORWARDED", "JOURNALED", "JournalStore", "create", "forget", "register", "registry_store", "store"]
+
+# Calls the kernel's MLflow makes about the journaled run (and its logged models): written to the journal
+# or answered from it; about anything else they go to the server as they are.
+JOURNALED = (
+    "log_batch", "log_metric", "log_param", "set_tag", "delete_tag", "log_batch_async", "log_metric_async",
+    "log_param_async", "set_tag_async", "flush_async_logging", "end_async_logging", "shut_down_async_logging",
+    "get_run", "update_run_info", "get_metric_history", "get_experiment", "log_inputs", "log_outputs",
+    "record_logged_model", "create_logged_model", "get_logged_model", "finalize_logged_model",
+    "set_logged_model_tags", "delete_logged_model_tag", "log_logged_model_params", "search_logged_models",
+)
+# Calls that never touch the journaled run's data: sent to the server (delete_run, restore_run and
+# delete_logged_model refuse the journaled run and its models).
+FORWARDED = (
+    "create_experiment", "get_experiment_by_name", "search_experiments", "delete_experiment", "restore_experiment",
+    "rename_experiment", "set_experiment_tag", "delete_experiment_tag", "filter_active_experiment_ids",
+    "create_run", "delete_run", "restore_run", "search_runs", "get_metric_history_bulk_interval",
+    "get_metric_history_bulk_interval_from_steps", "delete_logged_model", "set_model_versions_tags",
+    "start_trace", "log_spans", "log_spans_async", "get_trace", "get_trace_info", "batch_get_traces",
+    "batch_get_trace_infos", "search_traces", "set_trace_tag", "delete_trace_tag", "delete_traces",
+    "link_traces_to_run", "unlink_traces_from_run", "link_prompts_to_trace", "create_assessment", "get_assessment",
+    "update_assessment", "delete_assessment", "calculate_trace_filter_correlation", "query_trace_metrics",
+    "find_completed_sessions", "create_dataset", "get_dataset", "delete_dataset", "search_datasets",
+    "set_dataset_tags", "delete_dataset_tag", "upsert_dataset_records", "delete_dataset_records",
+    "get_dataset_experiment_ids", "add_dataset_to_experiments", "remove_dataset_from_experiments",
+    "register_scorer", "list_scorers", "list_scorer_versions", "get_scorer", "delete_scorer",
+)
+_open_stores: weakref.WeakSet = weakref.WeakSet()
+
+
 def register() -> None:
     """Register the scheme with this process's MLflow (the entry points do it for other processes)."""
     from mlflow.tracking._model_registry.utils import _get_store_registry
@@ -184,20 +78,47 @@ def register() -> None:
     _get_store_registry().register(SCHEME, registry_store)
 
 
-class _JournalStoreBody:
-    """MLflow tracking store of one run: journaled locally, read locally, forwarded by others."""
+def forget(uri: str) -> None:
+    """Close the journal file this process's stores keep open for ``uri`` (they reopen it on use)."""
+    folder = folder_of(uri)
+    for found in list(_open_stores):
+        if found.folder == folder:
+            found.close()
+
+
+def _changed_param(run_id: str, key: str, old: str, new: str) -> MlflowException:
+    """What MLflow's store says when one parameter is logged again with another value."""
+    return MlflowException(f"Changing param values is not allowed. Param with key='{key}' was already logged with "
+                           f"value='{old}' for run ID='{run_id}'. Attempted logging new value '{new}'.",
+                           INVALID_PARAMETER_VALUE)
+
+
+def _datasets(texts: list[str]) -> list[DatasetInput]:
+    found = []
+    for text in texts:
+        proto = DatasetInputProto()
+        parse_dict(json.loads(text), proto)
+        found.append(DatasetInput.from_proto(proto))
+    return found
+
+
+class JournalStore(AbstractStore):
+    """MLflow tracking store of one run, ``cd4ml-journal:///<folder>``: journaled locally, read locally,
+    sent to the server by the runner's forwarder (:mod:`cd4ml_nb.forwarder`).
+
+    Every write about *the* run is validated as MLflow's own store validates it (the same exception,
+    nothing journaled when it is refused), then appended to ``journal.jsonl`` as one JSON line
+    (``O_APPEND``, one ``write`` per call, no network); artifacts go to ``<folder>/artifacts`` and
+    ``<folder>/models/<id>/artifacts``. Reads of the run are answered from the journal, so the notebook
+    never waits for, nor fails because of, the server. The methods in :data:`FORWARDED` go to the server;
+    any other method of MLflow's store raises an MlflowException naming it.
+    """
 
     def __init__(self, store_uri: str) -> None:
-        from mlflow.store.tracking.abstract_store import AbstractStore
-
-        AbstractStore.__init__(self)
-        import threading
-
+        super().__init__()
         self.folder = folder_of(store_uri)
         manifest = read_json(self.folder / MANIFEST)
         if not manifest:
-            from mlflow.exceptions import MlflowException
-
             raise MlflowException(f"{self.folder}: not a cd4ml-nb journal (no {MANIFEST})")
         self.manifest = manifest
         self.run_id, self.experiment_id = manifest["run_id"], manifest["experiment_id"]
@@ -209,22 +130,15 @@ class _JournalStoreBody:
         self.latest: dict[str, tuple] = {}
         self.models: dict[str, dict] = {}
         self.datasets: list[str] = []
+        self.model_inputs: list[str] = []
         self.outputs: list[tuple[str, int]] = []
         for _, _, rec in records(self.folder):
             self._apply(rec)
         self.fd: int | None = None
-
-    def _open(self) -> int:
-        fd = os.open(self.folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(fd).st_size
-        if size:
-            with open(self.folder / JOURNAL, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    os.write(fd, b"\n")  # end a line torn by a process that died mid-write
-        return fd
+        _open_stores.add(self)
 
     def close(self) -> None:
+        """Close the journal file (the next write reopens it)."""
         with self._lock:
             if self.fd is not None:
                 os.close(self.fd)
@@ -232,6 +146,7 @@ class _JournalStoreBody:
 
     @property
     def server(self):
+        """MLflow's REST store of the tracking server, for calls about anything but the run."""
         if self._server is None:
             from mlflow.store.tracking.rest_store import RestStore
             from mlflow.utils.credentials import get_default_host_creds
@@ -241,6 +156,13 @@ class _JournalStoreBody:
         return self._server
 
     # journal writing -------------------------------------------------------------------------
+
+    def _open(self) -> int:
+        fd = os.open(self.folder / JOURNAL, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")  # end a line torn by a process that died mid-write
+        return fd
 
     def _append(self, recs: list[dict]) -> None:
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs).encode()
@@ -254,10 +176,10 @@ class _JournalStoreBody:
                 self._apply(r)
 
     def _apply(self, r: dict) -> None:
+        """Update the local view of the run with one journaled record."""
         t = r.get("t")
         if t == "m":
-            key = r["k"]
-            new = (r.get("st", 0), r["ts"], r["v"])
+            key, new = r["k"], (r.get("st", 0), r["ts"], r["v"])
             if key not in self.latest or new >= self.latest[key][:3]:
                 self.latest[key] = new
         elif t == "p":
@@ -279,101 +201,135 @@ class _JournalStoreBody:
             self.models[r["id"]]["params"].update(r["params"])
         elif t == "in":
             self.datasets += r.get("datasets", [])
+            self.model_inputs += r.get("models", [])
         elif t == "out":
             self.outputs += [tuple(o) for o in r.get("models", [])]
 
     def _ours(self, run_id: str) -> bool:
         return run_id == self.run_id
 
-    # runs ------------------------------------------------------------------------------------
+    # runs: metrics, parameters, tags ---------------------------------------------------------
+
+    def _param_records(self, run_id: str, params: list, batch: bool) -> list[dict]:
+        """Journal records of validated parameters; refuses a changed value as MLflow's store does."""
+        changed = [{"key": p.key, "old_value": self.params[p.key], "new_value": p.value} for p in params
+                   if self.params.get(p.key, p.value) != p.value]
+        if changed and batch:
+            raise MlflowException(f"Changing param values is not allowed. Params were already logged='{changed}' "
+                                  f"for run ID='{run_id}'.", INVALID_PARAMETER_VALUE)
+        if changed:
+            raise _changed_param(run_id, changed[0]["key"], changed[0]["old_value"], changed[0]["new_value"])
+        return [{"t": "p", "k": p.key, "v": p.value} for p in params]
+
+    @staticmethod
+    def _metric_record(m) -> dict:
+        rec = {"t": "m", "k": m.key, "v": float(m.value), "ts": int(m.timestamp), "st": int(m.step or 0)}
+        for field, attr in (("mid", "model_id"), ("dn", "dataset_name"), ("dd", "dataset_digest")):
+            value = getattr(m, attr, None)
+            if value:
+                rec[field] = value
+        return rec
 
     def log_batch(self, run_id, metrics, params, tags):
+        """Journal a batch, validated as MLflow's store validates ``log_batch``."""
         if not self._ours(run_id):
             return self.server.log_batch(run_id, metrics, params, tags)
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-        from mlflow.utils.validation import _validate_batch_log_data
-
-        _validate_batch_log_data(metrics, params, tags)
-        recs = []
-        for p in params:
-            old = self.params.get(p.key)
-            if old is not None and old != str(p.value):
-                raise MlflowException(
-                    f"Changing param values is not allowed. Param with key='{p.key}' was already logged with "
-                    f"value='{old}' for run ID='{run_id}'. Attempted logging new value '{p.value}'.",
-                    INVALID_PARAMETER_VALUE)
-            recs.append({"t": "p", "k": p.key, "v": str(p.value)})
-        for m in metrics:
-            rec = {"t": "m", "k": m.key, "v": float(m.value), "ts": int(m.timestamp), "st": int(m.step or 0)}
-            for field, attr in (("mid", "model_id"), ("dn", "dataset_name"), ("dd", "dataset_digest")):
-                value = getattr(m, attr, None)
-                if value:
-                    rec[field] = value
-            recs.append(rec)
-        recs += [{"t": "g", "k": t.key, "v": str(t.value)} for t in tags]
+        metrics = list(metrics)
+        params = [Param(p.key, str(p.value)) for p in params]
+        tags = [RunTag(t.key, str(t.value)) for t in tags]
+        checked = validation._validate_batch_log_data(metrics, params, tags)
+        if checked:  # the values as MLflow keeps them (over-long ones truncated, when it truncates)
+            metrics, params, tags = checked
+        validation._validate_batch_log_limits(metrics, params, tags)
+        validation._validate_param_keys_unique(params)
+        recs = self._param_records(run_id, params, batch=True)
+        recs += [self._metric_record(m) for m in metrics]
+        recs += [{"t": "g", "k": t.key, "v": t.value} for t in tags]
         if recs:
             self._append(recs)
 
     def log_metric(self, run_id, metric):
-        self.log_batch(run_id, [metric], [], [])
+        """Journal one metric point, validated as MLflow's store validates ``log_metric``."""
+        if not self._ours(run_id):
+            return self.server.log_metric(run_id, metric)
+        validation._validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
+        self._append([self._metric_record(metric)])
 
     def log_param(self, run_id, param):
-        self.log_batch(run_id, [], [param], [])
+        """Journal one parameter, validated as MLflow's store validates ``log_param``."""
+        if not self._ours(run_id):
+            return self.server.log_param(run_id, param)
+        param = Param(param.key, str(param.value))
+        param = validation._validate_param(param.key, param.value) or param
+        self._append(self._param_records(run_id, [param], batch=False))
 
     def set_tag(self, run_id, tag):
-        self.log_batch(run_id, [], [], [tag])
+        """Journal one tag, validated as MLflow's store validates ``set_tag``."""
+        if not self._ours(run_id):
+            return self.server.set_tag(run_id, tag)
+        tag = RunTag(tag.key, str(tag.value))
+        tag = validation._validate_tag(tag.key, tag.value) or tag
+        self._append([{"t": "g", "k": tag.key, "v": tag.value}])
 
     def delete_tag(self, run_id, key):
+        """Journal the deletion of a tag the run has, as the journal knows its tags (MLflow's store
+        refuses one it has not)."""
         if not self._ours(run_id):
             return self.server.delete_tag(run_id, key)
+        if key not in self.tags:
+            raise MlflowException(f"No tag with name: {key} in run with id {run_id}", RESOURCE_DOES_NOT_EXIST)
         self._append([{"t": "dt", "k": key}])
 
     def log_batch_async(self, run_id, metrics, params, tags):
+        """Journal now (a local append): the returned operation is already complete."""
         from mlflow.utils.async_logging.run_operations import RunOperations
 
         self.log_batch(run_id, metrics, params, tags)
         return RunOperations(None)
 
     def log_metric_async(self, run_id, metric):
+        """Journal now, as :meth:`log_batch_async`."""
         return self.log_batch_async(run_id, [metric], [], [])
 
     def log_param_async(self, run_id, param):
+        """Journal now, as :meth:`log_batch_async`."""
         return self.log_batch_async(run_id, [], [param], [])
 
     def set_tag_async(self, run_id, tag):
+        """Journal now, as :meth:`log_batch_async`."""
         return self.log_batch_async(run_id, [], [], [tag])
 
+    def flush_async_logging(self):
+        """Nothing is queued: every call was journaled when made."""
+
+    def end_async_logging(self):
+        """Nothing is queued: every call was journaled when made."""
+
+    def shut_down_async_logging(self):
+        """Nothing is queued: every call was journaled when made."""
+
+    # runs: reads and the rest ----------------------------------------------------------------
+
     def get_run(self, run_id):
+        """The run as the journal has it (other runs from the server)."""
         if not self._ours(run_id):
             return self.server.get_run(run_id)
-        from mlflow.entities import (DatasetInput, Metric, Param, Run, RunData, RunInfo, RunInputs, RunOutputs,
-                                     RunTag, LoggedModelOutput)
-        from mlflow.protos.service_pb2 import DatasetInput as DatasetInputProto
-        from mlflow.utils.proto_json_utils import parse_dict
-
         m = self.manifest
         info = RunInfo(self.run_id, self.experiment_id, m.get("user_id") or "", self.status, m.get("start_time"),
-                       self.end_time, "active", (self.folder / "artifacts").as_uri(),
+                       self.end_time, "active", (self.folder / ARTIFACTS).as_uri(),
                        self.tags.get("mlflow.runName", m.get("run_name")))
         with self._lock:
             data = RunData(metrics=[Metric(k, v, ts, st) for k, (st, ts, v) in self.latest.items()],
                            params=[Param(k, v) for k, v in self.params.items()],
                            tags=[RunTag(k, v) for k, v in self.tags.items()])
-            datasets = []
-            for text in self.datasets:
-                proto = DatasetInputProto()
-                parse_dict(json.loads(text), proto)
-                datasets.append(DatasetInput.from_proto(proto))
+            inputs = RunInputs(_datasets(self.datasets), [LoggedModelInput(i) for i in self.model_inputs])
             outputs = [LoggedModelOutput(mid, step) for mid, step in self.outputs]
-        return Run(info, data, RunInputs(datasets), RunOutputs(outputs))
+        return Run(info, data, inputs, RunOutputs(outputs))
 
     def update_run_info(self, run_id, run_status, end_time, run_name):
+        """The kernel's start/end only change the local view: the runner owns the server run's status."""
         if not self._ours(run_id):
             return self.server.update_run_info(run_id, run_status, end_time, run_name)
-        from mlflow.entities import RunStatus
-
-        # The runner owns the server run's status: the kernel's start/end only change the local view.
         self.status = RunStatus.to_string(run_status) if isinstance(run_status, int) else str(run_status)
         self.end_time = end_time
         if run_name and run_name != self.tags.get("mlflow.runName"):
@@ -381,44 +337,67 @@ class _JournalStoreBody:
         return self.get_run(run_id).info
 
     def get_metric_history(self, run_id, metric_key, max_results=None, page_token=None):
+        """Every journaled point of ``metric_key`` (other runs from the server)."""
         if not self._ours(run_id):
             return self.server.get_metric_history(run_id, metric_key, max_results, page_token)
-        from mlflow.entities import Metric
-        from mlflow.store.entities.paged_list import PagedList
-
         return PagedList([Metric(r["k"], r["v"], r["ts"], r.get("st", 0), run_id=run_id)
                           for _, _, r in records(self.folder) if r.get("t") == "m" and r["k"] == metric_key], None)
 
     def log_inputs(self, run_id, datasets=None, models=None):
+        """Journal datasets and model inputs, validated as MLflow's store validates ``log_inputs``."""
         if not self._ours(run_id):
             return self.server.log_inputs(run_id, datasets, models)
-        from mlflow.utils.proto_json_utils import message_to_json
-
+        if datasets is not None:
+            if not isinstance(datasets, list):
+                raise TypeError(f"Argument 'datasets' should be a list, got '{type(datasets)}'")
+            validation._validate_dataset_inputs(datasets)
+        ids = [m.model_id for m in models or []]
+        again = [i for i in ids if i in self.model_inputs or ids.count(i) > 1]
+        if again:  # the server's unique constraint on (run, model input)
+            raise MlflowException(f"Model {again[0]} is already an input of run {run_id}", BAD_REQUEST)
         self._append([{"t": "in", "datasets": [message_to_json(d.to_proto()) for d in datasets or []],
-                       "models": [m.model_id for m in models or []]}])
+                       "models": ids}])
 
     def log_outputs(self, run_id, models):
+        """Journal model outputs (each model once per run, as the server's unique constraint wants)."""
         if not self._ours(run_id):
             return self.server.log_outputs(run_id, models)
+        ids = [m.model_id for m in models]
+        again = [i for i in ids if ids.count(i) > 1 or any(i == out for out, _ in self.outputs)]
+        if again:
+            raise MlflowException(f"Model {again[0]} is already an output of run {run_id}", BAD_REQUEST)
         self._append([{"t": "out", "models": [[m.model_id, int(m.step or 0)] for m in models]}])
 
     def record_logged_model(self, run_id, mlflow_model):
+        """Journal a model for the run's ``mlflow.log-model.history`` tag."""
         if not self._ours(run_id):
             return self.server.record_logged_model(run_id, mlflow_model)
         self._append([{"t": "lm", "model": mlflow_model.get_tags_dict()}])
 
     def get_experiment(self, experiment_id):
+        """The run's experiment from the manifest (others from the server)."""
         if str(experiment_id) != str(self.experiment_id) or not self.manifest.get("experiment_name"):
             return self.server.get_experiment(experiment_id)
-        from mlflow.entities import Experiment
-
         return Experiment(self.experiment_id, self.manifest["experiment_name"], None, "active")
+
+    def delete_run(self, run_id):
+        """Delete another run on the server; the journaled run's lifecycle is the runner's."""
+        self._not_ours("delete_run", run_id)
+        return self.server.delete_run(run_id)
+
+    def restore_run(self, run_id):
+        """Restore another run on the server; the journaled run's lifecycle is the runner's."""
+        self._not_ours("restore_run", run_id)
+        return self.server.restore_run(run_id)
+
+    def _not_ours(self, method: str, entity: str) -> None:
+        if entity == self.run_id or entity in self.models:
+            raise MlflowException(f"{method} is not available for {entity} through cd4ml-nb's journal: the runner "
+                                  "owns the journaled run and its models", INVALID_PARAMETER_VALUE)
 
     # logged models -----------------------------------------------------------------------------
 
-    def _model(self, model_id: str):
-        from mlflow.entities import LoggedModel, LoggedModelStatus
-
+    def _model(self, model_id: str) -> LoggedModel:
         r = self.models[model_id]
         location = (self.folder / "models" / model_id / "artifacts").as_uri()
         return LoggedModel(r["exp"], model_id, r["name"], location, r["ts"], r["ts"], r.get("type"), r.get("run"),
@@ -426,10 +405,12 @@ class _JournalStoreBody:
 
     def create_logged_model(self, experiment_id, name=None, source_run_id=None, tags=None, params=None,
                             model_type=None):
+        """Journal a model of the run (a local id, mapped to the server's by the forwarder)."""
         if source_run_id != self.run_id:
             return self.server.create_logged_model(experiment_id, name, source_run_id, tags, params, model_type)
         from mlflow.utils.name_utils import _generate_random_name
 
+        validation._validate_logged_model_name(name)
         model_id = f"m-{uuid.uuid4().hex}"
         (self.folder / "models" / model_id / "artifacts").mkdir(parents=True)
         self._append([{"t": "mc", "id": model_id, "exp": str(experiment_id), "name": name or _generate_random_name(),
@@ -438,456 +419,84 @@ class _JournalStoreBody:
         return self._model(model_id)
 
     def get_logged_model(self, model_id, *args, **kwargs):
+        """A model of the run from the journal (others from the server)."""
         if model_id not in self.models:
             return self.server.get_logged_model(model_id, *args, **kwargs)
         return self._model(model_id)
 
     def finalize_logged_model(self, model_id, status):
+        """Journal the final status of a model of the run."""
         if model_id not in self.models:
             return self.server.finalize_logged_model(model_id, status)
-        from mlflow.entities import LoggedModelStatus
-
         name = status.name if isinstance(status, LoggedModelStatus) else LoggedModelStatus.from_int(status).name
         self._append([{"t": "mf", "id": model_id, "status": name}])
         return self._model(model_id)
 
     def set_logged_model_tags(self, model_id, tags):
+        """Journal tags of a model of the run."""
         if model_id not in self.models:
             return self.server.set_logged_model_tags(model_id, tags)
         self._append([{"t": "mt", "id": model_id, "tags": {t.key: t.value for t in tags}}])
 
     def delete_logged_model_tag(self, model_id, key):
+        """Journal the deletion of a tag a model of the run has (MLflow's store refuses one it has not)."""
         if model_id not in self.models:
             return self.server.delete_logged_model_tag(model_id, key)
+        if key not in self.models[model_id]["tags"]:
+            raise MlflowException(f"No tag with key {key!r} found for model with ID {model_id!r}.",
+                                  RESOURCE_DOES_NOT_EXIST)
         self._append([{"t": "mdt", "id": model_id, "k": key}])
 
     def log_logged_model_params(self, model_id, params):
+        """Journal parameters of a model of the run (each key once, as the server's unique constraint wants)."""
         if model_id not in self.models:
             return self.server.log_logged_model_params(model_id, params)
+        keys = [p.key for p in params]
+        again = [k for k in keys if k in self.models[model_id]["params"] or keys.count(k) > 1]
+        if again:
+            raise MlflowException(f"Param {again[0]!r} was already logged for model {model_id!r}", BAD_REQUEST)
         self._append([{"t": "mp", "id": model_id, "params": {p.key: p.value for p in params}}])
 
     def search_logged_models(self, experiment_ids, filter_string=None, datasets=None, max_results=None,
                              order_by=None, page_token=None):
-        from mlflow.store.entities.paged_list import PagedList
-
+        """The run's models from the journal when asked by source run (others from the server)."""
         if filter_string and self.run_id in filter_string and "source_run_id" in filter_string:
             return PagedList([self._model(i) for i, r in self.models.items() if r.get("run") == self.run_id], None)
         return self.server.search_logged_models(experiment_ids, filter_string, datasets, max_results, order_by,
                                                 page_token)
 
-
-# --- forwarding (runner side, `runs sync`) -------------------------------------------------------
-
-
-class ServerUnreachable(TrackingError):
-    """The server did not answer (refused, reset, timed out, 5xx): try again later."""
+    def delete_logged_model(self, model_id):
+        """Delete another model on the server; the journaled run's models are the runner's."""
+        self._not_ours("delete_logged_model", model_id)
+        return self.server.delete_logged_model(model_id)
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A journal not yet wholly on the server (for ``cd4ml-nb runs``)."""
+def _forwarding(name: str):
+    def method(self, *args, **kwargs):
+        return getattr(self.server, name)(*args, **kwargs)
 
-    folder: Path
-    run_id: str
-    server_uri: str
-    bytes_pending: int
-    artifacts_pending: int
-    ended: str | None  # the status the runner ended with, None while running or when it died
-    live: bool  # a runner (or a sync) holds it now
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``{name}`` on the tracking server (it does not touch the journaled run)."
+    return method
 
 
-class Forwarder:
-    """Sends one journal to its server run: the new records, the artifacts, at last the status."""
+def _refusing(name: str):
+    def method(self, *args, **kwargs):
+        raise MlflowException(
+            f"{name} is not available through cd4ml-nb's journal (team mode): it is neither journaled nor forwarded; "
+            f"call it on MlflowClient(tracking_uri=<the tracking server>) instead", INVALID_PARAMETER_VALUE)
 
-    def __init__(self, folder: Path, heartbeat: float | None = None, timeout: float = 10.0,
-                 held: int | None = None) -> None:
-        self.folder = Path(folder)
-        self.manifest = read_json(self.folder / MANIFEST)
-        self.server_uri, self.run_id = self.manifest["server_uri"], self.manifest["run_id"]
-        self.state = read_json(self.folder / STATE, {}) or {}
-        self.state.setdefault("offset", 0)
-        self.state.setdefault("models", {})
-        self.state.setdefault("artifacts", {})
-        self.heartbeat, self.timeout = heartbeat, timeout
-        self._last_beat = 0.0
-        self.orphaned = False  # the server run was ended by someone else (an orphan verdict) while we ran
-        self._seen: dict[str, tuple] = {}  # artifact -> (size, mtime) at the previous scan
-        self._lock_fd: int | None = held
-        self._sent = 0
-        self._client = None
-        self._batch = int(os.environ.get(TEST_BATCH) or BATCH_TOTAL)
-        self._crash_after = int(os.environ.get(TEST_CRASH_AFTER) or 0)
-        self.error: str | None = None
-
-    # locking ---------------------------------------------------------------------------------
-
-    def acquire(self) -> bool:
-        """Become the journal's one forwarder; False when another process is."""
-        if self._lock_fd is None:
-            self._lock_fd = lock(self.folder)
-        return self._lock_fd is not None
-
-    def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    # transport -------------------------------------------------------------------------------
-
-    def _call(self, endpoint: str, body: dict | None = None, method: str = "POST") -> dict:
-        """One request, no retries: MLflow's client would spend minutes on a dead server."""
-        from mlflow.exceptions import MlflowException, RestException
-        from mlflow.utils.credentials import get_default_host_creds
-        from mlflow.utils.rest_utils import http_request
-
-        kw = {"json": body} if method == "POST" else {"params": body}
-        try:
-            response = http_request(get_default_host_creds(self.server_uri), endpoint, method, max_retries=0,
-                                    timeout=self.timeout, raise_on_status=False, **kw)
-        except MlflowException as e:
-            raise ServerUnreachable(str(e).splitlines()[0]) from None
-        except OSError as e:
-            raise ServerUnreachable(str(e)) from None
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            raise ServerUnreachable(f"HTTP {response.status_code}")
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {}
-        if response.status_code != 200:
-            raise RestException(payload if "error_code" in payload else
-                                {"error_code": "INTERNAL_ERROR", "message": f"HTTP {response.status_code}"})
-        return payload
-
-    @property
-    def client(self):
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.server_uri, registry_uri=self.server_uri)
-        return self._client
-
-    def server_run(self) -> dict:
-        return self._call("/api/2.0/mlflow/runs/get", {"run_id": self.run_id}, "GET")["run"]
-
-    # one pass --------------------------------------------------------------------------------
-
-    def step(self, final: bool = False) -> bool:
-        """Send what is new; True when the server has the whole journal (and, if ``final``, every
-        artifact). ServerUnreachable when it does not answer."""
-        self._beat()
-        size = os.path.getsize(self.folder / JOURNAL)
-        if size > self.state["offset"]:
-            with open(self.folder / JOURNAL, "rb") as f:
-                os.fsync(f.fileno())  # nothing reaches the server that is not durable here
-            self._send_records()
-        self._send_artifacts(final)
-        return self.caught_up(final)
-
-    def caught_up(self, final: bool = True) -> bool:
-        return (self.state["offset"] >= os.path.getsize(self.folder / JOURNAL)
-                and (not final or not self._artifacts_pending()))
-
-    def _beat(self) -> None:
-        if self.heartbeat is None or self.orphaned or time.monotonic() - self._last_beat < self.heartbeat:
-            return
-        run = self.server_run()
-        if run["info"]["status"] != "RUNNING":
-            self.orphaned = True  # declared dead meanwhile: never set it RUNNING again
-            return
-        self._call("/api/2.0/mlflow/runs/set-tag", {"run_id": self.run_id, "key": HEARTBEAT,
-                                                     "value": heartbeat_value()})
-        self._last_beat = time.monotonic()
-
-    def _save(self) -> None:
-        write_json(self.folder / STATE, self.state)
-
-    def _send_records(self) -> None:
-        group: list[tuple[int, int, dict]] = []
-        for offset, nxt, rec in records(self.folder, self.state["offset"]):
-            if rec.get("t") in ("m", "p", "g"):
-                group.append((offset, nxt, rec))
-                if self._full(group):
-                    self._send_group(group)
-                    group = []
-                continue
-            if group:
-                self._send_group(group)
-                group = []
-            self._send_other(offset, nxt, rec)
-        if group:
-            self._send_group(group)
-
-    def _full(self, group: list) -> bool:
-        counts = {"m": 0, "p": 0, "g": 0}
-        for _, _, r in group:
-            counts[r["t"]] += 1
-        return (len(group) >= min(self._batch, BATCH_TOTAL) or counts["m"] >= BATCH_METRICS
-                or counts["p"] >= BATCH_PARAMS or counts["g"] >= BATCH_TAGS)
-
-    def _in_doubt(self, start: int) -> bool:
-        doubt = self.state.get("in_doubt")
-        return bool(doubt) and doubt[0] <= start < doubt[1]
-
-    def _begin(self, start: int, end: int) -> None:
-        """Record the batch as in doubt before it is sent: a crash now makes the next replay check it."""
-        if not self._in_doubt(start):
-            self.state["in_doubt"] = [start, end]
-            self._save()
-
-    def _ack(self, end: int) -> None:
-        self._sent += 1
-        if self._crash_after and self._sent >= self._crash_after:
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: the batch is on the server, not acknowledged
-        self.state["offset"] = end
-        if self.state.get("in_doubt") and self.state["in_doubt"][1] <= end:
-            self.state["in_doubt"] = None
-        self._save()
-
-    def _send_group(self, group: list[tuple[int, int, dict]]) -> None:
-        start, end = group[0][0], group[-1][1]
-        recs = [r for _, _, r in group]
-        if self._in_doubt(start):
-            recs = self._dedupe(recs)
-        self._begin(start, end)
-        metrics = []
-        for r in recs:
-            if r["t"] != "m":
-                continue
-            m = {"key": r["k"], "value": _finite(r["v"]), "timestamp": r["ts"], "step": r.get("st", 0)}
-            model = self.state["models"].get(r.get("mid", ""))
-            if model:
-                m["model_id"] = model
-            if r.get("dn"):
-                m.update(dataset_name=r["dn"], dataset_digest=r.get("dd"))
-            metrics.append(m)
-        body = {"run_id": self.run_id, "metrics": metrics,
-                "params": [{"key": r["k"], "value": r["v"]} for r in recs if r["t"] == "p"],
-                "tags": [{"key": r["k"], "value": r["v"]} for r in recs if r["t"] == "g"]}
-        if metrics or body["params"] or body["tags"]:
-            try:
-                self._call("/api/2.0/mlflow/runs/log-batch", body)
-            except ServerUnreachable:
-                raise
-            except Exception as e:  # refused as a whole (e.g. a parameter the server has otherwise):
-                self._one_by_one(recs, e)  # send what it takes, keep the rest beside the journal
-        self._ack(end)
-
-    def _one_by_one(self, recs: list[dict], error: Exception) -> None:
-        for r in recs:
-            kind = {"m": "metrics", "p": "params", "g": "tags"}[r["t"]]
-            item = {"key": r["k"], "value": _finite(r["v"]) if r["t"] == "m" else r["v"]}
-            if r["t"] == "m":
-                item.update(timestamp=r["ts"], step=r.get("st", 0))
-            try:
-                self._call("/api/2.0/mlflow/runs/log-batch", {"run_id": self.run_id, kind: [item]})
-            except ServerUnreachable:
-                raise
-            except Exception as e:
-                with open(self.folder / REJECTED, "a") as f:
-                    f.write(json.dumps({"record": r, "error": str(e).splitlines()[0]}) + "\n")
-
-    def _dedupe(self, recs: list[dict]) -> list[dict]:
-        """Drop what the server already has of a batch whose acknowledgement was lost."""
-        run = self.server_run()
-        params = {p["key"]: p["value"] for p in run.get("data", {}).get("params", [])}
-        have: dict[str, set] = {}
-        for key in {r["k"] for r in recs if r["t"] == "m"}:
-            have[key] = set()
-            token = None
-            while True:
-                body = {"run_id": self.run_id, "metric_key": key, "max_results": 25000}
-                if token:
-                    body["page_token"] = token
-                page = self._call("/api/2.0/mlflow/metrics/get-history", body, "GET")
-                have[key] |= {(int(m["timestamp"]), int(m.get("step", 0)), _finite(float(m["value"])))
-                              for m in page.get("metrics", [])}
-                token = page.get("next_page_token")
-                if not token:
-                    break
-        kept = []
-        for r in recs:
-            if r["t"] == "m" and (r["ts"], r.get("st", 0), _finite(r["v"])) in have[r["k"]]:
-                continue
-            if r["t"] == "p" and params.get(r["k"]) == r["v"]:
-                continue
-            kept.append(r)
-        return kept
-
-    def _send_other(self, offset: int, end: int, r: dict) -> None:
-        """Models, inputs, outputs: rare, sent one record at a time through MLflow's client."""
-        self.server_run()  # fail fast while the server is down (MLflow's client retries for minutes)
-        self._begin(offset, end)
-        t, models = r.get("t"), self.state["models"]
-        if t == "dt":
-            try:
-                self.client.delete_tag(self.run_id, r["k"])
-            except Exception:  # already gone
-                pass
-        elif t == "mc":
-            models[r["id"]] = self._create_model(r)
-            self._save()
-        elif t in ("mf", "mt", "mdt", "mp") and r["id"] in models:
-            mid = models[r["id"]]
-            if t == "mf":
-                if r["status"] == "READY":
-                    local = self.folder / "models" / r["id"] / "artifacts"
-                    if local.is_dir() and any(local.iterdir()):
-                        self.client.log_model_artifacts(mid, str(local))
-                from mlflow.entities import LoggedModelStatus
-
-                self.client.finalize_logged_model(mid, getattr(LoggedModelStatus, r["status"]))
-            elif t == "mt":
-                self.client.set_logged_model_tags(mid, r["tags"])
-            elif t == "mdt":
-                self.client.delete_logged_model_tag(mid, r["k"])
-            else:
-                self.client.log_model_params(mid, r["params"])
-        elif t == "in":
-            from mlflow.entities import DatasetInput, LoggedModelInput
-            from mlflow.protos.service_pb2 import DatasetInput as DatasetInputProto
-            from mlflow.utils.proto_json_utils import parse_dict
-
-            datasets = []
-            for text in r.get("datasets", []):
-                proto = DatasetInputProto()
-                parse_dict(json.loads(text), proto)
-                datasets.append(DatasetInput.from_proto(proto))
-            inputs = [LoggedModelInput(models[m]) for m in r.get("models", []) if m in models]
-            self.client.log_inputs(self.run_id, datasets or None, inputs or None)
-        elif t == "out":
-            from mlflow.entities import LoggedModelOutput
-
-            outs = [LoggedModelOutput(models[m], step) for m, step in r.get("models", []) if m in models]
-            if outs:
-                self.client.log_outputs(self.run_id, outs)
-        elif t == "lm":
-            self._record_model(r["model"])
-        self._ack(end)
-
-    def _create_model(self, r: dict) -> str:
-        """The server model of local model ``r["id"]``: found (a replay after a crash) or created."""
-        tag = "cd4ml.journal.model_id"
-        for model in self.client.search_logged_models([r["exp"]], filter_string=f"source_run_id = '{self.run_id}'"):
-            if model.tags.get(tag) == r["id"]:
-                return model.model_id
-        created = self.client.create_logged_model(r["exp"], name=r["name"], source_run_id=self.run_id,
-                                                  tags={**r.get("tags", {}), tag: r["id"]},
-                                                  params=r.get("params") or None, model_type=r.get("type"))
-        return created.model_id
-
-    def _record_model(self, model: dict) -> None:
-        """The run's ``mlflow.log-model.history`` tag, as MLflow's ``record_logged_model`` keeps it."""
-        key = "mlflow.log-model.history"
-        tags = {t["key"]: t["value"] for t in self.server_run().get("data", {}).get("tags", [])}
-        history = json.loads(tags.get(key) or "[]")
-        if model not in history:
-            self._call("/api/2.0/mlflow/runs/set-tag", {"run_id": self.run_id, "key": key,
-                                                         "value": json.dumps(history + [model])})
-
-    # artifacts -------------------------------------------------------------------------------
-
-    def _artifact_files(self) -> dict[str, tuple[int, int]]:
-        root = self.folder / "artifacts"
-        found = {}
-        for path in root.rglob("*") if root.is_dir() else ():
-            if path.is_file():
-                st = path.stat()
-                found[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
-        return found
-
-    def _artifacts_pending(self) -> int:
-        done = self.state["artifacts"]
-        return sum(tuple(done.get(k, ())) != v for k, v in self._artifact_files().items())
-
-    def _send_artifacts(self, final: bool) -> None:
-        files = self._artifact_files()
-        done = self.state["artifacts"]
-        todo = [k for k, v in files.items() if tuple(done.get(k, ())) != v
-                and (final or self._seen.get(k) == v)]  # live: only files unchanged since the last pass
-        self._seen = files
-        if not todo:
-            return
-        self.server_run()
-        root = self.folder / "artifacts"
-        for rel in sorted(todo):
-            parent = os.path.dirname(rel)
-            self.client.log_artifact(self.run_id, str(root / rel), parent or None)
-            done[rel] = list(files[rel])
-            self._save()
-
-    # ending ----------------------------------------------------------------------------------
-
-    def end(self) -> None:
-        """Set the status the runner recorded in ``end.json`` (or FAILED/orphaned when it died mid-run).
-
-        A run that someone else ended while its runner was unreachable (an orphan verdict) takes the
-        true terminal status; nothing ever sets it RUNNING again."""
-        from . import tracking
-
-        ended = read_json(self.folder / END)
-        run = self.server_run()
-        status = run["info"]["status"]
-        tags = {t["key"]: t["value"] for t in run.get("data", {}).get("tags", [])}
-        if ended is None:  # the runner died before the notebook ended
-            if status == "RUNNING":
-                self._end_run("FAILED", {tracking.REASON: "orphaned", "cd4ml.status.message":
-                                         "the runner died; `cd4ml-nb runs sync` uploaded its journal"})
-            return
-        if status != "RUNNING" and tags.get(tracking.REASON) == "orphaned":
-            self._end_run(None, {"cd4ml.orphan_verdict": tags.get("cd4ml.status.message", "orphaned")})
-            for key in (tracking.REASON, "cd4ml.status.message"):
-                if key not in ended["tags"]:
-                    self._call("/api/2.0/mlflow/runs/delete-tag", {"run_id": self.run_id, "key": key})
-        self._end_run(ended["status"], ended["tags"])
-
-    def _end_run(self, status: str | None, tags: dict[str, str]) -> None:
-        """Tags, then the terminal status (as ``tracking.end_run``, without MLflow's stdout banner)."""
-        from . import tracking
-
-        for key, value in tags.items():
-            self._call("/api/2.0/mlflow/runs/set-tag", {"run_id": self.run_id, "key": key,
-                                                         "value": tracking.clip(value)})
-        if status:
-            self._call("/api/2.0/mlflow/runs/update", {"run_id": self.run_id, "status": status,
-                                                        "end_time": int(time.time() * 1000)})
-
-    def pending(self) -> Pending:
-        ended = read_json(self.folder / END)
-        return Pending(self.folder, self.run_id, self.server_uri,
-                       max(0, os.path.getsize(self.folder / JOURNAL) - self.state["offset"]),
-                       self._artifacts_pending(), ended["status"] if ended else None, self.is_live())
-
-    def is_live(self) -> bool:
-        if self._lock_fd is not None:
-            return True
-        fd = lock(self.folder)
-        if fd is None:
-            return True
-        os.close(fd)
-        return False
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Refused: ``{name}`` is neither journaled nor forwarded."
+    return method
 
 
-def complete(folder: Path, timeout: float = 10.0, on_error: Callable[[str], None] | None = None) -> bool:
-    """Upload a journal that no runner holds, end its run and remove it; False when it stays pending
-    (server unreachable, or a live runner holds it)."""
-    import shutil
-
-    fw = Forwarder(folder, timeout=timeout)
-    if not fw.acquire():
-        return False
-    try:
-        for _ in range(3):  # a kernel that outlived its runner may still be appending
-            if fw.step(final=True):
-                break
-        fw.end()
-    except ServerUnreachable as e:
-        if on_error:
-            on_error(f"{fw.server_uri}: {e}")
-        return False
-    finally:
-        fw.release()
-    shutil.rmtree(folder, ignore_errors=True)
-    return True
+for _name in FORWARDED:
+    if _name not in vars(JournalStore):
+        setattr(JournalStore, _name, _forwarding(_name))
+# Whatever else MLflow's store offers (today's and any it adds later) raises, naming the method,
+# rather than reaching the server behind the journal's back.
+for _base in AbstractStore.__mro__[:-1]:
+    for _name, _member in vars(_base).items():
+        if not _name.startswith("_") and callable(_member) and _name not in vars(JournalStore):
+            setattr(JournalStore, _name, _refusing(_name))

@@ -15,7 +15,7 @@ import pytest
 
 import reliability_suite as suite
 from cd4ml_nb.cli import main
-from cd4ml_nb.journal import TEST_BATCH, TEST_CRASH_AFTER
+from cd4ml_nb.forwarder import TEST_BATCH, TEST_CRASH_AFTER
 from cd4ml_nb.tracking import HEARTBEAT, heartbeat_value
 
 from nbfactory import free_port, mlflow_server, wait_http, wait_until
@@ -287,6 +287,45 @@ def test_runs_sync_wait_returns_once_the_journal_is_on_the_server(tmp_path, monk
                 proc.wait(timeout=60)
         if server.poll() is None:
             kill_server(server)
+
+
+# The notebook sets p on the server itself, then logs another p through the journal: the server
+# refuses the journal's p; the points after it must still arrive.
+REFUSED = suite.percent(
+    "import mlflow\nfrom mlflow.tracking import MlflowClient\nmlflow.log_metric('before', 1.0)\n"
+    "MlflowClient(SERVER).log_param(mlflow.active_run().info.run_id, 'p', 'server')\n"
+    "mlflow.log_param('p', 'kernel')\nfor i in range(5):\n    mlflow.log_metric('after', i, step=i)")
+
+
+def test_a_record_the_server_refuses_is_kept_and_shown_and_the_run_still_ends(tmp_path, monkeypatch):
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = suite.make_repo(tmp_path)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    (repo / "refused.py").write_text(REFUSED.replace("SERVER", repr(uri)))
+    suite.commit_all(repo)
+    server = mlflow_server(repo, port)
+    cli = [sys.executable, "-m", "cd4ml_nb.cli"]
+    try:
+        done = subprocess.run(cli + ["run", "refused.py", "-q", "--no-html", "--json", "--tracking-uri", uri],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        r = the_run(uri)
+        assert result["status"] == "FINISHED" and r.info.status == "FINISHED"
+        assert r.data.tags["cd4ml.journal.refused"] == "1" and r.data.params["p"] == "server"
+        assert points(uri, r.info.run_id, "after") == list(range(5))  # the records after it arrived
+        listed = subprocess.run(cli + ["runs", "--json", "--tracking-uri", uri], cwd=repo, env=env,
+                                capture_output=True, text=True, timeout=120)
+        (shown,) = json.loads(listed.stdout)["pending"]
+        assert shown["run_id"] == r.info.run_id and shown["uploaded"]
+        (kept,) = shown["refused"]
+        assert kept["record"] == {"t": "p", "k": "p", "v": "kernel"} and "INVALID_PARAMETER_VALUE" in kept["error"]
+        synced = subprocess.run(cli + ["runs", "sync", "--tracking-uri", uri], cwd=repo, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert synced.returncode == 0 and "0 still pending" in synced.stdout, synced.stdout + synced.stderr
+    finally:
+        kill_server(server)
 
 
 def test_stale_heartbeat_is_orphaned_from_any_host(tmp_path, monkeypatch):
