@@ -6,7 +6,7 @@ relative links resolve through the proxy). It starts on the first request, after
 ``tracking.client(project)`` has created the store complete, and its whole process tree ends
 with the Jupyter server (:meth:`MlflowUi.stop`, also registered with :mod:`atexit`).
 
-No tornado here: the proxying handler lives in ``routes.py``.
+No tornado here: the proxying handler lives in ``mlflow_proxy.py``.
 """
 from __future__ import annotations
 
