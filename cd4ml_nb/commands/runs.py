@@ -85,8 +85,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     pending = spool.pending(project)
     for p in [] if args.json else pending:  # shown before the server is asked: it may be down
         state = "running" if p.live else f"ended {p.ended}" if p.ended else "runner gone"
-        say(f"pending: run {p.run_id[:12]} ({state}): {max(p.bytes_pending, 0)} journal bytes and "
-             f"{max(p.artifacts_pending, 0)} artifact(s) not yet on {p.server_uri}; `cd4ml-nb runs sync` uploads them")
+        if not p.uploaded:
+            say(f"pending: run {p.run_id[:12]} ({state}): {max(p.bytes_pending, 0)} journal bytes and "
+                f"{max(p.artifacts_pending, 0)} artifact(s) not yet on {p.server_uri}; `cd4ml-nb runs sync` "
+                "uploads them")
+        if p.refused:
+            say(f"refused: run {p.run_id[:12]}: {p.server_uri} refused {len(p.refused)} record(s), kept in "
+                f"{p.folder / 'refused.jsonl'} (first: {p.refused[0]['error']}); delete the folder once handled")
     if args.json:
         from dataclasses import asdict
 
