@@ -12,13 +12,14 @@ except ImportError:  # pragma: no cover - source tree without a build
     __version__ = "dev"
 
 if TYPE_CHECKING:
-    from .runner import RunResult, run_notebook
+    from .runner import Callbacks, RunOptions, RunResult, run_notebook
     from .data import log_dataset
     from .tracking import track
 
-__all__ = ["RunResult", "log_dataset", "run_notebook", "track", "__version__"]
+__all__ = ["Callbacks", "RunOptions", "RunResult", "log_dataset", "run_notebook", "track", "__version__"]
 
-_LAZY = {"run_notebook": "runner", "RunResult": "runner", "track": "tracking", "log_dataset": "data"}
+_LAZY = {"run_notebook": "runner", "RunResult": "runner", "RunOptions": "runner", "Callbacks": "runner",
+         "track": "tracking", "log_dataset": "data"}
 
 
 def __getattr__(name: str) -> Any:

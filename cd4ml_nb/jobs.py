@@ -647,7 +647,7 @@ def prune_socket_folders(*, dry_run: bool = False) -> list[Removed]:
 
 def run_job(job_dir: Path) -> int:
     """Body of a job process: run the notebook, keep ``status.json`` current."""
-    from .runner import run_notebook
+    from .runner import Callbacks, RunOptions, run_notebook
 
     spec = _read(job_dir / "spec.json")
     status_path = job_dir / "status.json"
@@ -674,9 +674,9 @@ def run_job(job_dir: Path) -> int:
 
     try:
         result = run_notebook(root / spec["path"], spec.get("parameters") or None, project=project,
-                              output_root=output_root,
-                              progress=False, on_progress=progress, on_started=started,
-                              warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+                              options=RunOptions(progress=False, output_root=output_root),
+                              callbacks=Callbacks(warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                                                  on_progress=progress, on_started=started))
     except Cd4mlError as e:
         _write(status_path, {**status, "state": "failed", "error": str(e)})
         return e.exit_code

@@ -575,7 +575,7 @@ def _plan(contract, base: Baseline | None, texts: dict[str, str], given: dict[st
 def _run_seeds(project: Project, nb, values: dict[str, Any], texts: dict[str, str], seed_parameter: str | None,
                seeds: list[Any], tags: dict[str, str], progress: bool, warn: Callable[[str], None]) -> list:
     """One tracked run per seed, stopping at the first that does not finish (KILLED: interrupted)."""
-    from .runner import run_notebook
+    from .runner import Callbacks, RunOptions, run_notebook
 
     results = []
     for seed in seeds:
@@ -584,8 +584,8 @@ def _run_seeds(project: Project, nb, values: dict[str, Any], texts: dict[str, st
             run_values[seed_parameter] = seed
             run_texts.pop(seed_parameter, None)
             run_tags["cd4ml.test.seed"] = str(seed)
-        result = run_notebook(nb.path, run_values, parameter_texts=run_texts, project=project, extra_tags=run_tags,
-                              progress=progress, warn=warn)
+        result = run_notebook(nb.path, run_values, parameter_texts=run_texts, project=project,
+                              options=RunOptions(progress=progress, extra_tags=run_tags), callbacks=Callbacks(warn=warn))
         results.append(result)
         if result.status == "KILLED":
             raise KeyboardInterrupt

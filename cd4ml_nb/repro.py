@@ -225,7 +225,7 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
     """Re-run ``run_id`` in a temporary git worktree at its commit (with its uncommitted diff
     applied) and its parameters, into the same store and experiment; compare data and metrics.
     The user's working tree is not touched; the worktree is removed afterwards."""
-    from .runner import run_notebook
+    from .runner import Callbacks, RunOptions, run_notebook
 
     if rtol < 0:
         raise BadInput(f"--rtol {rtol}: must not be negative")
@@ -260,8 +260,9 @@ def reproduce(project: Project, run_id: str, rtol: float = DEFAULT_RTOL, allow_d
                 gitinfo.run(tree, "apply", "--whitespace=nowarn", patch, check=True)
         result = run_notebook(tree / tags.get(history.SIDE, notebook), values,  # the side it executed
                               project=Project.discover(tree, tracking_uri=project.tracking_uri),
-                              experiment=experiment, progress=progress, warn=warn,
-                              extra_tags={REPRODUCES: run_id, history.KIND: history.REPRODUCE})
+                              options=RunOptions(experiment=experiment, progress=progress,
+                                                 extra_tags={REPRODUCES: run_id, history.KIND: history.REPRODUCE}),
+                              callbacks=Callbacks(warn=warn))
     finally:
         gitinfo.run(project.root, "worktree", "remove", "--force", str(tree))
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from . import history, kernels, notebooks, pairing, params, spool, tracking
 from .guard import Guard
@@ -131,6 +131,57 @@ class Failure:
 ProgressCallback = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a notebook runs, besides the notebook and its values: where it is tracked, what it leaves."""
+
+    tracking_uri: str | None = None  # another store than the project's
+    experiment: str | None = None  # another experiment than the branch's
+    timeout: float | None = None  # seconds each cell may run (default: cell_timeout)
+    html: bool | None = None  # render and log an HTML copy (default: html in the config)
+    progress: bool = True  # a progress bar over the cells
+    extra_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. cd4ml.kind (run by default)
+    run_id: str | None = None  # a run created beforehand (a sweep trial) to use instead of a new one
+    output_root: Path | None = None  # folder of the per-run folders (default: <state_dir>/runs)
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What a run tells its caller as it goes, and how the caller stops it."""
+
+    warn: Callable[[str], None] | None = None  # default: warnings.warn
+    on_progress: ProgressCallback | None = None  # (cells done, total) as the notebook executes
+    on_started: Callable[[str, str], None] | None = None  # (run id, experiment id) once the run exists
+    cancel: threading.Event | None = None  # set from another thread: the kernel stops, the run ends KILLED
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """The MLflow run to create (or adopt) for an execution."""
+
+    experiment: str
+    name: str
+    tags: dict[str, Any]
+    values: dict[str, Any]  # every value the notebook runs with, as recorded
+    defaults: tuple[str, ...]  # those left at the notebook's defaults
+    handoff: Path  # where the kernel finds the run id
+    existing_run: str | None = None
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """What finishing a run needs to know of its execution."""
+
+    nb: notebooks.Notebook
+    notebook: str  # its canonical name
+    out_dir: Path
+    executed: Path
+    source_text: str
+    git: Any  # gitinfo.GitInfo or None
+    values: dict[str, Any]
+    html: bool
+
+
 @contextmanager
 def signals_as_interrupts() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt and SIGTERM :class:`Terminated` while a run executes."""
@@ -167,15 +218,12 @@ def signals_ignored() -> Iterator[None]:
 class _Tracker(threading.Thread):
     """Creates the MLflow run while the kernel starts, then hands it to the kernel."""
 
-    def __init__(self, project: Project, experiment: str, run_name: str, tags: dict, values: dict, handoff: Path,
-                 on_started: Callable[[str, str], None] | None = None, existing_run: str | None = None,
-                 defaults: tuple[str, ...] = (), on_error: Callable[[], None] | None = None):
+    def __init__(self, project: Project, plan: _Planned, on_started: Callable[[str, str], None] | None = None,
+                 on_error: Callable[[], None] | None = None):
         super().__init__(name="cd4ml-tracker", daemon=True)
         self.on_error = on_error  # stops the kernel: a run that cannot be tracked does not run on
         self.guard = None  # a guard.Guard told the run id once the run exists
-        self.on_started, self.existing_run = on_started, existing_run
-        self.project, self.experiment, self.run_name = project, experiment, run_name
-        self.tags, self.values, self.handoff, self.defaults = tags, values, handoff, defaults
+        self.project, self.plan, self.on_started = project, plan, on_started
         self.client = None
         self.experiment_id: str | None = None
         self.run_id: str | None = None
@@ -185,27 +233,28 @@ class _Tracker(threading.Thread):
     def run(self) -> None:
         try:
             self.client = tracking.run_client(self.project)
-            if self.existing_run:
-                run = tracking.adopt_run(self.client, self.existing_run, self.tags, self.values, self.defaults)
+            plan = self.plan
+            if plan.existing_run:
+                run = tracking.adopt_run(self.client, plan.existing_run, plan.tags, plan.values, plan.defaults)
                 self.experiment_id = run.info.experiment_id
             else:
-                self.experiment_id = tracking.ensure_experiment(self.client, self.project, self.experiment)
-                run = tracking.create_run(self.client, self.experiment_id, self.run_name, self.tags, self.values,
-                                          self.defaults)
+                self.experiment_id = tracking.ensure_experiment(self.client, self.project, plan.experiment)
+                run = tracking.create_run(self.client, self.experiment_id, plan.name, plan.tags, plan.values,
+                                          plan.defaults)
             self.run_id = run.info.run_id
             if self.guard is not None:
                 self.guard.add(self.run_id)
             payload = {"run_id": self.run_id, "experiment_id": self.experiment_id,
                        "tracking_uri": self.project.tracking_uri}
             if spool.uses_spool(self.project):  # the kernel logs into a journal forwarded live to the server
-                self.spool = spool.create(self.project, self.client.get_run(self.run_id), self.experiment)
+                self.spool = spool.create(self.project, self.client.get_run(self.run_id), self.plan.experiment)
                 payload = {"run_id": self.run_id, "experiment_id": self.experiment_id, "tracking_uri": self.spool.uri}
         except BaseException as e:  # reported to the kernel and re-raised in the main thread
             self.error = e
             payload = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
-        tmp = self.handoff.with_suffix(".tmp")
+        tmp = self.plan.handoff.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.handoff)
+        os.replace(tmp, self.plan.handoff)
         if self.error is not None and self.on_error is not None:
             self.on_error()
         if self.error is None and self.on_started is not None:
@@ -213,7 +262,7 @@ class _Tracker(threading.Thread):
         if self.error is None:  # warm up what finalising needs while the notebook runs
             from .axes import environment
 
-            environment(self.tags.get(tracking.KERNEL))
+            environment(self.plan.tags.get(tracking.KERNEL))
             try:
                 import nbconvert  # noqa: F401
             except ImportError:
@@ -318,19 +367,9 @@ def run_notebook(
     parameters: dict[str, Any] | None = None,
     *,
     parameter_texts: dict[str, str] | None = None,
-    tracking_uri: str | None = None,
-    experiment: str | None = None,
-    timeout: float | None = None,
-    html: bool | None = None,
-    progress: bool = True,
     project: Project | None = None,
-    warn: Callable[[str], None] | None = None,
-    on_progress: ProgressCallback | None = None,
-    on_started: Callable[[str, str], None] | None = None,
-    run_id: str | None = None,
-    extra_tags: dict[str, str] | None = None,
-    cancel: threading.Event | None = None,
-    output_root: Path | None = None,
+    options: RunOptions = RunOptions(),
+    callbacks: Callbacks = Callbacks(),
 ) -> RunResult:
     """Execute a notebook (``.ipynb`` or its paired ``.py``) as a tracked MLflow run.
 
@@ -339,24 +378,19 @@ def run_notebook(
     path : the notebook; either side of a pair (refused, OutOfSync, when the two sides differ).
     parameters : typed values (as from YAML/JSON), checked against the notebook's contract.
     parameter_texts : command-line strings, coerced to the declared types.
-    tracking_uri, experiment : override the project's store and the branch experiment.
-    timeout : seconds each cell may run.
-    html : render and log an HTML copy (default from config).
-    on_progress : called with (cells done, total) as the notebook executes.
-    on_started : called with (run id, experiment id) once the MLflow run exists.
-    run_id : a run created beforehand (a sweep trial) to use instead of creating one.
-    extra_tags : more tags for the run (e.g. ``mlflow.parentRunId``, or ``cd4ml.kind``: ``run`` by default).
-    cancel : when set (from another thread), the kernel is stopped and the run ends KILLED.
-    output_root : folder for the per-run output folder (default: ``<state_dir>/runs``).
+    project : the project (default: discovered from the notebook's folder).
+    options : where the run is tracked and what it leaves (:class:`RunOptions`).
+    callbacks : progress, warnings and cancellation (:class:`Callbacks`).
 
     Returns the :class:`RunResult`; a run that failed is a result with status FAILED, not an
     exception. Bad input raises :class:`BadInput` before any kernel starts or run is created.
     """
-    warn = warn or (lambda message: warnings.warn(message, stacklevel=2))
+    warn = callbacks.warn or (lambda message: warnings.warn(message, stacklevel=2))
+    cancel = callbacks.cancel
     notebooks.refuse_remote(path)
     path = Path(path)
     if project is None:
-        project = Project.discover(path if path.exists() else Path.cwd(), tracking_uri=tracking_uri)
+        project = Project.discover(path if path.exists() else Path.cwd(), tracking_uri=options.tracking_uri)
     nb = notebooks.read(path.resolve())
     pair = pairing.find_pair(nb.path, project, node=nb.node)
     pairing.ensure_in_sync(pair, project, nb.path)
@@ -368,7 +402,7 @@ def run_notebook(
         warn(f"{nb.path} is not in a git repository: the run gets no branch or commit tags")
     elif git.commit is None:
         warn(f"{git.root}: no commit yet: the run gets no commit tag")
-    experiment = experiment or tracking.experiment_name(project, git)
+    experiment = options.experiment or tracking.experiment_name(project, git)
     tracking.check_store(project)
 
     import nbformat
@@ -378,7 +412,7 @@ def run_notebook(
 
     rel = project.relative(pair.ipynb if pair is not None else nb.path)  # one name for both sides
     source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
-    out_dir = _run_dir(project, nb.path.stem, output_root)
+    out_dir = _run_dir(project, nb.path.stem, options.output_root)
     executed = out_dir / f"{nb.path.stem}.ipynb"
     handoff = out_dir / ".run.json"
     tags = tracking.provenance_tags(project, git, rel)
@@ -387,13 +421,15 @@ def run_notebook(
         tracking.SOURCE_SHA: hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
         tracking.OUTPUT_DIR: str(out_dir),
         tracking.KERNEL: kernel,
-        **(extra_tags or {}),
+        **options.extra_tags,
     })
     recorded, defaults = params.as_run(contract, values)
-    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=on_progress, kernel_log=str(out_dir / KERNEL_LOG),
-                         transport=project.config.kernel_transport)
-    tracker = _Tracker(project, experiment, nb.path.stem, tags, recorded, handoff, on_started, run_id, defaults,
-                       on_error=hooks.cancel)
+    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=callbacks.on_progress,
+                         kernel_log=str(out_dir / KERNEL_LOG), transport=project.config.kernel_transport)
+    plan = _Planned(experiment, nb.path.stem, tags, recorded, defaults, handoff, options.run_id)
+    tracker = _Tracker(project, plan, callbacks.on_started, on_error=hooks.cancel)
+    execution = _Execution(nb, rel, out_dir, executed, source_text, git, values,
+                           options.html if options.html is not None else project.config.html)
 
     run_copy = copy.deepcopy(nb.node)
     run_copy.metadata.pop("jupytext", None)  # the executed copy is not one side of a pair
@@ -405,11 +441,11 @@ def run_notebook(
     run_copy.cells.insert(0, attach)
 
     failure: Failure | None = None
-    cell_timeout = timeout if timeout is not None else (project.config.cell_timeout or None)
+    cell_timeout = options.timeout if options.timeout is not None else (project.config.cell_timeout or None)
     finished = threading.Event()
     if cancel is not None:
         threading.Thread(target=_cancel_when, args=(cancel, finished, hooks), daemon=True).start()
-    guard = tracker.guard = Guard(project.tracking_uri) if run_id is None else None  # a sweep guards its own
+    guard = tracker.guard = Guard(project.tracking_uri) if options.run_id is None else None  # a sweep guards its own
     with signals_as_interrupts():
         try:
             tracker.start()
@@ -419,7 +455,7 @@ def run_notebook(
                 parameters=values or None,
                 kernel_name=kernel,
                 engine_name=engine.ensure_registered(),
-                progress_bar=progress,
+                progress_bar=options.progress,
                 execution_timeout=cell_timeout,
                 start_timeout=project.config.kernel_start_timeout,
                 iopub_timeout=project.config.iopub_timeout,
@@ -437,8 +473,7 @@ def run_notebook(
             finished.set()
             with signals_ignored():
                 try:
-                    result = _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed,
-                                     source_text, git, values, html, warn)
+                    result = _finish(project, tracker, failure, execution, warn)
                 except BaseException as e:  # finalising failed: the run still ends
                     _end_failed(tracker, e)
                     raise
@@ -481,9 +516,10 @@ def _upload_spool(sp, project: Project, status: str, end_tags: dict, warn) -> st
     return str(sp.folder)
 
 
-def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, source_text, git, values,
-            html, warn) -> RunResult:
+def _finish(project: Project, tracker: _Tracker, failure: Failure | None, run: _Execution,
+            warn: Callable[[str], None]) -> RunResult:
     """Log artifacts and set the terminal status; runs with signals ignored."""
+    nb, out_dir, executed, git = run.nb, run.out_dir, run.executed, run.git
     tracker.join()
     handoff = out_dir / ".run.json"
     if handoff.exists():
@@ -502,14 +538,14 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
         artifacts = []
         if executed.exists():
             artifacts.append(executed)
-            if html if html is not None else project.config.html:
+            if run.html:
                 try:
                     html_path = _render_html(executed)
                     artifacts.append(html_path)
                 except Exception as e:  # a render problem must not lose the run
                     warn(f"HTML render failed: {e}")
         source_copy = out_dir / f"{nb.path.stem}.source.py"
-        source_copy.write_text(source_text, encoding="utf-8")
+        source_copy.write_text(run.source_text, encoding="utf-8")
         artifacts.append(source_copy)
         if git is not None and git.dirty:
             patch = out_dir / "uncommitted.diff"
@@ -523,7 +559,7 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
     try:  # the environment and model axes (cd4ml-nb diff / reproduce)
         from .axes import record_axes
 
-        end_tags.update(record_axes(c, run_id, out_dir, tracker.tags.get(tracking.KERNEL)))
+        end_tags.update(record_axes(c, run_id, out_dir, tracker.plan.tags.get(tracking.KERNEL)))
     except Exception as e:
         warn(f"could not record the environment and model hash: {e}")
     if failure:
@@ -544,14 +580,14 @@ def _finish(project, tracker, failure, nb, rel, experiment, out_dir, executed, s
         run_id=server_run,
         spooled=spooled,
         status=status,
-        experiment=experiment,
+        experiment=tracker.plan.experiment,
         experiment_id=tracker.experiment_id,
-        notebook=rel,
+        notebook=run.notebook,
         output_dir=out_dir,
         executed=executed if executed.exists() else None,
         html=html_path,
         tracking_uri=project.tracking_uri,
-        parameters=values,
+        parameters=run.values,
         metrics=metrics,
         reason=failure.reason if failure else None,
         error=failure.message if failure else None,

@@ -178,15 +178,16 @@ def plan(contract: params.Contract, where: str, grid: dict[str, list[str]] | Non
 def execute_trial(root: str, notebook: str, values: dict[str, Any], run_id: str, tracking_uri: str,
                   extra_tags: dict[str, str], cancel: threading.Event | None = None) -> dict[str, Any]:
     """Run one trial into its pre-created run; a run already FINISHED is not run again."""
-    from .runner import run_notebook
+    from .runner import Callbacks, RunOptions, run_notebook
 
     project = Project.discover(root, tracking_uri=tracking_uri)
     c = tracking.client(project)
     run = c.get_run(run_id)
     if run.info.status == "FINISHED":  # a duplicate execution of a trial that completed
         return {"run_id": run_id, "status": "FINISHED", "metrics": dict(run.data.metrics), "error": None}
-    result = run_notebook(Path(root) / notebook, values, project=project, progress=False, run_id=run_id,
-                          extra_tags=extra_tags, cancel=cancel, html=False, warn=lambda message: None)
+    result = run_notebook(Path(root) / notebook, values, project=project,
+                          options=RunOptions(progress=False, run_id=run_id, extra_tags=extra_tags, html=False),
+                          callbacks=Callbacks(cancel=cancel, warn=lambda message: None))
     return {"run_id": run_id, "status": result.status, "metrics": result.metrics, "error": result.error}
 
 

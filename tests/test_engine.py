@@ -18,7 +18,7 @@ import pytest
 
 from cd4ml_nb import kernels
 from cd4ml_nb.cli import main
-from cd4ml_nb.runner import run_notebook
+from cd4ml_nb.runner import RunOptions, run_notebook
 
 from nbfactory import commit_all, init_repo, percent, wait_until, write_ipynb
 
@@ -70,7 +70,7 @@ def test_concurrent_runs_in_two_folders_keep_the_process_directory(repo, tmp_pat
     results: dict[str, object] = {}
 
     def run(folder: str) -> None:
-        results[folder] = run_notebook(repo / folder / "waits.ipynb", progress=False, html=False)
+        results[folder] = run_notebook(repo / folder / "waits.ipynb", options=RunOptions(progress=False, html=False))
 
     threads = [threading.Thread(target=run, args=(folder,)) for folder in ("a", "b")]
     for t in threads:
@@ -92,11 +92,11 @@ def test_concurrent_runs_in_two_folders_keep_the_process_directory(repo, tmp_pat
 
 
 def test_the_kernel_loads_mlflow_only_when_the_notebook_does(repo):
-    plain = run_notebook(repo / "plain.ipynb", progress=False, html=False)
+    plain = run_notebook(repo / "plain.ipynb", options=RunOptions(progress=False, html=False))
     assert plain.status == "FINISHED", plain.error
     assert _outputs(plain.executed) == ["False\n"]
 
-    later = run_notebook(repo / "later.ipynb", progress=False, html=False)
+    later = run_notebook(repo / "later.ipynb", options=RunOptions(progress=False, html=False))
     assert later.status == "FINISHED", later.error
     first, attached = _outputs(later.executed)
     assert first == "False\n"
@@ -139,7 +139,7 @@ def transport_notebooks(repo, tmp_path, monkeypatch):
 
 def _transport(repo: Path, name: str) -> list[str]:
     """[transport, address] of a finished run of ``<name>.ipynb``."""
-    result = run_notebook(repo / f"{name}.ipynb", progress=False, html=False)
+    result = run_notebook(repo / f"{name}.ipynb", options=RunOptions(progress=False, html=False))
     assert result.status == "FINISHED", result.error
     return json.loads(_outputs(result.executed)[0])
 
@@ -257,7 +257,7 @@ def test_gc_removes_the_socket_folder_of_a_killed_run_not_of_a_live_one(repo, sh
 
         monkeypatch.setenv("MARKER", str(live))
         thread = threading.Thread(target=lambda: results.append(
-            run_notebook(repo / "sockets.ipynb", progress=False, html=False)))
+            run_notebook(repo / "sockets.ipynb", options=RunOptions(progress=False, html=False))))
         thread.start()
         wait_until(live.exists, 300, "the live run's notebook running")
         running = Path(json.loads(live.read_text())["ip"]).parent

@@ -28,7 +28,7 @@ def sync_first(paths: Sequence[str | Path], tracking_uri: str | None = None) -> 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .. import params as params_mod
-    from ..runner import run_notebook
+    from ..runner import Callbacks, RunOptions, run_notebook
 
     if args.sync:
         sync_first([args.notebook], args.tracking_uri)
@@ -37,12 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.notebook,
         values,
         parameter_texts=parameter_texts(args.param),
-        tracking_uri=args.tracking_uri,
-        experiment=args.experiment,
-        timeout=args.timeout,
-        html=False if args.no_html else None,
-        progress=not args.quiet,
-        warn=warn,
+        options=RunOptions(tracking_uri=args.tracking_uri, experiment=args.experiment, timeout=args.timeout,
+                           html=False if args.no_html else None, progress=not args.quiet),
+        callbacks=Callbacks(warn=warn),
     )
     if args.json:
         say(json.dumps(result.to_json(), indent=2, default=str))
