@@ -515,9 +515,13 @@ def promote(project: Project, run_id: str, model: str, alias: str = "champion") 
     # The artifact location, not `models:/<id>`: MLflow resolves that URI with the *global*
     # tracking URI (a TODO in its SQL registry store), which is not this project's store.
     source = logged[0].artifact_location
+    from mlflow.exceptions import MlflowException
+
     try:
         c.get_registered_model(model)
-    except Exception:
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
         c.create_registered_model(model)
     version = c.create_model_version(model, source=source, run_id=run_id, model_id=logged[0].model_id,
                                      tags={"cd4ml.git.branch": run.data.tags.get(tracking.GIT_BRANCH, "")})

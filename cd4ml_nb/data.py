@@ -13,6 +13,7 @@ to logical types when compared (:func:`logical_of_dtype_name`).
 """
 from __future__ import annotations
 
+import logging
 import hashlib
 import json
 import math
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BadInput
+
+log = logging.getLogger(__name__)
 
 TAG_PREFIX = "cd4ml.data."
 ARTIFACT_DIR = "cd4ml_data"
@@ -225,7 +228,8 @@ def run_fingerprints(c, run, names: list[str] | None = None) -> dict[str, Finger
             try:
                 local = c.download_artifacts(run.info.run_id, f"{ARTIFACT_DIR}/{name}.json", tmp)
                 found[name] = Fingerprint.from_json(json.loads(Path(local).read_text()))
-            except Exception:  # the artifact is missing: compare the tags alone
+            except Exception as e:  # the artifact is missing: compare the tags alone
+                log.debug("run %s: fingerprint of %s not readable (%s): comparing its tags", run.info.run_id, name, e)
                 tags = run.data.tags
                 found[name] = Fingerprint(name, "", None, {}, tags[schema_tag(name)],
                                           int(tags.get(rows_tag(name), -1)), tags.get(digest_tag(name), ""))

@@ -24,6 +24,7 @@ as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharin
 """
 from __future__ import annotations
 
+import logging
 import asyncio
 import os
 import shutil
@@ -32,8 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillException
 
 from . import kernels
+
+log = logging.getLogger(__name__)
 
 NAME = "cd4ml"
 
@@ -123,7 +127,8 @@ def _spec(km) -> Any:
     """The kernelspec ``km`` starts, or None when it is unknown."""
     try:
         return km.kernel_spec
-    except Exception:  # an unknown kernel: starting it reports that, in jupyter_client's words
+    except Exception as e:  # an unknown kernel: starting it reports that, in jupyter_client's words
+        log.debug("kernelspec %s not found: %s", getattr(km, "kernel_name", "?"), e)
         return None
 
 
@@ -131,6 +136,6 @@ def ensure_registered() -> str:
     """The engine's name, registering it unless papermill found it through its entry point."""
     try:
         papermill_engines.get_engine(NAME)
-    except Exception:  # papermill raises PapermillException for an unknown engine
+    except PapermillException:  # unknown: not registered through the entry point
         papermill_engines.register(NAME, Engine)
     return NAME

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,15 +38,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import kernels, notebooks, pairing, params
+from .cleanup import Removed, check_retention, last_change, remove_tree, tree_bytes
 from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, NotFound, TooLarge
+from .processes import launched_process, process_start
 from .project import Project, ignored_folder
+
+log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "finished", "failed", "killed")
 TERMINAL = ("finished", "failed", "killed")
 JOB_ID = re.compile(r"^[0-9a-f]{12}$")
 POLL_SECONDS = 0.3
-CREATE_TIME_SLACK = 1.0  # seconds: the boot time behind create_time moves when the clock is stepped
-LEGACY_START_SLACK = 5.0  # launch.json without create_time: compare with the time it was written
 
 
 @dataclass(frozen=True)
@@ -74,17 +76,6 @@ class Job:
             "run_id": self.run_id, "experiment": self.experiment, "error": self.error,
             "executed": self.executed, "html": self.html, "metrics": self.metrics,
         }
-
-
-@dataclass(frozen=True)
-class Removed:
-    """What pruning removed (or, in a dry run, would remove): one job, run folder or socket folder."""
-
-    kind: str  # "job", "run" or "socket" (a kernel's socket folder)
-    name: str  # the job id, or the folder's name
-    paths: tuple[Path, ...]  # the folders removed
-    bytes: int  # space freed
-    detail: str = ""  # e.g. "nb.ipynb, finished"
 
 
 def _read(path: Path) -> dict:
@@ -120,78 +111,6 @@ def _relative(root: Path, path: Path) -> str:
         return real.relative_to(root).as_posix()
     except ValueError:
         return real.as_posix()
-
-
-def process_start(pid: int) -> float:
-    """The start time of process ``pid`` (``psutil.Process(pid).create_time()``)."""
-    import psutil
-
-    return psutil.Process(pid).create_time()
-
-
-def launched_process(launch: dict) -> "Any | None":
-    """The ``psutil.Process`` a ``launch.json`` names when it still runs, else None.
-
-    The pid alone proves nothing (the system reuses pids): the process must also have started
-    when the launch record says. A zombie (exited, not reaped by its parent) no longer runs.
-    """
-    import psutil
-
-    pid = launch.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None
-    expected, slack = launch.get("create_time"), CREATE_TIME_SLACK
-    if expected is None:  # written by an older version, right after the process started
-        expected, slack = launch.get("started"), LEGACY_START_SLACK
-    if not isinstance(expected, (int, float)):
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - expected) > slack or proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-    except psutil.Error:
-        return None
-    return proc
-
-
-def _tree_bytes(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _last_change(path: Path) -> float:
-    """The latest modification time of ``path`` or anything in it."""
-    latest = 0.0
-    for folder, _, files in os.walk(path):
-        for name in (".", *files):
-            try:
-                latest = max(latest, os.lstat(os.path.join(folder, name)).st_mtime)
-            except OSError:
-                pass
-    return latest
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a folder: first renamed aside (readers see it gone at once), then deleted."""
-    aside = path.with_name(f".{path.name}.removing-{uuid.uuid4().hex[:6]}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _check_retention(keep: int | None, days: float | None) -> None:
-    if keep is not None and keep < 0:
-        raise BadInput(f"keep must be 0 or more (got {keep})")
-    if days is not None and days < 0:
-        raise BadInput(f"days must be 0 or more (got {days})")
 
 
 class JobManager:
@@ -497,7 +416,8 @@ class JobManager:
         self._procs[job_id] = proc
         try:
             create_time = process_start(proc.pid)
-        except Exception:  # it exited already (it is our unreaped child: this cannot really happen)
+        except Exception as e:  # it exited already (it is our unreaped child: this cannot really happen)
+            log.warning("job %s: process %d gone before its start time was read: %s", job_id, proc.pid, e)
             create_time = None
         _write(job_dir / "launch.json", {"pid": proc.pid, "create_time": create_time, "started": time.time()})
 
@@ -516,8 +436,8 @@ class JobManager:
                         self._schedule()
                     except PermissionError:  # a read-only state folder: stop trying
                         break
-                    except Exception:  # keep scheduling whatever one job did
-                        pass
+                    except Exception:  # keep scheduling whatever one job did, and say what it did
+                        log.exception("cd4ml_nb: scheduling queued jobs failed; trying again")
                     with self._lock:
                         if self._loop is me and not self._pending():
                             self._loop = None
@@ -554,7 +474,7 @@ class JobManager:
         limit), with their run folders; queued and running jobs, and jobs whose process still
         runs, are never removed. Defaults: ``job_retention_count`` and ``job_retention_days``.
         Covers the jobs of every root; the MLflow runs stay."""
-        _check_retention(keep, days)
+        check_retention(keep, days)
         keep = self.project.config.job_retention_count if keep is None else keep
         days = self.project.config.job_retention_days if days is None else days
         if not self.folder.is_dir():
@@ -570,79 +490,19 @@ class JobManager:
             launch, status = _read(job_dir / "launch.json"), _read(job_dir / "status.json")
             state, _, status = self._state(job_id, job_dir, launch, status)
             if state in TERMINAL and not (launch and self._alive(job_id, launch)):
-                ended.append((job_id, spec, status, state, max(spec.get("created", 0.0), _last_change(job_dir))))
+                ended.append((job_id, spec, status, state, max(spec.get("created", 0.0), last_change(job_dir))))
         removed = []
         for n, (job_id, spec, status, state, last) in enumerate(ended):
             if n < keep and not (days and now - last > days * 86400):
                 continue
             job_dir = self.folder / job_id
             paths = tuple(p for p in (self._job_output(spec, status), job_dir) if p is not None)
-            removed.append(Removed("job", job_id, paths, sum(_tree_bytes(p) for p in paths),
+            removed.append(Removed("job", job_id, paths, sum(tree_bytes(p) for p in paths),
                                    f"{spec.get('path', '?')}, {state}"))
             if not dry_run:
                 for p in paths:
-                    _remove_tree(p)
+                    remove_tree(p)
         return removed
-
-
-def prune_runs(project: Project, keep: int | None = None, days: float | None = None, *,
-               dry_run: bool = False) -> list[Removed]:
-    """Remove the CLI's run output folders (``<state_dir>/runs/*``) beyond the newest ``keep`` or
-    last changed more than ``days`` ago (defaults: the job retention settings). The MLflow runs
-    and their artifacts stay.
-
-    A folder whose run ended (its ``*.source.py`` is written when the run ends) counts towards
-    ``keep``; one without it may still be running, so only its age can remove it.
-    """
-    _check_retention(keep, days)
-    keep = project.config.job_retention_count if keep is None else keep
-    days = project.config.job_retention_days if days is None else days
-    folder = project.state_dir / "runs"
-    if not folder.is_dir():
-        return []
-    now = time.time()
-    found = []
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink() and not child.name.startswith("."):
-            ended = any(p.name.endswith(".source.py") for p in child.iterdir()) \
-                and not (child / ".run.json").exists()
-            found.append((_last_change(child), child.name, child, ended))
-    found.sort(reverse=True)
-    removed, kept = [], 0
-    for last, _, child, ended in found:
-        if not (days and now - last > days * 86400):  # not too old: kept if unfinished or among the newest
-            if not ended:
-                continue
-            if kept < keep:
-                kept += 1
-                continue
-        removed.append(Removed("run", child.name, (child,), _tree_bytes(child), "ended" if ended else "unfinished"))
-        if not dry_run:
-            _remove_tree(child)
-    return removed
-
-
-def prune_socket_folders(*, dry_run: bool = False) -> list[Removed]:
-    """Remove the kernel socket folders (:func:`kernels.socket_folders`) whose owner process has
-    ended without removing its own (SIGKILL, out of memory). The folder of a live process is kept.
-
-    The owner is its recorded pid *and* start time (a pid the system reused is no owner); a folder
-    whose record is missing (being written, or its writer killed first) is kept while its pid lives.
-    """
-    import psutil
-
-    removed = []
-    for folder, owner in kernels.socket_folders():
-        if owner["create_time"] is not None:
-            alive = launched_process(owner) is not None
-        else:
-            alive = psutil.pid_exists(owner["pid"])
-        if alive:
-            continue
-        removed.append(Removed("socket", folder.name, (folder,), _tree_bytes(folder), f"process {owner['pid']} ended"))
-        if not dry_run:
-            _remove_tree(folder)
-    return removed
 
 
 def run_job(job_dir: Path) -> int:
@@ -658,11 +518,8 @@ def run_job(job_dir: Path) -> int:
         return 130
     project = Project.discover(Path.cwd())
     root = Path(spec.get("root") or project.root)
-    if spec.get("output"):
-        output_root = Path(spec["output"])
-        ignored_folder(output_root.parent)
-    else:  # a job submitted by an older version
-        output_root = project.ensure_lab_runs_dir()
+    output_root = Path(spec["output"])
+    ignored_folder(output_root.parent)
 
     def progress(done: int, total: int) -> None:
         status.update(done=done, total=total)

@@ -29,6 +29,7 @@ git merges by default: ``git merge-file`` on the JSON text, its exit code passed
 """
 from __future__ import annotations
 
+import logging
 import copy
 import difflib
 import os
@@ -42,6 +43,8 @@ from typing import Any, Callable
 
 from . import gitinfo
 from .exceptions import BadInput
+
+log = logging.getLogger(__name__)
 
 DRIVER = "cd4ml-nb"
 ATTRIBUTE_LINE = f"*.ipynb merge={DRIVER}"
@@ -157,7 +160,8 @@ def _read_ipynb(path: Path) -> Any | None:
         if not isinstance(data, dict) or data.get("nbformat") != 4 or not isinstance(data.get("cells"), list):
             return None
         return jupytext.reads(text, fmt="ipynb")
-    except Exception:  # any unreadable version: the driver falls back to git's text merge
+    except Exception as e:  # any unreadable version: the driver falls back to git's text merge
+        log.debug("%s is not a readable notebook (%s): text merge", path, e)
         return None
 
 
@@ -263,7 +267,8 @@ def _pair_format(path: Path, ours_nb: Any) -> str | None:
     try:
         project = Project.discover(Path.cwd())
         pair = pairing.find_pair(path, project, node=ours_nb)
-    except Exception:  # unknown formats, a path outside the project...: merge as text
+    except Exception as e:  # unknown formats, a path outside the project...: merge as text
+        log.debug("%s: no pair found (%s): text merge", path, e)
         return None
     if pair is None or not pair.text.exists():
         return None

@@ -14,6 +14,7 @@ read back with the same inputs is refused rather than written.
 """
 from __future__ import annotations
 
+import logging
 import difflib
 import json
 import os
@@ -25,6 +26,8 @@ from . import gitinfo, history, kernels, notebooks
 from .config import DEFAULT_FORMATS
 from .exceptions import BadInput, NotebookError, OutOfSync, PairConflict
 from .project import Project
+
+log = logging.getLogger(__name__)
 
 SKIP_DIRS = {".git", ".ipynb_checkpoints", "node_modules", "__pycache__", ".venv", "venv", "site-packages"}
 SYNC_RECORD = "pairs.json"
@@ -271,7 +274,8 @@ def _head_digest(project: Project, side: Path, fmt: str) -> str | None:
         return None
     try:
         return notebooks.inputs_digest(jupytext.reads(committed, fmt=fmt))
-    except Exception:  # a committed file jupytext cannot read: no basis, not an error
+    except Exception as e:  # a committed file jupytext cannot read: no basis, not an error
+        log.debug("HEAD:%s not readable as %s: %s", project.relative(side), fmt, e)
         return None
 
 

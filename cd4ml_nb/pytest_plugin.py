@@ -80,9 +80,10 @@ class NotebookItem(pytest.Item):
 
         option = self.config.getoption
         project = Project.discover(self.path, tracking_uri=option("cd4ml_tracking_uri"))
-        outcome = regression.check_notebook(
-            project, self.path, seeds=option("cd4ml_seeds"), rtol=option("cd4ml_rtol"), atol=option("cd4ml_atol"),
-            baseline=option("cd4ml_baseline"), via="pytest", warn=lambda message: warnings.warn(message, stacklevel=2))
+        options = regression.CheckOptions(seeds=option("cd4ml_seeds"), rtol=option("cd4ml_rtol"),
+                                          atol=option("cd4ml_atol"), baseline=option("cd4ml_baseline"), via="pytest")
+        outcome = regression.check_notebook(project, self.path, options,
+                                            warn=lambda message: warnings.warn(message, stacklevel=2))
         self.user_properties.append(("cd4ml", outcome.to_json()))
         if outcome.status != regression.PASS:
             raise NotebookRegression(outcome)  # repr_failure prints the table

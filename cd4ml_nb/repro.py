@@ -4,6 +4,7 @@ it reproduces: ``cd4ml-nb reproduce``.
 """
 from __future__ import annotations
 
+import logging
 import difflib
 import json
 import shutil
@@ -15,6 +16,8 @@ from typing import Callable
 from . import axes, data, gitinfo, history, tracking
 from .exceptions import BadInput, NotFound
 from .project import Project
+
+log = logging.getLogger(__name__)
 
 REPRODUCES = "cd4ml.reproduces"
 DEFAULT_RTOL = 1e-6
@@ -69,7 +72,8 @@ def _artifact_text(c, run_id: str, path: str) -> str | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             return Path(c.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
-        except Exception:
+        except Exception as e:  # not logged (an older or interactive run), or the artifacts are gone
+            log.debug("run %s: artifact %s not readable: %s", run_id, path, e)
             return None
 
 

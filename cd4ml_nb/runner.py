@@ -8,6 +8,7 @@ MLflow never loads it. The parent then logs artifacts and sets the true terminal
 """
 from __future__ import annotations
 
+import logging
 import copy
 import hashlib
 import json
@@ -17,19 +18,21 @@ import signal
 import threading
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from . import history, kernels, notebooks, pairing, params, spool, tracking
+from .failures import Failure, Terminated, classify, kept_cells, with_kernel_words
 from .guard import Guard
 from .exceptions import Cd4mlError, TrackingError
 from .project import Project
 
+log = logging.getLogger(__name__)
+
 INJECTED_TAG = "cd4ml-injected"
 HANDOFF_TIMEOUT = 300.0
-IOPUB_TIMEOUT = "Timeout waiting for IOPub output"  # nbclient's message when the rest of a cell's output is late
 KERNEL_LOG = "kernel.log"  # the kernel's stderr, in the run's folder (kept off the user's terminal)
 
 ATTACH_CELL = '''\
@@ -79,10 +82,6 @@ del _cd4ml_attach
 '''
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received: handled like Ctrl-C, recorded as such."""
-
-
 @dataclass(frozen=True)
 class RunResult:
     """What a run produced; ``status`` is the MLflow terminal status."""
@@ -114,18 +113,6 @@ class RunResult:
         for key in ("output_dir", "executed", "html"):
             data[key] = str(data[key]) if data[key] is not None else None
         return data
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a run did not finish."""
-
-    status: str
-    reason: str
-    message: str
-    cell: int | None = None
-    ename: str | None = None
-    evalue: str | None = None
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -269,77 +256,6 @@ class _Tracker(threading.Thread):
                 pass
 
 
-ERROR_MARKER_TAG = "papermill-error-cell-tag"  # papermill drops these cells before executing
-
-
-def _kept_cells(node) -> list[int]:
-    """Source indices of the cells papermill executes, in order (its own error markers dropped)."""
-    return [i for i, cell in enumerate(node.cells) if ERROR_MARKER_TAG not in cell.get("metadata", {}).get("tags", [])]
-
-
-def _source_index(exec_index: int, kept: list[int], contract: params.Contract, injected_params: bool) -> int | None:
-    """Map a cell index of the executed copy back to the source notebook."""
-    index = exec_index - 1  # the attach cell
-    if injected_params and contract.cell_index in kept and index > kept.index(contract.cell_index):
-        index -= 1
-    return kept[index] if 0 <= index < len(kept) else None
-
-
-def _last_started_cell(executed: Path) -> int | None:
-    try:
-        nb = json.loads(executed.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    started = [i for i, c in enumerate(nb.get("cells", [])) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
-    return started[-1] if started else None
-
-
-def _classify(error: BaseException, executed: Path, kept: list[int], contract: params.Contract,
-              injected: bool, iopub_timeout: float) -> Failure:
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-    from papermill.exceptions import PapermillExecutionError
-
-    if isinstance(error, Terminated):
-        return Failure("KILLED", "terminated", "stopped by SIGTERM")
-    if isinstance(error, KeyboardInterrupt):
-        return Failure("KILLED", "interrupted", "interrupted (Ctrl-C)")
-    if isinstance(error, PapermillExecutionError):
-        if error.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel's process group too
-            return Failure("KILLED", "interrupted", "interrupted (Ctrl-C)")
-        if error.cell_index == 0:  # the attach cell: tracking could not be set up
-            return Failure("FAILED", "tracking", f"could not attach the kernel to MLflow: {error.evalue}")
-        cell = _source_index(error.cell_index, kept, contract, injected)
-        return Failure("FAILED", "cell-exception", f"cell index {cell} raised {error.ename}: {error.evalue}",
-                       cell, error.ename, error.evalue)
-    started = _last_started_cell(executed)
-    cell = _source_index(started, kept, contract, injected) if started is not None else None
-    where = f" in cell index {cell}" if cell is not None else ""
-    if isinstance(error, DeadKernelError):
-        return Failure("FAILED", "kernel-died", f"the kernel died{where}", cell)
-    if isinstance(error, CellTimeoutError) and IOPUB_TIMEOUT in str(error):  # replied, output still coming
-        return Failure("FAILED", "output-timeout", f"the output of the cell{where} did not all arrive within "
-                       f"iopub_timeout ({iopub_timeout:g} s); raise iopub_timeout in [tool.cd4ml_nb] on a busy "
-                       "machine", cell)
-    if isinstance(error, CellTimeoutError):
-        return Failure("FAILED", "timeout", f"cell timed out{where}: {str(error).splitlines()[0]}", cell)
-    if isinstance(error, (RuntimeError, TimeoutError)) and "kernel" in str(error).lower():
-        return Failure("FAILED", "kernel-start", f"the kernel did not start: {str(error).splitlines()[0]}")
-    return Failure("FAILED", "error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-
-
-def _with_kernel_words(failure: Failure, log: Path) -> Failure:
-    """``failure`` with the last line a dead kernel wrote to its stderr (``log``): often the why
-    (``No module named ipykernel_launcher``)."""
-    try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError:
-        return failure
-    last = next((line for line in reversed(lines) if line), None)
-    if last is None:
-        return failure
-    return replace(failure, message=f"{failure.message}; the kernel's stderr ends: {last[:300]} (all of it: {log})")
-
-
 def _render_html(executed: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
@@ -463,10 +379,10 @@ def run_notebook(
                 cd4ml_hooks=hooks,
             )
         except (Exception, KeyboardInterrupt) as e:
-            failure = _classify(e, executed, _kept_cells(nb.node), contract, bool(values),
+            failure = classify(e, executed, kept_cells(nb.node), contract, bool(values),
                                 project.config.iopub_timeout)
             if failure.reason in ("kernel-start", "kernel-died"):
-                failure = _with_kernel_words(failure, out_dir / KERNEL_LOG)
+                failure = with_kernel_words(failure, out_dir / KERNEL_LOG)
             if cancel is not None and cancel.is_set():
                 failure = Failure("KILLED", "cancelled", "cancelled", failure.cell)
         finally:
@@ -499,8 +415,9 @@ def _end_failed(tracker: _Tracker, error: BaseException) -> None:
         if tracker.client.get_run(tracker.run_id).info.status in ("RUNNING", "SCHEDULED"):
             tracking.end_run(tracker.client, tracker.run_id, "FAILED", {
                 tracking.REASON: "error", "cd4ml.status.message": f"{type(error).__name__}: {error}"})
-    except Exception:  # the store itself is unreachable: the guard or reconcile_orphans ends it
-        pass
+    except Exception as e:  # the store itself is unreachable: the guard or reconcile_orphans ends it
+        log.warning("run %s could not be ended FAILED (%s); the guard or `cd4ml-nb runs` will end it",
+                    tracker.run_id, e)
 
 
 def _upload_spool(sp, project: Project, status: str, end_tags: dict, warn) -> str | None:

@@ -203,10 +203,22 @@ def _check_dask_store(project: Project, address: str) -> None:
         )
 
 
-def run_sweep(path: Path, trials: list[Trial], *, project: Project, parallel: int = 0, dask: str | None = None,
-              metric: str | None = None, goal: str = "", max_failures: int | None = None,
+@dataclass(frozen=True)
+class SweepOptions:
+    """Where trials run and how the sweep judges them."""
+
+    parallel: int = 0  # local trials at once (0: the number of cores)
+    dask: str | None = None  # a Dask scheduler's address: trials run there
+    metric: str | None = None  # trials ranked by this metric
+    goal: str = ""  # minimize | maximize (default: from the metric's name)
+    max_failures: int | None = None  # no new trial starts after this many failed
+
+
+def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: SweepOptions = SweepOptions(),
               on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
     """Run ``trials`` of the notebook at ``path``; returns when all are terminal (or cancelled)."""
+    parallel, dask, metric, goal, max_failures = (options.parallel, options.dask, options.metric, options.goal,
+                                                  options.max_failures)
     nb = notebooks.read(path)
     pair = pairing.find_pair(nb.path, project, node=nb.node)
     pairing.ensure_in_sync(pair, project, nb.path)

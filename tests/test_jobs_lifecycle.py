@@ -16,7 +16,7 @@ import uuid
 import psutil
 import pytest
 
-from cd4ml_nb import jobs
+from cd4ml_nb import jobs, processes
 from cd4ml_nb.cli import main
 from cd4ml_nb.exceptions import BadInput, Conflict, Forbidden, NotFound, TooLarge
 from cd4ml_nb.jobs import JobManager
@@ -157,7 +157,7 @@ def test_a_job_process_is_known_by_pid_and_start_time(repo, managers):
     with deaf_sleep() as proc:
         started = psutil.Process(proc.pid).create_time()
         reused = fake_job(manager, 1.0, state="running", launch={"pid": proc.pid, "create_time": started - 100})
-        assert jobs.launched_process({"pid": proc.pid, "create_time": started - 100}) is None
+        assert processes.launched_process({"pid": proc.pid, "create_time": started - 100}) is None
         job = manager.get(reused)  # same pid, another start time: the job's own process is gone
         assert job.state == "failed" and "exited without a result" in job.error
         with pytest.raises(Conflict):
@@ -165,7 +165,7 @@ def test_a_job_process_is_known_by_pid_and_start_time(repo, managers):
         assert not sigterm_pending(proc.pid)
 
         own = fake_job(manager, 2.0, state="running", launch={"pid": proc.pid, "create_time": started})
-        assert jobs.launched_process({"pid": proc.pid, "create_time": started}).pid == proc.pid
+        assert processes.launched_process({"pid": proc.pid, "create_time": started}).pid == proc.pid
         assert manager.get(own).state == "running"
         assert manager.cancel(own).state == "running"  # still stopping: SIGTERM is blocked in this one
         assert wait_until(lambda: sigterm_pending(proc.pid), 30, "SIGTERM reaching the job's process")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cd4ml_nb import regression
+from cd4ml_nb import checks
 from cd4ml_nb.cli import main
 from cd4ml_nb.exceptions import ConfigError
 from cd4ml_nb.project import Project
@@ -57,16 +57,16 @@ def project(tmp_path, monkeypatch):
 
 
 def test_tolerance_numbers_and_text_normalisation():
-    tol = regression.Tolerance(rtol=1e-5, atol=1e-8)
+    tol = checks.Tolerance(rtol=1e-5, atol=1e-8)
     assert tol.holds(0.438716460924, 0.438716461287)  # the 9th digit
     assert not tol.holds(0.8, 0.84)  # 5 %
     assert tol.holds(math.nan, math.nan) and not tol.holds(math.nan, 1.0) and not tol.holds(math.inf, -math.inf)
     assert not tol.holds(1.0, 1.2) and tol.holds(1.0, 1.2, spread=0.25)
 
-    masked = regression.normalise("<Model at 0x7f3a2b1c> run 0a1b2c3d4e5f60718293a4b5c6d7e8f9 at "
+    masked = checks.normalise("<Model at 0x7f3a2b1c> run 0a1b2c3d4e5f60718293a4b5c6d7e8f9 at "
                                   "2024-05-01 12:30:01.123 in /tmp/pytest-7/proj/out.csv, 1.5 s")
     assert masked == "<Model at <address>> run <id> at <timestamp> in <path>, 1.5 s"
-    template, numbers = regression.split_numbers("loss=0.25   epochs 3, lr 1e-3 on float64, nan; -2.5.")
+    template, numbers = checks.split_numbers("loss=0.25   epochs 3, lr 1e-3 on float64, nan; -2.5.")
     assert template == "loss=# epochs #, lr # on float64, #; #." and numbers[:3] == [0.25, 3.0, 1e-3]
     assert math.isnan(numbers[3]) and numbers[4] == -2.5
 
@@ -80,34 +80,34 @@ def test_tolerance_numbers_and_text_normalisation():
         {"output_type": "display_data", "data": {"application/json": {"b": 2.5, "a": 1}, "text/plain": "{...}"}},
         {"output_type": "display_data", "data": {"image/png": "iVBOR..."}},
     ]}
-    assert regression.output_texts(cell) == ["epoch 1 loss 0.5\n", "   loss\n0  0.12", '{"a": 1, "b": 2.5}']
-    assert "0.123456789" in regression.html_text(html) and "color" not in regression.html_text(html)
+    assert checks.output_texts(cell) == ["epoch 1 loss 0.5\n", "   loss\n0  0.12", '{"a": 1, "b": 2.5}']
+    assert "0.123456789" in checks.html_text(html) and "color" not in checks.html_text(html)
 
 
 def test_cells_compare_numbers_within_tolerance_and_the_rest_as_text():
-    tol = regression.Tolerance(1e-5, 1e-8)
-    base = regression.CellOutputs(4, ("loss 0.4387164609242033 after 3 epochs\n   a    b\n0  1.0  2.0",))
-    wider = regression.CellOutputs(4, ("loss 0.43871646105 after 3 epochs\n     a      b\n0  1.0  2.0",))
-    (ok,) = regression.compare_cell("nb.ipynb", base, wider, tol)
+    tol = checks.Tolerance(1e-5, 1e-8)
+    base = checks.CellOutputs(4, ("loss 0.4387164609242033 after 3 epochs\n   a    b\n0  1.0  2.0",))
+    wider = checks.CellOutputs(4, ("loss 0.43871646105 after 3 epochs\n     a      b\n0  1.0  2.0",))
+    (ok,) = checks.compare_cell("nb.ipynb", base, wider, tol)
     assert ok.passed and ok.item == "cell 4" and 0 < ok.delta < 1e-9
-    worse = regression.CellOutputs(4, ("loss 0.46 after 3 epochs\n   a    b\n0  1.0  2.0",))
-    (bad,) = regression.compare_cell("nb.ipynb", base, worse, tol)
+    worse = checks.CellOutputs(4, ("loss 0.46 after 3 epochs\n   a    b\n0  1.0  2.0",))
+    (bad,) = checks.compare_cell("nb.ipynb", base, worse, tol)
     assert not bad.passed and bad.item == "cell 4 number 0" and bad.baseline == 0.4387164609242033
-    words = regression.CellOutputs(4, ("loss 0.4387164609242033 after 3 epochs\n   a    c\n0  1.0  2.0",))
-    (text,) = regression.compare_cell("nb.ipynb", base, words, tol)
+    words = checks.CellOutputs(4, ("loss 0.4387164609242033 after 3 epochs\n   a    c\n0  1.0  2.0",))
+    (text,) = checks.compare_cell("nb.ipynb", base, words, tol)
     assert not text.passed and text.item == "cell 4 text" and (text.baseline, text.now) == ("a b", "a c")
-    (count,) = regression.compare_cell("nb.ipynb", base, regression.CellOutputs(4, ()), tol)
+    (count,) = checks.compare_cell("nb.ipynb", base, checks.CellOutputs(4, ()), tol)
     assert not count.passed and (count.baseline, count.now) == (1, 0)
 
 
 def test_seed_means_are_compared_within_the_baselines_spread():
-    tol = regression.Tolerance(1e-5, 1e-8)
-    base = regression.aggregate([{"acc": 0.9}, {"acc": 1.0}, {"acc": 1.1}])["acc"]
+    tol = checks.Tolerance(1e-5, 1e-8)
+    base = checks.aggregate([{"acc": 0.9}, {"acc": 1.0}, {"acc": 1.1}])["acc"]
     assert base.mean == pytest.approx(1.0) and base.spread == pytest.approx(0.1)
-    held = regression.MetricValues((1.1, 0.9, 1.0))
-    assert regression.compare_metric("nb", "acc", base, held, tol).passed
-    shifted = regression.MetricValues((1.15, 1.2, 1.25))
-    check = regression.compare_metric("nb", "acc", base, shifted, tol)
+    held = checks.MetricValues((1.1, 0.9, 1.0))
+    assert checks.compare_metric("nb", "acc", base, held, tol).passed
+    shifted = checks.MetricValues((1.15, 1.2, 1.25))
+    check = checks.compare_metric("nb", "acc", base, shifted, tol)
     assert not check.passed and check.item == "acc (mean of 3 vs 3)" and check.delta == pytest.approx(0.2)
 
 
@@ -116,13 +116,13 @@ def test_per_metric_tolerances_from_pyproject(tmp_path):
     root.mkdir()
     (root / "pyproject.toml").write_text("[tool.cd4ml_nb]\ntest_rtol = 0.001\n"
                                          "test_tolerances = { loss = { rtol = 0.1 }, acc = { atol = 0.5 } }\n")
-    of = regression.tolerances(Project.discover(root))
-    assert of("loss") == regression.Tolerance(0.1, 1e-8) and of("acc") == regression.Tolerance(0.001, 0.5)
-    assert of(None) == regression.Tolerance(0.001, 1e-8) == of("other")
-    assert regression.tolerances(Project.discover(root), rtol=0.2)("loss") == regression.Tolerance(0.2, 1e-8)
+    of = checks.tolerances(Project.discover(root))
+    assert of("loss") == checks.Tolerance(0.1, 1e-8) and of("acc") == checks.Tolerance(0.001, 0.5)
+    assert of(None) == checks.Tolerance(0.001, 1e-8) == of("other")
+    assert checks.tolerances(Project.discover(root), rtol=0.2)("loss") == checks.Tolerance(0.2, 1e-8)
     (root / "pyproject.toml").write_text("[tool.cd4ml_nb]\ntest_tolerances = { loss = { rel = 0.1 } }\n")
     with pytest.raises(ConfigError, match=r"pyproject.toml: \[tool.cd4ml_nb\] test_tolerances: loss"):
-        regression.tolerances(Project.discover(root))
+        checks.tolerances(Project.discover(root))
 
 
 # --- cd4ml-nb test with real kernels ----------------------------------------------------------

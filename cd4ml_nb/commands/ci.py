@@ -25,10 +25,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.sync:
         sync_first(paths, args.tracking_uri)
     values = params_mod.load_values_file(Path(args.file)) if args.file else None
-    report = regression.run_regression(
-        project, paths, parameters=values, parameter_texts=parameter_texts(args.param), seeds=args.seeds,
-        rtol=args.rtol, atol=args.atol, baseline=args.baseline, update=args.update,
-        progress=not (args.quiet or args.json), warn=warn)
+    options = regression.CheckOptions(parameters=values or {}, parameter_texts=parameter_texts(args.param),
+                                      seeds=args.seeds, rtol=args.rtol, atol=args.atol, baseline=args.baseline,
+                                      update=args.update, progress=not (args.quiet or args.json))
+    report = regression.run_regression(project, paths, options, warn)
     if args.json:
         say(json.dumps(report.to_json(), indent=2, default=str))
         return report.exit_code
@@ -72,9 +72,9 @@ def cmd_ci(args: argparse.Namespace) -> int:
     values = params.load_values_file(project.root / cfg.ci_params) if cfg.ci_params else None
     step("smoke runs")
     outcomes = []
+    smoke_run = regression.CheckOptions(parameters=values or {}, files_only=True, always_run=True, via="ci")
     for nb in notebooks_:  # each smoke run is the regression test's run (tagged cd4ml.test)
-        outcome = regression.check_notebook(project, nb, parameters=values, files_only=True, always_run=True,
-                                            via="ci", warn=warn)
+        outcome = regression.check_notebook(project, nb, smoke_run, warn)
         result = outcome.runs[-1]
         say(f"{project.relative(nb)}: {result.status} run {result.run_id} " +
              " ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items())))

@@ -158,8 +158,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 bar.write(f"trial {result.trial.index} {result.status}: {result.error}")
 
     try:
-        result = sweep.run_sweep(nb.path, trials, project=project, parallel=parallel, dask=args.dask,
-                                 metric=metric, goal=goal, max_failures=max_failures, on_trial=on_trial)
+        options = sweep.SweepOptions(parallel, args.dask, metric, goal, max_failures)
+        result = sweep.run_sweep(nb.path, trials, project=project, options=options, on_trial=on_trial)
     finally:
         if bar is not None:
             bar.close()
@@ -191,7 +191,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """Prune ended Lab jobs (with their run folders) and the CLI's run folders; MLflow keeps the runs."""
-    from ..jobs import JobManager, prune_runs, prune_socket_folders
+    from ..cleanup import prune_runs, prune_socket_folders
+    from ..jobs import JobManager
 
     project = project_at(".")
     keep = project.config.job_retention_count if args.keep is None else args.keep

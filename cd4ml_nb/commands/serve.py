@@ -60,7 +60,7 @@ def serve(command: list[str], open_url: str | None = None) -> int:
 
                 webbrowser.open(open_url)
             return server.wait()
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner.Terminated)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (failures.Terminated)
             return 130
         finally:
             if server.poll() is None:  # never signal a pid the system may have given to another process
