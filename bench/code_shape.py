@@ -30,12 +30,21 @@ class Shape:
     private_reach: list[str] = field(default_factory=list)
     import_circles: list[list[str]] = field(default_factory=list)
     git_callers: list[str] = field(default_factory=list)
+    undocumented_modules: list[str] = field(default_factory=list)
+    public_functions: int = 0
+    documented_functions: int = 0
 
     def zeros(self) -> dict[str, int]:
         return {"swallowing broad excepts": len(self.swallowing_excepts), "modules > 600 lines": len(self.large_modules),
                 "functions > 8 parameters": len(self.many_parameters),
                 "cross-module private names": len(self.private_reach), "import circles": len(self.import_circles),
-                "modules running git besides gitinfo": len(self.git_callers)}
+                "modules running git besides gitinfo": len(self.git_callers),
+                "modules without a docstring": len(self.undocumented_modules)}
+
+    @property
+    def documented(self) -> float:
+        """The share of public functions and methods with a docstring."""
+        return self.documented_functions / self.public_functions if self.public_functions else 1.0
 
 
 def _broad(handler: ast.ExceptHandler) -> bool:
@@ -125,13 +134,15 @@ def measure(folder: Path) -> Shape:
     shape = Shape()
     package = folder.name
     trees = {_module_name(folder, p): (p, ast.parse(p.read_text(encoding="utf-8")))
-             for p in sorted(folder.rglob("*.py"))}
+             for p in sorted(folder.rglob("*.py")) if p.name != "_version.py"}
     graph = {}
     for module, (path, tree) in trees.items():
         lines = len(path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_LINES:
             shape.large_modules.append(f"{module} {lines}")
         graph[module] = _imports(tree, package, module)
+        if not ast.get_docstring(tree) and path.name != "_version.py":
+            shape.undocumented_modules.append(module)
         runs_git = False
         for node in ast.walk(tree):
             if isinstance(node, ast.ExceptHandler) and _broad(node):
@@ -145,6 +156,9 @@ def measure(folder: Path) -> Shape:
                 count -= bool(a.args) and a.args[0].arg in ("self", "cls")
                 if count > MAX_PARAMS:
                     shape.many_parameters.append(f"{module}.{node.name} {count}")
+                if not node.name.startswith("_"):
+                    shape.public_functions += 1
+                    shape.documented_functions += ast.get_docstring(node) is not None
             elif (isinstance(node, (ast.List, ast.Tuple)) and node.elts and module != GIT_MODULE
                   and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == "git"):
                 runs_git = True  # a command line ["git", ...] built outside the git module
@@ -169,13 +183,14 @@ def main(argv: list[str]) -> int:
     folder = Path(rest[0]) if rest else Path(__file__).resolve().parent.parent / "cd4ml_nb"
     shape = measure(folder)
     if as_json:
-        print(json.dumps({"zeros": shape.zeros(), **asdict(shape)}, indent=2))
+        print(json.dumps({"zeros": shape.zeros(), "documented": shape.documented, **asdict(shape)}, indent=2))
         return 0
-    print(f"code shape of {folder}: broad excepts {len(shape.broad_excepts)}")
+    print(f"code shape of {folder}: broad excepts {len(shape.broad_excepts)}, public functions documented "
+          f"{shape.documented:.0%} ({shape.documented_functions} of {shape.public_functions})")
     for name, count in shape.zeros().items():
         print(f"  {name:40} {count}")
     for name, items in asdict(shape).items():
-        if items and name != "broad_excepts":
+        if items and isinstance(items, list) and name != "broad_excepts":
             print(f"\n{name}:\n  " + "\n  ".join(map(str, items)))
     return 0
 
