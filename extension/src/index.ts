@@ -1,13 +1,15 @@
 /**
- * JupyterLab plugins of cd4ml_nb: they only wire the model, views and commands together.
+ * JupyterLab plugins of cd4ml_nb: they only wire the models, views and commands together.
  *
+ * - `cd4ml-nb:runs` provides the runs source the panel and the dashboard read through;
  * - `cd4ml-nb:model` provides the experiments model and follows the active notebook;
  * - `cd4ml-nb:status` shows the branch and pairing state in the status bar;
  * - `cd4ml-nb:experiments` adds the Experiments panel and the palette commands;
  * - `cd4ml-nb:dashboard` adds the Experiments dashboard (main area) to the palette and launcher.
  *
  * Intervals, the default metric and the base branch come from the `cd4ml-nb:model`
- * settings (`schema/model.json`); strings go through the `cd4ml_nb` translation domain.
+ * settings (`schema/model.json`) and follow their changes (`settings.ts`); strings go through
+ * the `cd4ml_nb` translation domain.
  */
 import {
   ILayoutRestorer,
@@ -28,46 +30,14 @@ import { Widget } from '@lumino/widgets';
 import { shortRunId } from './dashboard/charts';
 import { DashboardModel } from './dashboard/model';
 import { experimentsIcon } from './icons';
-import { ExperimentsModel, isExecutedCopy } from './model';
-import { CommandIDs, IExperimentsModel } from './tokens';
+import { ExperimentsModel } from './model';
+import { RunsSource } from './models/runsSource';
+import { isExecutedCopy } from './paths';
+import { Cd4mlSettings, followDashboardSettings, followExperimentsSettings, runsFrequency, statusFrequency } from './settings';
+import { CommandIDs, IExperimentsModel, IRunsSource } from './tokens';
 import { DashboardView } from './widgets/dashboard';
 import { ExperimentsPanel } from './widgets/experimentsPanel';
 import { StatusItem } from './widgets/statusItem';
-
-/** Id of the settings (schema/model.json) every plugin here reads. */
-const SETTINGS_ID = 'cd4ml-nb:model';
-
-/** The settings, with their defaults when the registry is absent or fails. */
-export interface ICd4mlSettings {
-  jobPollInterval: number;
-  statusPollInterval: number;
-  runsPollInterval: number;
-  pageSize: number;
-  defaultMetric: string;
-  baseBranch: string;
-}
-
-const DEFAULTS: ICd4mlSettings = {
-  jobPollInterval: 1000,
-  statusPollInterval: 30000,
-  runsPollInterval: 15000,
-  pageSize: 25,
-  defaultMetric: '',
-  baseBranch: ''
-};
-
-async function loadSettings(registry: ISettingRegistry | null): Promise<ICd4mlSettings> {
-  if (!registry) {
-    return DEFAULTS;
-  }
-  try {
-    const settings = await registry.load(SETTINGS_ID);
-    return { ...DEFAULTS, ...(settings.composite as Partial<ICd4mlSettings>) };
-  } catch (reason) {
-    console.warn('cd4ml_nb: settings not read, using the defaults:', reason);
-    return DEFAULTS;
-  }
-}
 
 /**
  * The title of an executed copy: `train · 1a2b3c4d` (the run id when known, else the
@@ -98,8 +68,17 @@ function serverPath(app: JupyterFrontEnd, panel: NotebookPanel): string {
   return app.serviceManager.contents.localPath(panel.context.path);
 }
 
+/** Runs plugin: the one runs source; a job that ends invalidates it, the panel and dashboard read again. */
+const runsPlugin: JupyterFrontEndPlugin<IRunsSource> = {
+  id: 'cd4ml-nb:runs',
+  description: 'The runs of this branch and the base branch, shared by the panel and the dashboard.',
+  autoStart: true,
+  provides: IRunsSource,
+  activate: (app: JupyterFrontEnd): IRunsSource => new RunsSource({ settings: app.serviceManager.serverSettings })
+};
+
 /**
- * Model plugin: one experiments model, its branch refreshed every 30 s and its
+ * Model plugin: one experiments model, its branch refreshed every 30 s (the setting) and its
  * notebook kept to the active one (re-read after every save).
  */
 const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
@@ -107,27 +86,31 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
   description: 'State of cd4ml_nb experiments: branch, pairing, parameters, jobs, runs.',
   autoStart: true,
   provides: IExperimentsModel,
+  requires: [IRunsSource],
   optional: [INotebookTracker, ISettingRegistry, ITranslator],
   activate: async (
     app: JupyterFrontEnd,
+    runs: IRunsSource,
     tracker: INotebookTracker | null,
     registry: ISettingRegistry | null,
     translator: ITranslator | null
   ): Promise<IExperimentsModel> => {
-    const config = await loadSettings(registry);
+    const config = await Cd4mlSettings.load(registry);
     const model = new ExperimentsModel({
       settings: app.serviceManager.serverSettings,
-      pollInterval: config.jobPollInterval,
-      trans: (translator ?? nullTranslator).load('cd4ml_nb')
+      pollInterval: config.values.jobPollInterval,
+      trans: (translator ?? nullTranslator).load('cd4ml_nb'),
+      runs
     });
 
     // Lives as long as the application; it waits while the page is hidden.
-    new Poll({
+    const statusPoll = new Poll({
       factory: () => model.refreshStatus(),
-      frequency: { interval: config.statusPollInterval, backoff: false },
+      frequency: statusFrequency(config.values),
       name: 'cd4ml-nb:status',
       standby: 'when-hidden'
     });
+    followExperimentsSettings(config, model, statusPoll);
     model.changed.connect((_, change) => {
       if (change === 'status' && model.statusError) {
         console.error('cd4ml_nb server extension did not answer:', model.statusError);
@@ -301,11 +284,12 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
   id: 'cd4ml-nb:dashboard',
   description: 'Experiments dashboard: runs of this branch beside the base branch, charts and comparison.',
   autoStart: true,
-  requires: [IExperimentsModel],
+  requires: [IExperimentsModel, IRunsSource],
   optional: [ICommandPalette, ILauncher, ILayoutRestorer, ISettingRegistry, ITranslator],
   activate: async (
     app: JupyterFrontEnd,
     experiments: IExperimentsModel,
+    runs: IRunsSource,
     palette: ICommandPalette | null,
     launcher: ILauncher | null,
     restorer: ILayoutRestorer | null,
@@ -317,7 +301,7 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
     const serverSettings = app.serviceManager.serverSettings;
     const tracker = new WidgetTracker<MainAreaWidget<DashboardView>>({ namespace: 'cd4ml-nb-dashboard' });
     // Commands first: the layout restorer may run them before the settings are read.
-    const ready = loadSettings(registry);
+    const ready = Cd4mlSettings.load(registry);
 
     // The configured MLflow UI (`mlflow_ui_url`), else the one the server starts on demand and
     // proxies under /cd4ml-nb/mlflow/ for a SQLite store.
@@ -331,11 +315,14 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
         return existing;
       }
       const config = await ready;
+      // Runs through the source the panel shares; the branch through the experiments model.
       const model = new DashboardModel({
         settings: serverSettings,
-        pageSize: config.pageSize,
-        defaultMetric: config.defaultMetric || null,
-        baseBranch: config.baseBranch || null
+        runs,
+        status: experiments,
+        pageSize: config.values.pageSize,
+        defaultMetric: config.values.defaultMetric || null,
+        baseBranch: config.values.baseBranch || null
       });
       const view = new DashboardView(
         model,
@@ -355,22 +342,17 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
       widget.title.label = trans.__('Experiments');
       widget.title.icon = experimentsIcon;
       widget.title.closable = true;
-      // Read again every interval while visible, and when a job of the panel ends.
+      // Read again every interval while visible (the model itself reads again when a job ends).
       const poll = new Poll({
         factory: () => model.refresh(),
-        frequency: { interval: config.runsPollInterval, backoff: true, max: config.runsPollInterval * 8 },
+        frequency: runsFrequency(config.values),
         name: 'cd4ml-nb:dashboard',
         standby: () => widget.isHidden || document.hidden
       });
-      const onJob = (_: unknown, change: string) => {
-        if (change === 'runs') {
-          void poll.refresh();
-        }
-      };
-      experiments.changed.connect(onJob);
+      const following = followDashboardSettings(config, model, poll);
       widget.disposed.connect(() => {
+        following.dispose();
         poll.dispose();
-        experiments.changed.disconnect(onJob);
         model.dispose();
       });
       void model.refresh();
@@ -411,4 +393,4 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [modelPlugin, statusPlugin, experimentsPlugin, dashboardPlugin];
+export default [runsPlugin, modelPlugin, statusPlugin, experimentsPlugin, dashboardPlugin];

@@ -81,3 +81,16 @@ export async function requestAPI<T>(
 
   return data as T;
 }
+
+/** The message of an error, for display. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) {
+    return error.message || error.name;
+  }
+  return String(error);
+}
+
+/** The HTTP status of a failed request, `null` for any other error (e.g. the network's). */
+export function httpStatus(error: unknown): number | null {
+  return error instanceof Cd4mlRequestError ? error.status : null;
+}

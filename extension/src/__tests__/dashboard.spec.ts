@@ -1,5 +1,6 @@
 import { metricAgainstParameter, metricOverTime, parameterNames } from '../dashboard/charts';
-import { DashboardModel, DEFAULT_FILTER, matchesFilter, NO_FILTER, parseMetricFilter } from '../dashboard/model';
+import { DEFAULT_FILTER, matchesFilter, NO_FILTER, parseMetricFilter } from '../dashboard/filter';
+import { DashboardModel } from '../dashboard/model';
 import { IBranchRun } from '../tokens';
 import { FakeServer } from './fakeServer';
 import { run, STATUS } from './fixtures';

@@ -1,5 +1,7 @@
 import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
-import { ExperimentsModel, describePairing, samePath } from '../model';
+import { ExperimentsModel } from '../model';
+import { describePairing } from '../models/pairing';
+import { samePath } from '../paths';
 import { ExperimentsChange } from '../tokens';
 import { FakeServer, flush, waitFor } from './fakeServer';
 import { CONTRACT, contract, NOTEBOOK, STATUS, exampleServer, job, pairing, run } from './fixtures';

@@ -9,8 +9,9 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { errorMessage, samePath } from '../model';
 import { clickHandler, NewTabLink } from './clicks';
+import { samePath } from '../paths';
+import { errorMessage } from '../request';
 import { formatMetric, formatParams } from '../runs';
 import { IExperimentsModel, JobState, isTerminal } from '../tokens';
 

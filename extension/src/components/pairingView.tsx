@@ -6,7 +6,7 @@ import { TranslationBundle } from '@jupyterlab/translation';
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { describePairing } from '../model';
+import { describePairing } from '../models/pairing';
 import { clickHandler } from './clicks';
 import { IExperimentsModel, IPairing, PairSide } from '../tokens';
 

@@ -3,130 +3,28 @@
  * (plain runs at first: kind `run`), sorted and paged; the metric and parameter charted; the runs
  * selected and their comparison.
  *
- * Runs are read a server page at a time (`GET /cd4ml-nb/runs`, per branch); the table pages
- * through what was read and asks the server for more when its last page is reached.
+ * Runs are read a server page at a time through the runs source the panel shares (so a job that
+ * ends updates both); the table pages through what was read and asks for more when its last page
+ * is reached.
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { compareRuns, getRuns, getStatus } from '../api';
-import { errorMessage } from '../model';
-import {
-  DEFAULT_KIND,
-  formatParams,
-  kindOf,
-  kindsOf,
-  mergeRuns,
-  metricNames,
-  RunSortKey,
-  SortDirection,
-  sortRuns
-} from '../runs';
-import { IBranchRun, IComparison, IRunsSection, IStatus } from '../tokens';
+import { RunsSource } from '../models/runsSource';
+import { IStatusSource, StatusModel } from '../models/status';
+import { kindsOf, mergeRuns, metricNames, RunSortKey, SortDirection, sortRuns } from '../runs';
+import { IBranchRun, IComparison, IRunsScope, IRunsSection, IRunsSource, IStatus } from '../tokens';
 import { parameterNames } from './charts';
-
-/** What the table is filtered by; empty strings filter nothing. */
-export interface IRunFilter {
-  /** Notebook path, exactly. */
-  notebook: string;
-  /** MLflow status, e.g. `FINISHED`. */
-  status: string;
-  /** Kind of run (`run`, `trial`, `sweep`, …). */
-  kind: string;
-  /** `name=value`, `name` (logged at all), or text found in `k=v, …`. */
-  parameter: string;
-  /** `name<0.5`, `name>=2`, `name=1`, or `name` (logged at all). */
-  metric: string;
-}
-
-export const NO_FILTER: IRunFilter = { notebook: '', status: '', kind: '', parameter: '', metric: '' };
-
-/** The dashboard's filter at first: plain runs only, so this branch and the base compare like with like. */
-export const DEFAULT_FILTER: IRunFilter = { ...NO_FILTER, kind: DEFAULT_KIND };
-
-/** A parsed metric condition. */
-export interface IMetricCondition {
-  name: string;
-  op: '<' | '<=' | '>' | '>=' | '=' | null;
-  value: number | null;
-}
-
-/** `nwrmsle < 0.6` → {name, op, value}; `nwrmsle` → {name, op: null}; `null` when it does not parse. */
-export function parseMetricFilter(text: string): IMetricCondition | null {
-  const trimmed = text.trim();
-  if (!trimmed) {
-    return null;
-  }
-  const match = /^([^<>=\s]+)\s*(<=|>=|<|>|=)\s*(\S+)$/.exec(trimmed);
-  if (match) {
-    const value = Number(match[3]);
-    return Number.isFinite(value)
-      ? { name: match[1], op: match[2] as IMetricCondition['op'], value }
-      : null;
-  }
-  return /^[^<>=\s]+$/.test(trimmed) ? { name: trimmed, op: null, value: null } : null;
-}
-
-function metricMatches(run: IBranchRun, condition: IMetricCondition): boolean {
-  const value = run.metrics?.[condition.name];
-  if (typeof value !== 'number') {
-    return false;
-  }
-  const limit = condition.value as number;
-  switch (condition.op) {
-    case '<':
-      return value < limit;
-    case '<=':
-      return value <= limit;
-    case '>':
-      return value > limit;
-    case '>=':
-      return value >= limit;
-    case '=':
-      return value === limit;
-    default:
-      return true;
-  }
-}
-
-function parameterMatches(run: IBranchRun, text: string): boolean {
-  const trimmed = text.trim();
-  const eq = trimmed.indexOf('=');
-  if (eq > 0) {
-    const name = trimmed.slice(0, eq).trim();
-    const value = trimmed.slice(eq + 1).trim();
-    return run.params?.[name] !== undefined && String(run.params[name]) === value;
-  }
-  if (run.params?.[trimmed] !== undefined) {
-    return true;
-  }
-  return formatParams(run.params).toLowerCase().includes(trimmed.toLowerCase());
-}
-
-/** Whether a run passes the filter (an unparsable metric condition filters everything out). */
-export function matchesFilter(run: IBranchRun, filter: IRunFilter): boolean {
-  if (filter.notebook && run.notebook !== filter.notebook) {
-    return false;
-  }
-  if (filter.status && run.status !== filter.status) {
-    return false;
-  }
-  if (filter.kind && kindOf(run) !== filter.kind) {
-    return false;
-  }
-  if (filter.parameter.trim() && !parameterMatches(run, filter.parameter)) {
-    return false;
-  }
-  if (filter.metric.trim()) {
-    const condition = parseMetricFilter(filter.metric);
-    return condition !== null && metricMatches(run, condition);
-  }
-  return true;
-}
+import { RunComparison } from './comparison';
+import { DEFAULT_FILTER, IRunFilter, matchesFilter } from './filter';
 
 /** Options of {@link DashboardModel}. */
 export interface IDashboardModelOptions {
   settings: ServerConnection.ISettings;
+  /** The runs source shared with the panel (default: one of this model's own). */
+  runs?: IRunsSource;
+  /** Where the branch comes from: the experiments model (default: a status model of its own). */
+  status?: IStatusSource;
   /** Rows per table page (default 25). */
   pageSize?: number;
   /** Runs asked of the server per branch and request (default 100). */
@@ -137,14 +35,25 @@ export interface IDashboardModelOptions {
   baseBranch?: string | null;
 }
 
-/** The dashboard's state; views listen to `changed` and call its methods. */
+/** What the dashboard's settings change while it is open. */
+export type DashboardConfig = Pick<IDashboardModelOptions, 'pageSize' | 'defaultMetric' | 'baseBranch'>;
+
+/**
+ * The dashboard's state; views listen to `changed` and call its methods. It reads again when the
+ * runs source is invalidated (a job of the panel ended).
+ */
 export class DashboardModel {
   constructor(options: IDashboardModelOptions) {
     this._settings = options.settings;
+    this._ownSource = options.runs === undefined;
+    this._source = options.runs ?? new RunsSource({ settings: options.settings });
+    this._statusSource = options.status ?? new StatusModel({ settings: options.settings });
     this._pageSize = options.pageSize ?? 25;
     this._serverPageSize = options.serverPageSize ?? 100;
-    this._defaultMetric = options.defaultMetric ?? null;
-    this._baseOverride = options.baseBranch ?? null;
+    this._defaultMetric = options.defaultMetric || null;
+    this._baseOverride = options.baseBranch || null;
+    this._compare = new RunComparison(options.settings, () => this._emit());
+    this._source.invalidated.connect(this._onInvalidated, this);
   }
 
   get changed(): ISignal<DashboardModel, void> {
@@ -156,7 +65,7 @@ export class DashboardModel {
   }
 
   get status(): IStatus | null {
-    return this._status;
+    return this._statusSource.status;
   }
 
   get error(): string | null {
@@ -173,7 +82,7 @@ export class DashboardModel {
 
   /** The base branch compared with: the setting, else the project's. */
   get baseBranch(): string | null {
-    return this._baseOverride || this._status?.base_branch || null;
+    return this._baseOverride || this.status?.base_branch || null;
   }
 
   /** Every run read so far, of both branches. */
@@ -261,19 +170,19 @@ export class DashboardModel {
   }
 
   get selected(): ReadonlyArray<string> {
-    return this._selected;
+    return this._compare.selected;
   }
 
   get comparison(): IComparison | null {
-    return this._comparison;
+    return this._compare.comparison;
   }
 
   get comparing(): boolean {
-    return this._comparing;
+    return this._compare.comparing;
   }
 
   get compareError(): string | null {
-    return this._compareError;
+    return this._compare.error;
   }
 
   /** Read the status and the first page of runs of both branches. */
@@ -281,26 +190,23 @@ export class DashboardModel {
     const generation = ++this._generation;
     this._loading = true;
     this._emit();
-    try {
-      this._status = await getStatus(this._settings);
-    } catch (reason) {
+    await this._statusSource.refreshStatus();
+    const status = this._statusSource.status;
+    const statusError = this._statusSource.statusError;
+    if (statusError !== null || status === null) {
       if (generation === this._generation) {
-        this._error = errorMessage(reason);
+        this._error = statusError;
         this._loading = false;
         this._emit();
       }
       return;
     }
-    const current = this._status.branch;
-    const base = this.baseBranch;
-    const wanted: Array<[IRunsSection['side'], string | null]> = [['current', current]];
-    if (base && base !== current) {
-      wanted.push(['base', base]);
-    }
-    const sections = await Promise.all(wanted.map(([side, branch]) => this._load(side, branch, null)));
+    const scope: IRunsScope = { current: status.branch, base: this.baseBranch, pageSize: this._serverPageSize };
+    const sections = await this._source.load(scope);
     if (generation !== this._generation || this._disposed) {
       return;
     }
+    this._scope = scope;
     this._sections = sections;
     this._error = sections.map(s => s.error).find(e => e !== null) ?? null;
     this._loading = false;
@@ -312,18 +218,11 @@ export class DashboardModel {
   /** Read the next server page of every branch that has more. */
   async loadMore(): Promise<void> {
     const generation = this._generation;
-    const more = await Promise.all(
-      this._sections.map(s => (s.nextPageToken ? this._load(s.side, s.branch, s.nextPageToken) : null))
-    );
-    if (generation !== this._generation || this._disposed) {
+    const sections = this._scope ? await this._source.loadMore(this._scope) : null;
+    if (sections === null || generation !== this._generation || this._disposed) {
       return;
     }
-    this._sections = this._sections.map((s, i) => {
-      const page = more[i];
-      return page === null
-        ? s
-        : { ...s, runs: [...s.runs, ...page.runs], nextPageToken: page.error ? s.nextPageToken : page.nextPageToken, error: page.error };
-    });
+    this._sections = sections;
     this._invalidate();
     this._pickDefaults();
     this._emit();
@@ -369,65 +268,61 @@ export class DashboardModel {
 
   /** Select or unselect a run for comparison (in the order they were picked). */
   toggle(runId: string): void {
-    this._selected = this._selected.includes(runId)
-      ? this._selected.filter(id => id !== runId)
-      : [...this._selected, runId];
-    this._emit();
+    this._compare.toggle(runId);
   }
 
   clearSelection(): void {
-    this._selected = [];
-    this._comparison = null;
-    this._compareError = null;
-    this._emit();
+    this._compare.clear();
+  }
+
+  /** Compare the selected runs on the server, a base-branch run first, with the metric charted. */
+  compare(maxRegression = '0'): Promise<IComparison | null> {
+    return this._compare.compare(this.runs, this._metric, maxRegression);
   }
 
   /**
-   * Compare the selected runs on the server; a base-branch run, when one is selected,
-   * is the reference (first), so deltas read "branch against base".
+   * Apply settings changed while the dashboard is open: the rows per page (the first row shown
+   * stays on the page shown), the metric charted first, the branch compared with (read again).
    */
-  async compare(maxRegression = '0'): Promise<IComparison | null> {
-    if (this._selected.length < 2) {
-      this._compareError = 'Select two or more runs to compare.';
+  configure(config: DashboardConfig): void {
+    let changed = false;
+    if (config.pageSize !== undefined && config.pageSize !== this._pageSize && config.pageSize > 0) {
+      const first = this._page * this._pageSize;
+      this._pageSize = config.pageSize;
+      this._page = Math.min(Math.floor(first / this._pageSize), this.pageCount - 1);
+      changed = true;
+    }
+    if (config.defaultMetric !== undefined && (config.defaultMetric || null) !== this._defaultMetric) {
+      this._defaultMetric = config.defaultMetric || null;
+      if (this._defaultMetric !== null && this.metricNames.includes(this._defaultMetric)) {
+        this._metric = this._defaultMetric;
+      }
+      changed = true;
+    }
+    if (config.baseBranch !== undefined && (config.baseBranch || null) !== this._baseOverride) {
+      this._baseOverride = config.baseBranch || null;
+      void this.refresh();
+      return;
+    }
+    if (changed) {
       this._emit();
-      return null;
     }
-    const side = (id: string) => this.runs.find(r => r.run_id === id)?.side;
-    const ids = [...this._selected].sort((a, b) => Number(side(a) !== 'base') - Number(side(b) !== 'base'));
-    this._comparing = true;
-    this._compareError = null;
-    this._emit();
-    try {
-      this._comparison = await compareRuns(this._settings, {
-        run_ids: ids,
-        metric: this._metric ?? undefined,
-        max_regression: maxRegression
-      });
-    } catch (reason) {
-      this._comparison = null;
-      this._compareError = errorMessage(reason);
-    }
-    this._comparing = false;
-    this._emit();
-    return this._comparison;
   }
 
   dispose(): void {
+    if (this._disposed) {
+      return;
+    }
     this._disposed = true;
+    this._source.invalidated.disconnect(this._onInvalidated, this);
+    if (this._ownSource) {
+      this._source.dispose();
+    }
     Signal.clearData(this);
   }
 
-  private async _load(side: IRunsSection['side'], branch: string | null, token: string | null): Promise<IRunsSection> {
-    try {
-      const page = await getRuns(this._settings, {
-        branch: side === 'base' && branch ? branch : undefined,
-        page_token: token ?? undefined,
-        max_results: this._serverPageSize
-      });
-      return { branch, side, runs: page.runs, nextPageToken: page.next_page_token, error: null };
-    } catch (reason) {
-      return { branch, side, runs: [], nextPageToken: null, error: errorMessage(reason) };
-    }
+  private _onInvalidated(): void {
+    void this.refresh();
   }
 
   private _pickDefaults(): void {
@@ -442,8 +337,7 @@ export class DashboardModel {
       const spread = (name: string) => new Set(this.runs.map(r => r.params?.[name])).size;
       this._chartParameter = [...params].sort((a, b) => spread(b) - spread(a))[0] ?? null;
     }
-    const known = new Set(this.runs.map(r => r.run_id));
-    this._selected = this._selected.filter(id => known.has(id));
+    this._compare.keep(this.runs);
   }
 
   private _invalidate(): void {
@@ -459,12 +353,15 @@ export class DashboardModel {
   }
 
   private readonly _settings: ServerConnection.ISettings;
-  private readonly _pageSize: number;
+  private readonly _source: IRunsSource;
+  private readonly _ownSource: boolean;
+  private readonly _statusSource: IStatusSource;
   private readonly _serverPageSize: number;
-  private readonly _defaultMetric: string | null;
-  private readonly _baseOverride: string | null;
+  private _pageSize: number;
+  private _defaultMetric: string | null;
+  private _baseOverride: string | null;
+  private _scope: IRunsScope | null = null;
   private _changed = new Signal<DashboardModel, void>(this);
-  private _status: IStatus | null = null;
   private _error: string | null = null;
   private _loading = false;
   private _sections: IRunsSection[] = [];
@@ -476,10 +373,7 @@ export class DashboardModel {
   private _page = 0;
   private _metric: string | null = null;
   private _chartParameter: string | null = null;
-  private _selected: string[] = [];
-  private _comparison: IComparison | null = null;
-  private _comparing = false;
-  private _compareError: string | null = null;
+  private readonly _compare: RunComparison;
   private _generation = 0;
   private _disposed = false;
 }

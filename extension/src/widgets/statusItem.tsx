@@ -6,7 +6,7 @@ import { ReactWidget } from '@jupyterlab/apputils';
 import { TranslationBundle, nullTranslator } from '@jupyterlab/translation';
 import * as React from 'react';
 
-import { describePairing } from '../model';
+import { describePairing } from '../models/pairing';
 import { ExperimentsChange, IExperimentsModel } from '../tokens';
 
 const ITEM_CLASS = 'cd4ml-nb-StatusItem';
