@@ -16,7 +16,9 @@ from .commands import assess, ci, pairs, runs, serve
 from .exceptions import Cd4mlError, PairConflict
 
 EPILOG = """\
-exit codes: 0 ok, 1 a check or run failed, 2 bad input, 130 interrupted.
+exit codes: 0 ok, 1 a check or run failed, 2 bad input, 130 interrupted; `ci` names the step that
+failed: 3 pairs out of sync, 4 a smoke run failed, 5 a regression (or nbval), 6 the gate failed,
+7 the regression test or the gate cannot be evaluated.
 Runs go to MLflow, one experiment per git branch; the embedded store is .cd4ml/mlflow.db.
 """
 

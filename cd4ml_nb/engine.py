@@ -20,12 +20,14 @@ as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharin
 - the kernel's standard error goes to a log file (``Hooks.kernel_log``, in the run's folder), not
   to the user's terminal: an ipykernel shut down in the middle of a cell (Ctrl-C, SIGTERM, a
   cancelled job) prints tracebacks there (``ZMQError: Socket operation on non-socket``) about
-  its own closed sockets, which say nothing about the run.
+  its own closed sockets, which say nothing about the run. Nor does asyncio's "Task exception was
+  never retrieved" report of nbclient's cell task when the kernel dies under an interrupt: the run
+  already ends with that reason (:class:`QuietDeadKernel` keeps it at debug level).
 """
 from __future__ import annotations
 
-import logging
 import asyncio
+import logging
 import os
 import shutil
 import threading
@@ -40,6 +42,23 @@ from . import kernels
 log = logging.getLogger(__name__)
 
 NAME = "cd4ml"
+
+
+class QuietDeadKernel(logging.Filter):
+    """Keeps asyncio's report of an abandoned nbclient task whose kernel died (an interrupted or
+    cancelled run, already ended with its reason) off the terminal, at debug level here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from nbclient.exceptions import DeadKernelError
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, DeadKernelError) and "never retrieved" in record.getMessage():
+            log.debug("abandoned cell task of a dead kernel: %s", error)
+            return False
+        return True
+
+
+logging.getLogger("asyncio").addFilter(QuietDeadKernel())
 
 
 @dataclass

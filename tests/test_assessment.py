@@ -194,4 +194,5 @@ def test_ci_passes_with_nbval(ci_repo, capsys):
     assert main(["ci"]) == 0
     out = capsys.readouterr().out
     assert "== ci: nbval ==" in out and "ci passed" in out
+    assert not (ci_repo / "mlflow.db").exists()  # nbval's runs went to a scratch store, not the work tree
     assert "✅ pass" in (ci_repo / "review" / "ci.md").read_text()  # ci_report: relative to the root

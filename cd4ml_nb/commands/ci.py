@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
     """check pairs (3) -> smoke runs (4) and their regression test against the committed baselines
     (5; 7 cannot evaluate) -> nbval with --nbval or ci_nbval = true (5) -> gate (6; 7) -> report."""
     import subprocess
+    import tempfile
 
     from .. import pairing, params, regression, report
     from ..compare import CannotEvaluate, compare, gate
@@ -100,8 +102,10 @@ def cmd_ci(args: argparse.Namespace) -> int:
     if nbval and notebooks_:
         step("nbval")
         ipynbs = [str(n.with_suffix(".ipynb")) for n in notebooks_]
-        done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-                               "-o", "addopts=", "-o", "testpaths=", *ipynbs], cwd=project.root)
+        with tempfile.TemporaryDirectory(prefix="cd4ml-nbval-") as scratch:  # nbval's runs are checks, not
+            env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db"}  # experiments
+            done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                                   "-o", "addopts=", "-o", "testpaths=", *ipynbs], cwd=project.root, env=env)
         if done.returncode != 0:
             say("ci FAILED at nbval")
             return 5
@@ -157,7 +161,8 @@ def register(add) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable result")
 
     p = add("ci", cmd_ci, "the CI sequence: pairs, smoke runs with the regression test, gate, report "
-            "([tool.cd4ml_nb] ci_*)")
+            "([tool.cd4ml_nb] ci_*); exit 3 pairs out of sync, 4 smoke run failed, 5 regression, 6 gate failed, "
+            "7 cannot evaluate")
     p.add_argument("--nbval", action="store_true", help="also run nbval --nbval-lax on the notebooks")
     p.add_argument("--report", metavar="PATH", help="write the review report here (default: ci_report, "
                    "else .cd4ml/ci-report.md, git-ignored)")
