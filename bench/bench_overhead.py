@@ -227,16 +227,9 @@ def main() -> int:
                 f"largest single process. Papermill's column for the sweep is the sum of 8 runs. Runs wrote "
                 f"{writer}.\n\n"
                 + "\n".join(rows) + "\n")
-        path = ROOT / "docs" / "performance.md"
-        text = path.read_text()
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            text = head + body + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-        path.write_text(text)
-        print("wrote docs/performance.md")
+        from performance_doc import write_section
+
+        write_section(SECTION, body)
     return 0
 
 

@@ -200,16 +200,9 @@ def main() -> int:
                 f"({RUNS_PER_BRANCH} per branch, two notebooks, provenance tags, 8 parameters, 6 metrics of which "
                 f"a 20-step curve); {reads}. The peer lists the branch's {RUNS_PER_BRANCH} runs. Byte-code caching "
                 f"on, as for an installed package.\n\n" + "\n".join(rows) + "\n")
-        path = ROOT / "docs" / "performance.md"
-        text = path.read_text()
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            text = head + body + tail
-        else:
-            text = text.rstrip("\n") + "\n\n" + body
-        path.write_text(text)
-        print("wrote docs/performance.md")
+        from performance_doc import write_section
+
+        write_section(SECTION, body)
     return 0
 
 
