@@ -2,7 +2,7 @@
 
 Sources, lowest precedence first: trait defaults, ``[tool.cd4ml_nb]`` in the project's
 ``pyproject.toml`` (or Jupyter config ``c.Cd4mlConfig.*`` on the server), the environment
-variable ``MLFLOW_TRACKING_URI``, then command-line flags.
+variables ``MLFLOW_TRACKING_URI`` and ``CD4ML_NB_STORE_WRITES``, then command-line flags.
 """
 from __future__ import annotations
 
@@ -133,6 +133,13 @@ class Cd4mlConfig(Configurable):
     mlflow_ui_url = Unicode(
         "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
     ).tag(config=True)
+    store_writes = Enum(
+        ["auto", "mlflow"], "auto",
+        help="How runs and the read-only commands reach a local SQLite store: 'auto' writes and reads MLflow's "
+        "rows directly, without importing MLflow, when the installed MLflow and the store's schema are a pair "
+        "cd4ml_nb was verified against (else through MlflowClient); 'mlflow' always through MlflowClient. "
+        "The environment variable CD4ML_NB_STORE_WRITES overrides pyproject.toml.",
+    ).tag(config=True)
 
 
 def config_keys() -> list[str]:
@@ -181,6 +188,8 @@ def load_config(
     values = {key: (value, pyproject) for key, value in table.items()}
     if os.environ.get("MLFLOW_TRACKING_URI"):
         values["tracking_uri"] = (os.environ["MLFLOW_TRACKING_URI"], "environment MLFLOW_TRACKING_URI")
+    if os.environ.get(store.STORE_WRITES_ENV):
+        values["store_writes"] = (os.environ[store.STORE_WRITES_ENV], f"environment {store.STORE_WRITES_ENV}")
     if tracking_uri:
         values["tracking_uri"] = (tracking_uri, "option --tracking-uri")
     values.update({k: (v, f"option {k}") for k, v in overrides.items() if v is not None})
@@ -192,4 +201,7 @@ def load_config(
     if config.tracking_uri:  # a relative sqlite path: from the project root in pyproject, else the cwd
         base = root if values.get("tracking_uri", ("", pyproject))[1] == pyproject else Path.cwd()
         config.tracking_uri = store.absolute_uri(config.tracking_uri, base)
+    db = store.sqlite_path(config.tracking_uri) if config.tracking_uri else root / config.state_dir / "mlflow.db"
+    if db is not None:  # the runs and reads of this process honour the setting for this store
+        store.set_store_writes(db, config.store_writes)
     return config

@@ -4,11 +4,14 @@
 notebook. What ``cd4ml-nb run`` itself records (the run, its parameters and tags, its artifacts,
 its end) is a few rows of MLflow's schema, so this client writes exactly the rows MLflow's
 ``SqlAlchemyStore`` writes, with the standard library's sqlite3, and copies artifacts as MLflow's
-local artifact repository does. It is used only for a store whose schema revision is one this
-module was verified against (``tests/test_sqlite_client.py`` compares every table with what
-MLflow itself writes) and is the newest the installed MLflow knows; any other store, and the
-rare operations (creating or restoring an experiment, artifacts not on a local disk), go through
-``MlflowClient``. The notebook's own ``mlflow`` calls run in the kernel, with MLflow, as always.
+local artifact repository does. It is used only where it was verified: the installed MLflow's
+version (read from its package metadata, without importing it) and the store's schema revision
+must be a pair of :data:`.store.VERIFIED` (``tests/test_sqlite_client.py``, run with that MLflow
+installed, compares every table with what MLflow itself writes), since a newer MLflow can keep
+the revision and change what it writes. Any other store or MLflow, a project whose
+``store_writes`` setting (or ``CD4ML_NB_STORE_WRITES``) is ``mlflow``, and the rare operations
+(creating or restoring an experiment, artifacts not on a local disk) go through ``MlflowClient``.
+The notebook's own ``mlflow`` calls run in the kernel, with MLflow, as always.
 
 The read-only commands (``runs``, ``compare``, ``gate``, ``report``) read through the same client:
 experiments, runs and MLflow's ``search_runs`` for the filter and order forms this package asks
@@ -17,8 +20,6 @@ experiments, runs and MLflow's ``search_runs`` for the filter and order forms th
 from __future__ import annotations
 
 import base64
-import functools
-import importlib.util
 import json
 import os
 import posixpath
@@ -34,10 +35,9 @@ from typing import Any, Iterable, NamedTuple
 from urllib.parse import unquote, urlparse
 
 from .exceptions import TrackingError
-from .store import open_readonly
+from .store import open_readonly, store_writes, verified_revision
+from .store import VERIFIED_REVISIONS, installed_head  # noqa: F401  (their old home: tests and benches import them)
 
-# Alembic revisions of MLflow's schema whose rows this module writes (tests/test_sqlite_client.py).
-VERIFIED_REVISIONS = frozenset({"dc11669786a5"})  # MLflow 3.17
 MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000  # mlflow.utils.validation
 RUN_NAME_TAG, USER_TAG = "mlflow.runName", "mlflow.user"
 TEMP_ARTIFACT_PREFIX = ".mlflow-tmp-"  # MLflow's local artifact repository stages files like this
@@ -130,35 +130,17 @@ class LoggedModel:
     artifact_location: str
 
 
-@functools.cache
-def installed_head() -> str | None:
-    """The newest schema revision of the installed MLflow, read once per process from its
-    migration scripts (the package is located, not imported); None when they cannot be read."""
-    spec = importlib.util.find_spec("mlflow")
-    if spec is None or not spec.submodule_search_locations:
+def open_client(path: Path, uri: str, mode: str | None = None) -> "SqliteClient | None":
+    """A client for the complete SQLite store at ``path`` when the installed MLflow and the store's
+    schema revision are a verified pair (:data:`.store.VERIFIED`), else None (the caller uses
+    MlflowClient). ``mode`` ``mlflow`` (default: :func:`.store.store_writes`) always answers None."""
+    if (mode or store_writes(path)) != "auto":
         return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / "store" / "db_migrations" / "versions"
-    revisions, parents = set(), set()
-    try:
-        for script in folder.glob("*.py"):
-            text = script.read_text(encoding="utf-8", errors="replace")
-            found = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
-            down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
-            if found:
-                revisions.add(found.group(1))
-            if down:
-                parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
-    except OSError:
-        return None
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
-
-
-def open_client(path: Path, uri: str) -> "SqliteClient | None":
-    """A client for the complete SQLite store at ``path`` when its schema is verified and current,
-    else None (the caller uses MlflowClient)."""
     if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true"):
         return None  # workspace-scoped stores filter every query: MLflow's own client only
+    expected = verified_revision()
+    if expected is None:
+        return None
     try:
         db = open_readonly(path, BUSY_TIMEOUT)
         try:
@@ -167,9 +149,7 @@ def open_client(path: Path, uri: str) -> "SqliteClient | None":
             db.close()
     except (sqlite3.Error, TypeError):
         return None
-    if revision not in VERIFIED_REVISIONS or revision != installed_head():
-        return None
-    return SqliteClient(path, uri)
+    return SqliteClient(path, uri) if revision == expected else None
 
 
 def _now() -> int:

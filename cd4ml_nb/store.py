@@ -6,16 +6,25 @@ half-migrated file then fails every later open. Every entry point of this projec
 store through :func:`ensure_sqlite`, which builds a new store in a temporary file beside the
 database, under a lock file beside it, and moves it into place complete. A store left
 half-migrated by an older crash is named in one line with the way to recover it.
+
+Which client writes a complete store is decided here too, without importing MLflow: the light
+client of :mod:`.sqlite_client` only for an installed MLflow release and schema revision that
+form a :data:`VERIFIED` pair, and only while the project's ``store_writes`` setting (or
+``CD4ML_NB_STORE_WRITES``) is ``auto``; otherwise MLflow's own client.
 """
 from __future__ import annotations
 
 import fcntl
+import functools
+import importlib.metadata
+import importlib.util
 import os
+import re
 import secrets
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 from urllib.parse import unquote
 
 from .exceptions import TrackingError
@@ -169,3 +178,104 @@ def _logging_quiet() -> None:
 
     for name in ("mlflow.store", "alembic"):  # store creation chatter
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# --- which client writes a store ---------------------------------------------------------------
+
+
+class Verified(NamedTuple):
+    """MLflow releases ``first`` to ``last`` (inclusive) whose schema revision is ``revision``."""
+
+    first: str
+    last: str
+    revision: str
+
+
+# The (MLflow release, schema revision) pairs whose rows sqlite_client writes and reads. A pair is
+# added once tests/test_sqlite_client.py passes with that MLflow installed (its differential tests
+# run on whatever MLflow is installed, verified or not); a range's releases were each run.
+VERIFIED = (
+    Verified("3.17.0", "3.17.2", "dc11669786a5"),
+)
+VERIFIED_REVISIONS = frozenset(v.revision for v in VERIFIED)
+STORE_WRITES_ENV = "CD4ML_NB_STORE_WRITES"  # "mlflow": every run and read through MlflowClient
+STORE_WRITES = ("auto", "mlflow")
+
+
+@functools.cache
+def installed_head() -> str | None:
+    """The newest schema revision of the installed MLflow, read once per process from its
+    migration scripts (the package is located, not imported); None when they cannot be read."""
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "store" / "db_migrations" / "versions"
+    revisions, parents = set(), set()
+    try:
+        for script in folder.glob("*.py"):
+            text = script.read_text(encoding="utf-8", errors="replace")
+            found = re.search(r"^revision\s*=\s*['\"](\w+)['\"]", text, re.M)
+            down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
+            if found:
+                revisions.add(found.group(1))
+            if down:
+                parents.update(re.findall(r"['\"](\w+)['\"]", down.group(1)))
+    except OSError:
+        return None
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+@functools.cache
+def installed_version() -> str | None:
+    """The installed MLflow's version, from its package metadata (``mlflow``, else
+    ``mlflow-skinny``) without importing it; None when neither is installed."""
+    for name in ("mlflow", "mlflow-skinny"):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _release(version: str | None) -> tuple[int, ...] | None:
+    """The numbers of a final release (``3.17.2``); None for a pre-, post-, dev or local version."""
+    if not re.fullmatch(r"\d+(?:\.\d+)*", version or ""):
+        return None
+    numbers = [int(n) for n in version.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()  # 3.17 == 3.17.0
+    return tuple(numbers)
+
+
+def verified_revision(version: str | None = None) -> str | None:
+    """The schema revision the light client writes and reads with MLflow ``version`` (default: the
+    installed one, whose migration scripts must end at that revision too); None when that MLflow
+    was not verified (:data:`VERIFIED`)."""
+    release = _release(version if version is not None else installed_version())
+    if release is None:
+        return None
+    for pair in VERIFIED:
+        if _release(pair.first) <= release <= _release(pair.last):
+            if version is None and installed_head() != pair.revision:
+                return None  # the metadata names another MLflow than the package found on the path
+            return pair.revision
+    return None
+
+
+_STORE_WRITES: dict[str, str] = {}
+
+
+def set_store_writes(path: Path, mode: str) -> None:
+    """Record a project's ``store_writes`` setting for the SQLite store at ``path``, for
+    :func:`.sqlite_client.open_client` in this process (:func:`.config.load_config` calls it)."""
+    if mode not in STORE_WRITES:
+        raise ValueError(f"store_writes must be one of {', '.join(STORE_WRITES)}, not {mode!r}")
+    _STORE_WRITES[os.path.realpath(path)] = mode
+
+
+def store_writes(path: Path) -> str:
+    """``auto`` or ``mlflow`` for the store at ``path``: the setting of the project that configured
+    it in this process, else the environment (:data:`STORE_WRITES_ENV`), else ``auto``."""
+    mode = _STORE_WRITES.get(os.path.realpath(path)) or os.environ.get(STORE_WRITES_ENV, "").strip() or "auto"
+    return mode if mode in STORE_WRITES else "mlflow"  # a word it does not know: the safe path
