@@ -201,7 +201,4 @@ def load_config(
     if config.tracking_uri:  # a relative sqlite path: from the project root in pyproject, else the cwd
         base = root if values.get("tracking_uri", ("", pyproject))[1] == pyproject else Path.cwd()
         config.tracking_uri = store.absolute_uri(config.tracking_uri, base)
-    db = store.sqlite_path(config.tracking_uri) if config.tracking_uri else root / config.state_dir / "mlflow.db"
-    if db is not None:  # the runs and reads of this process honour the setting for this store
-        store.set_store_writes(db, config.store_writes)
     return config

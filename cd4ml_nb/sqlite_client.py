@@ -133,8 +133,9 @@ class LoggedModel:
 def open_client(path: Path, uri: str, mode: str | None = None) -> "SqliteClient | None":
     """A client for the complete SQLite store at ``path`` when the installed MLflow and the store's
     schema revision are a verified pair (:data:`.store.VERIFIED`), else None (the caller uses
-    MlflowClient). ``mode`` ``mlflow`` (default: :func:`.store.store_writes`) always answers None."""
-    if (mode or store_writes(path)) != "auto":
+    MlflowClient). ``mode`` (the project's ``store_writes``; default: :func:`.store.store_writes`)
+    ``mlflow`` always answers None."""
+    if (mode or store_writes()) != "auto":
         return None
     if os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true"):
         return None  # workspace-scoped stores filter every query: MLflow's own client only

@@ -263,19 +263,8 @@ def verified_revision(version: str | None = None) -> str | None:
     return None
 
 
-_STORE_WRITES: dict[str, str] = {}
-
-
-def set_store_writes(path: Path, mode: str) -> None:
-    """Record a project's ``store_writes`` setting for the SQLite store at ``path``, for
-    :func:`.sqlite_client.open_client` in this process (:func:`.config.load_config` calls it)."""
-    if mode not in STORE_WRITES:
-        raise ValueError(f"store_writes must be one of {', '.join(STORE_WRITES)}, not {mode!r}")
-    _STORE_WRITES[os.path.realpath(path)] = mode
-
-
-def store_writes(path: Path) -> str:
-    """``auto`` or ``mlflow`` for the store at ``path``: the setting of the project that configured
-    it in this process, else the environment (:data:`STORE_WRITES_ENV`), else ``auto``."""
-    mode = _STORE_WRITES.get(os.path.realpath(path)) or os.environ.get(STORE_WRITES_ENV, "").strip() or "auto"
-    return mode if mode in STORE_WRITES else "mlflow"  # a word it does not know: the safe path
+def store_writes() -> str:
+    """``auto`` or ``mlflow`` where no project's setting is at hand: the environment
+    (:data:`STORE_WRITES_ENV`), else ``auto``; a word it does not know takes the safe path."""
+    mode = os.environ.get(STORE_WRITES_ENV, "").strip() or "auto"
+    return mode if mode in STORE_WRITES else "mlflow"

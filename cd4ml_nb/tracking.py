@@ -134,7 +134,7 @@ def run_client(project: Project):
     if path is not None and store.state(path) == "complete":
         from .sqlite_client import open_client
 
-        light = open_client(path, project.tracking_uri)
+        light = open_client(path, project.tracking_uri, project.config.store_writes)
         if light is not None:
             return light
     return client(project)
@@ -148,7 +148,7 @@ def read_client(project: Project):
     if path is not None and store.state(path) == "complete":
         from .sqlite_client import open_client
 
-        light = open_client(path, project.tracking_uri)
+        light = open_client(path, project.tracking_uri, project.config.store_writes)
         if light is not None:
             return light
     return client(project, create=False)

@@ -52,11 +52,14 @@ def here(repo, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _tracking_uri_restored():
-    """``mlflow.set_tracking_uri`` (which ``cd4ml_nb.track()`` calls in-process) also sets
-    ``MLFLOW_TRACKING_URI``: put the variable back after each test so it leaks into no later one."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    """``mlflow.set_tracking_uri`` and ``mlflow.set_experiment`` (which ``cd4ml_nb.track()`` calls
+    in-process) also set ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_ID``: put them back after
+    each test so they leak into no later one (a later kernel would log to that experiment)."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    before = {name: os.environ.get(name) for name in names}
     yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
