@@ -81,7 +81,7 @@ def read_baseline_file(path: Path, notebook: str, project: Project) -> Baseline:
 
 
 def write_baseline_file(path: Path, baseline: Baseline) -> None:
-    from .notebooks import write_atomic
+    from .files import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(baseline.to_file(), indent=2, sort_keys=False, allow_nan=True) + "\n")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import kernels, notebooks, pairing, params
+from . import files, kernels, notebooks, pairing, params
 from .cleanup import Removed, check_retention, last_change, remove_tree, tree_bytes
 from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, NotFound, TooLarge
 from .processes import launched_process, process_start
@@ -87,7 +87,7 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, data: dict) -> None:
-    notebooks.write_atomic(path, json.dumps(data, default=str))
+    files.write_atomic(path, json.dumps(data, default=str))
 
 
 def _confine(root: Path, user_path: str, *, allow_hidden: bool = False) -> Path:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
 
+from .files import fsync_dir, write_atomic
+
 SCHEME = "cd4ml-journal"
 JOURNAL = "journal.jsonl"
 MANIFEST = "manifest.json"
@@ -33,25 +35,9 @@ def folder_of(uri: str) -> Path:
     return Path(unquote(urlparse(uri).path))
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make the entries of ``folder`` (a rename, a new file) durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Atomically replace ``path`` with ``data`` as JSON: durable before the rename, and the rename
-    durable too (its folder is synced after it)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    """Atomically and durably replace ``path`` with ``data`` as JSON (the rename synced too)."""
+    write_atomic(path, json.dumps(data), durable=True)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

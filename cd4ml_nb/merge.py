@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import gitinfo
+from . import files, gitinfo
 from .exceptions import BadInput
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def merge_notebook(base: Path, ours: Path, theirs: Path, fmt: str, marker_size: 
         return MergeResult(1, "notebook conflict",
                            f"{conflicts} conflict(s) in the {fmt} text; the .ipynb is left as ours")
     result = combine(merged_text, fmt, base_nb, ours_nb, theirs_nb)
-    notebooks.write_atomic(ours, notebooks.ipynb_text(result))
+    files.write_atomic(ours, notebooks.ipynb_text(result))
     return MergeResult(0, "notebook", f"merged through {fmt}")
 
 

@@ -1,12 +1,11 @@
-"""Reading notebooks from either side of a pair, with one-line errors for bad files; the one atomic
-file writer (:func:`write_atomic`)."""
+"""Reading notebooks from either side of a pair, with one-line errors for bad files (written whole by
+:func:`.files.write_atomic`)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,36 +155,3 @@ def inputs_digest(node: Any) -> str:
         for cell in node.cells
     ]
     return hashlib.sha256(json.dumps(cells).encode("utf-8")).hexdigest()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) atomically: readers see the old or the new file, never half.
-
-    A new file gets the mode any editor would give it (``0666`` less the umask, e.g. ``0644``);
-    an existing file keeps its mode. The temporary file beside it is created by ``os.open`` with
-    ``0o666`` so that the kernel applies the umask (``mkstemp`` would make it ``0600``).
-    """
-    path = Path(path)
-    try:
-        mode: int | None = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = None
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:  # another writer's temporary file: pick another name
-            continue
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
-from . import gitinfo, history, kernels, notebooks
+from . import files, gitinfo, history, kernels, notebooks
 from .config import DEFAULT_FORMATS
 from .exceptions import BadInput, NotebookError, OutOfSync, PairConflict
 from .project import Project
@@ -183,12 +183,12 @@ def iter_candidates(paths: Iterable[Path], project: Project) -> Iterator[Path]:
             continue
         if not start.is_dir():
             raise BadInput(f"{start}: no such file or folder")
-        for folder, dirs, files in os.walk(start):
+        for folder, dirs, names in os.walk(start):
             here = Path(folder)
             dirs[:] = sorted(
                 d for d in dirs if d not in SKIP_DIRS and not d.startswith(".") and here / d not in skip
             )
-            for name in sorted(files):
+            for name in sorted(names):
                 if name.endswith((".ipynb", ".py")):
                     yield here / name
 
@@ -250,7 +250,7 @@ def _save_record(project: Project, pair: Pair, digest: str) -> None:
     project.ensure_state_dir()
     record = _load_record(project)
     record[project.relative(pair.ipynb)] = {"inputs": digest, "head": _checked_out(project)}
-    notebooks.write_atomic(_record_path(project), json.dumps(record, indent=1, sort_keys=True) + "\n")
+    files.write_atomic(_record_path(project), json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def _recorded(project: Project, pair: Pair) -> tuple[str | None, str | None]:
@@ -364,7 +364,7 @@ def _write(node: Any, path: Path, fmt: str) -> None:
     import jupytext
 
     text = notebooks.ipynb_text(node) if fmt == "ipynb" else jupytext.writes(node, fmt=fmt)
-    notebooks.write_atomic(path, text)
+    files.write_atomic(path, text)
 
 
 def _canonicalize_text(node: Any, pair: Pair) -> None:
@@ -377,7 +377,7 @@ def _canonicalize_text(node: Any, pair: Pair) -> None:
         return
     back = jupytext.reads(canonical, fmt=pair.text_format)
     if notebooks.inputs_digest(back) == notebooks.inputs_digest(node):
-        notebooks.write_atomic(pair.text, canonical)
+        files.write_atomic(pair.text, canonical)
 
 
 def _check_round_trip(node: Any, pair: Pair, project: Project, source: Path) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from . import history, kernels, notebooks, pairing, params, spool, tracking
+from . import files, history, kernels, notebooks, pairing, params, spool, tracking
 from .failures import Failure, Terminated, classify, kept_cells, with_kernel_words
 from .guard import Guard
 from .exceptions import Cd4mlError, TrackingError
@@ -239,9 +239,7 @@ class _Tracker(threading.Thread):
         except BaseException as e:  # reported to the kernel and re-raised in the main thread
             self.error = e
             payload = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}
-        tmp = self.plan.handoff.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, self.plan.handoff)
+        files.write_atomic(self.plan.handoff, json.dumps(payload))
         if self.error is not None and self.on_error is not None:
             self.on_error()
         if self.error is None and self.on_started is not None:

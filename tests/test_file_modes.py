@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from cd4ml_nb import notebooks, pairing
+from cd4ml_nb import files, pairing
 from cd4ml_nb.project import Project
 
 from nbfactory import init_repo, percent, write_ipynb
@@ -46,9 +46,9 @@ def test_pairing_creates_files_as_an_editor_would(tmp_path, umask):
 
 def test_the_atomic_writer(tmp_path, umask):
     path = tmp_path / "new.txt"
-    notebooks.write_atomic(path, "one")
+    files.write_atomic(path, "one")
     assert path.read_text() == "one" and mode(path) == 0o666 & ~umask
     os.chmod(path, 0o604)
-    notebooks.write_atomic(path, "two")
+    files.write_atomic(path, "two")
     assert path.read_text() == "two" and mode(path) == 0o604
     assert [p.name for p in tmp_path.iterdir()] == ["new.txt"]
