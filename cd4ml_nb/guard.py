@@ -3,10 +3,11 @@
 The owner (a ``cd4ml-nb run``, a sweep, a kernel under :func:`cd4ml_nb.track`) starts one guard
 and tells it, through a pipe, each run id it creates. When the owner has ended its runs it says
 ``done`` and the guard exits. If the owner dies first (SIGKILL, OOM, a killed kernel) the pipe
-reaches end-of-file at once and the guard sets every listed run that is still RUNNING to a
-terminal status — within seconds, on this host or any other, with no polling. The guard imports
-nothing heavy until it has to act, and lives in its own session so that a signal to the owner's
-process group does not take it down too.
+reaches end-of-file at once and the guard sets every listed run that is still RUNNING — and every
+RUNNING run tagged with the owner as its ``cd4ml.runner``, which covers a run created just before
+the owner died, before it could say so — to a terminal status: within seconds, on this host or any
+other, with no polling. The guard imports nothing heavy until it has to act, and lives in its own
+session so that a signal to the owner's process group does not take it down too.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 
 class Guard:
@@ -49,20 +51,52 @@ class Guard:
 
 
 def _end(tracking_uri: str, run_ids: list[str], status: str, reason: str, owner: str) -> None:
-    """End each listed run still RUNNING with ``status`` and the tags saying why (as ``end_run``)."""
+    """End each listed or owned run still RUNNING with ``status`` and the tags saying why (as ``end_run``).
+
+    The store may be busy (a SQLite file another process writes): each step is tried a few times.
+    """
     from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(tracking_uri=tracking_uri)
     message = f"the process that ran it ({owner}) ended without ending it"
-    for run_id in run_ids:
+    for run_id in dict.fromkeys([*run_ids, *_retried(lambda: _owned(c, owner), "search", [])]):
+        _retried(lambda: _end_one(c, run_id, status, [RunTag("cd4ml.status.reason", reason),
+                                                     RunTag("cd4ml.status.message", message)]), f"run {run_id}")
+
+
+def _owned(c, owner: str) -> list[str]:
+    """The RUNNING runs, in any experiment, whose ``cd4ml.runner`` tag names ``owner``."""
+    ids = [e.experiment_id for e in c.search_experiments()]
+    if not ids:
+        return []
+    found = c.search_runs(ids, filter_string=f"attributes.status = 'RUNNING' and tags.`cd4ml.runner` = '{owner}'",
+                          max_results=1000)
+    return [r.info.run_id for r in found]
+
+
+def _end_one(c, run_id: str, status: str, tags: list) -> None:
+    if c.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
+        c.log_batch(run_id, tags=tags)
+        c.set_terminated(run_id, status)
+
+
+def _retried(step, what: str, default=None, attempts: int = 5):
+    """``step()``, retried with back-off; after the last failure, say so on stderr and return ``default``."""
+    for attempt in range(attempts):
         try:
-            if c.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
-                c.log_batch(run_id, tags=[RunTag("cd4ml.status.reason", reason),
-                                          RunTag("cd4ml.status.message", message)])
-                c.set_terminated(run_id, status)
-        except Exception as e:  # one run that cannot be ended must not keep the others RUNNING
-            print(f"cd4ml-nb guard: run {run_id} could not be ended: {e}", file=sys.stderr)
+            return step()
+        except Exception as e:  # a busy or briefly unreachable store: try again, then report
+            if attempt == attempts - 1:
+                print(f"cd4ml-nb guard: {what} failed: {e}", file=sys.stderr)
+                return default
+            time.sleep(0.5 * 2 ** attempt)
+
+
+def _store_exists(tracking_uri: str) -> bool:
+    """False only for a local SQLite store that was never created (the guard creates no store)."""
+    prefix = "sqlite:///"
+    return not tracking_uri.startswith(prefix) or os.path.exists(tracking_uri[len(prefix):])
 
 
 def main(argv: list[str]) -> int:
@@ -74,7 +108,7 @@ def main(argv: list[str]) -> int:
             return 0
         if word == "run" and value:
             run_ids.append(value)
-    if run_ids:  # end of input without "done": the owner died
+    if run_ids or _store_exists(tracking_uri):  # end of input without "done": the owner died
         _end(tracking_uri, run_ids, status, reason, owner)
     return 0
 

@@ -89,6 +89,39 @@ def test_runner_killed_mid_run_ends_its_run(repo, tmp_path):
         end_kernel(marker)
 
 
+# An owner that starts its guard, creates a run tagged as its own, and dies before telling the guard.
+DIES_BEFORE_TELLING = """
+import os, socket, sys
+from mlflow.tracking import MlflowClient
+from cd4ml_nb.guard import Guard
+uri = sys.argv[1]
+guard = Guard(uri)
+c = MlflowClient(tracking_uri=uri)
+run = c.create_run(c.create_experiment("owned"), tags={"cd4ml.runner": f"{socket.gethostname()}:{os.getpid()}"})
+other = c.create_run(c.get_experiment_by_name("owned").experiment_id, tags={"cd4ml.runner": "elsewhere:1"})
+print(run.info.run_id, other.info.run_id, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_runner_killed_between_creating_its_run_and_telling_the_guard_ends_it(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", DIES_BEFORE_TELLING, uri], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        owned, other = proc.stdout.readline().split()
+        proc.kill()
+        proc.wait(timeout=60)
+        from mlflow.tracking import MlflowClient
+
+        c = MlflowClient(tracking_uri=uri)
+        wait_until(lambda: c.get_run(owned).info.status == "FAILED", 120, "the owned run ending FAILED")
+        assert c.get_run(owned).data.tags["cd4ml.status.reason"] == "orphaned"
+        assert c.get_run(other).info.status == "RUNNING"  # another owner's run is not touched
+    finally:
+        proc.kill()
+
+
 def test_nbval_run_of_a_tracked_notebook_ends_with_the_notebook_named(repo):
     done = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
                            "tracked.ipynb"], cwd=repo, capture_output=True, text=True, timeout=600)
