@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -139,12 +140,29 @@ def end_processes(procs: list, timeout: float = 20) -> None:
     psutil.wait_procs(left, timeout=timeout)
 
 
-def mlflow_server(repo: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` started through `cd4ml-nb server` (its own process group), ready."""
-    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1"],
-                            cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def mlflow_server(repo: Path, port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """A real `mlflow server` started through `cd4ml-nb server` (its own process group), ready.
+
+    Its store is the server's default SQLite file, or — with ``CD4ML_NB_TEST_TEAM_BACKEND=postgres``
+    — a PostgreSQL database of its own, named after ``repo`` so that a restart finds the same one,
+    handed over in ``MLFLOW_BACKEND_STORE_URI`` (a password is never on a command line). ``args``
+    are more `cd4ml-nb server` options; ``env`` more variables.
+    """
+    env = {**os.environ, **(env or {})}
+    if team_backend() == "postgres":
+        import pgcluster
+
+        env["MLFLOW_BACKEND_STORE_URI"] = pgcluster.database("t" + hashlib.sha1(str(repo).encode()).hexdigest()[:16])
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1",
+                             *args], cwd=repo, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
     return proc
+
+
+def team_backend() -> str:
+    """The store behind the team-mode tests' servers: ``sqlite`` (default) or ``postgres``."""
+    return os.environ.get("CD4ML_NB_TEST_TEAM_BACKEND", "sqlite")
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     project = project_at(".")
     folder = project.ensure_state_dir() / "server"
     folder.mkdir(exist_ok=True)
-    backend = args.backend_store_uri or store.uri_of(folder / "mlflow.db")
+    backend = args.backend_store_uri or os.environ.get("MLFLOW_BACKEND_STORE_URI") or store.uri_of(folder / "mlflow.db")
     artifacts = Path(args.artifacts or folder / "artifacts").resolve()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", args.host,
