@@ -74,10 +74,32 @@ class Key:
                 INPUTS: _json(dict(self.inputs)), ENV: self.env}
 
 
-def environment_of(kernel: str) -> str:
-    """The environment fingerprint of a kernel (as ``cd4ml.env.hash`` records it)."""
-    from .axes import environment, environment_hash
+def _installed() -> str:
+    """Python and the distributions on ``sys.path`` (their ``*.dist-info`` folders name each version),
+    read from the folder listings: what :func:`.axes.describe_interpreter` reads from each
+    distribution's metadata, at a hundredth of the cost."""
+    import os
+    import platform
+    import sys
 
+    names: set[str] = set()
+    for entry in dict.fromkeys(sys.path):
+        try:
+            names.update(n.lower() for n in os.listdir(entry or ".") if n.endswith((".dist-info", ".egg-info")))
+        except OSError:  # a sys.path entry that is no folder (a zip) or is gone: nothing installed there
+            continue
+    text = _json([platform.python_implementation(), platform.python_version(), sorted(names)])
+    return "local:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def environment_of(kernel: str) -> str:
+    """The environment fingerprint of a kernel: its Python and installed distributions. A kernel on
+    this interpreter is read from the folders; another interpreter as ``cd4ml.env.hash`` records it."""
+    from .axes import environment, environment_hash, is_this_interpreter, kernel_interpreter
+
+    interp = kernel_interpreter(kernel)
+    if interp.problem is None and interp.executable and is_this_interpreter(interp.executable):
+        return _installed()
     return environment_hash({**environment(kernel), "kernel": kernel})
 
 

@@ -537,6 +537,25 @@ class SqliteClient:
     def set_tag(self, run_id: str, key: str, value: Any) -> None:
         self.log_batch(run_id, tags=[Tag(key, str(value))])
 
+    def copy_metrics(self, run_id: str, metrics: dict[str, float], timestamp: int | None = None) -> None:
+        """One point (step 0) per metric into a run that has none yet, the rows ``MlflowClient.log_batch``
+        writes (``metrics`` and ``latest_metrics``): a cached pipeline step copies its source's metrics."""
+        stamp = timestamp or _now()
+        rows = []
+        for key, value in sorted(metrics.items()):
+            nan = value != value
+            finite = 0.0 if nan else max(min(float(value), 1.7976931348623157e308), -1.7976931348623157e308)
+            rows.append((key, finite, stamp, run_id, 0, int(nan)))
+
+        def work(db):
+            self._active_run(db, run_id)
+            db.executemany("INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO latest_metrics (key, value, timestamp, run_uuid, step, is_nan) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+        self._write(work)
+
     # --- artifacts and models -----------------------------------------------------------------
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:

@@ -51,8 +51,11 @@ def cmd_pipeline_status(args: argparse.Namespace) -> int:
         say(json.dumps({"file": pipe.file, "steps": [vars(s) | {"after": list(s.after)} for s in found]}, indent=2))
         return 0
     for s in found:
-        after = f" (after {', '.join(s.after)} runs, if its outputs change)" if s.after else ""
-        say(f"{s.step}: {s.reason}{after}" if s.up_to_date else f"{s.step}: would run: {s.reason}{after}")
+        if s.up_to_date:
+            after = f", unless {', '.join(s.after)} (which run first) write different outputs" if s.after else ""
+            say(f"{s.step}: {s.reason}{after}")
+        else:
+            say(f"{s.step}: would run: {s.reason}")
     stale = [s.step for s in found if not s.up_to_date]
     say(f"{len(found) - len(stale)} of {len(found)} step(s) up to date"
         + (f"; `cd4ml-nb pipeline run` executes {', '.join(stale)}" if stale else ""))
