@@ -217,3 +217,31 @@ def test_a_parameter_of_no_step_is_refused(repo, marks, capsys):
     assert main(["pipeline", "run", "-p", "prep.rows", "many"]) == 2
     assert "step 'prep': prep.ipynb: rows='many' does not fit int" in capsys.readouterr().err
     assert marks() == []
+
+
+def test_copied_metrics_are_the_rows_mlflow_writes(repo):
+    import sqlite3
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from cd4ml_nb.sqlite_client import open_client
+
+    path = repo / ".cd4ml" / "mlflow.db"
+    light = open_client(path, f"sqlite:///{path}")
+    if light is None:
+        pytest.skip("the light client is not verified for the installed MLflow")
+    c = MlflowClient(f"sqlite:///{path}")
+    experiment = c.create_experiment("copied-metrics")
+    by_mlflow, copied = (c.create_run(experiment).info.run_id for _ in range(2))
+    metrics = {"score": 0.25, "nan": float("nan"), "huge": float("inf"), "low": float("-inf")}
+    c.log_batch(by_mlflow, metrics=[Metric(k, v, 1234, 0) for k, v in metrics.items()])
+    light.copy_metrics(copied, metrics, 1234)
+    db = sqlite3.connect(path)
+
+    def rows(table: str, run_id: str):
+        return sorted(db.execute(f"SELECT key, value, timestamp, step, is_nan FROM {table} WHERE run_uuid = ?",
+                                 (run_id,)).fetchall())
+
+    for table in ("metrics", "latest_metrics"):
+        assert rows(table, copied) == rows(table, by_mlflow) != []
