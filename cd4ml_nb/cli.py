@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from . import __version__
 from .commands import assess, ci, pairs, runs, serve
 from .exceptions import Cd4mlError, PairConflict
+from .team_server import access_denied
 
 EPILOG = """\
 exit codes: 0 ok, 1 a check or run failed, 2 bad input, 130 interrupted; `ci` names the step that
@@ -54,10 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except Cd4mlError as e:
+        e = access_denied(e) or e  # a 401/403 wrapped in a TrackingError is still the credentials
         print(f"cd4ml-nb: error: {e}", file=sys.stderr)
         if isinstance(e, PairConflict) and e.diff:
             print(e.diff, file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # MLflow's 401/403 from a team server: one line, exit 2; anything else raises
+        denied = access_denied(e)
+        if denied is None:
+            raise
+        print(f"cd4ml-nb: error: {denied}", file=sys.stderr)
+        return denied.exit_code
     except KeyboardInterrupt:
         print("cd4ml-nb: interrupted", file=sys.stderr)
         return 130

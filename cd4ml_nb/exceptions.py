@@ -70,6 +70,12 @@ class Conflict(Cd4mlError):
     http_status = 409
 
 
+class AccessDenied(BadInput):
+    """A tracking server refused the request: no credentials, wrong ones, or no permission."""
+
+    http_status = 403
+
+
 class TooLarge(BadInput):
     """A request body or value is over its configured size limit."""
 

@@ -318,6 +318,9 @@ def run_notebook(
         warn(f"{git.root}: no commit yet: the run gets no commit tag")
     experiment = options.experiment or tracking.experiment_name(project, git)
     tracking.check_store(project)
+    from . import team_server
+
+    team_server.check_access(project.tracking_uri, project.config.health_timeout)  # 401/403: exit 2, no run
 
     import nbformat
     import papermill

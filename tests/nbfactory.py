@@ -140,22 +140,30 @@ def end_processes(procs: list, timeout: float = 20) -> None:
     psutil.wait_procs(left, timeout=timeout)
 
 
-def mlflow_server(repo: Path, port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
+def mlflow_server(repo: Path, port: int, *args: str, env: dict | None = None,
+                  output: Path | None = None) -> subprocess.Popen:
     """A real `mlflow server` started through `cd4ml-nb server` (its own process group), ready.
 
     Its store is the server's default SQLite file, or — with ``CD4ML_NB_TEST_TEAM_BACKEND=postgres``
     — a PostgreSQL database of its own, named after ``repo`` so that a restart finds the same one,
     handed over in ``MLFLOW_BACKEND_STORE_URI`` (a password is never on a command line). ``args``
-    are more `cd4ml-nb server` options; ``env`` more variables.
+    are more `cd4ml-nb server` options (``--auth``); ``env`` more variables; ``output`` a file for
+    what the command and MLflow print (else discarded). The server runs this source tree's code.
     """
     env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
+                                                      env.get("PYTHONPATH")]))
     if team_backend() == "postgres":
         import pgcluster
 
         env["MLFLOW_BACKEND_STORE_URI"] = pgcluster.database("t" + hashlib.sha1(str(repo).encode()).hexdigest()[:16])
-    proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1",
-                             *args], cwd=repo, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    sink = open(output, "ab") if output else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "server", "--port", str(port), "--workers", "1",
+                                 *args], cwd=repo, env=env, start_new_session=True, stdout=sink, stderr=sink)
+    finally:
+        if output:
+            sink.close()
     wait_http(f"http://127.0.0.1:{port}/health", proc=proc)
     return proc
 
