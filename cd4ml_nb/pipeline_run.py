@@ -143,6 +143,7 @@ class _PipelineRun:
         self.lookup = _experiment_ids(self.c, project, self.experiment)
         self.parent_id = ""
         self.guard = None
+        self.created: list[str] = []  # every child run, so that none stays RUNNING
 
     # --- runs ---------------------------------------------------------------------------------
 
@@ -165,6 +166,7 @@ class _PipelineRun:
         tags = {**tracking.provenance_tags(self.project, self.git, step.identity),
                 **history.run_tags(step.identity, step.notebook, history.STEP), **self.step_tags(step), **extra}
         run_id = tracking.create_run(self.c, self.experiment_id, step.name, tags, step.parameters).info.run_id
+        self.created.append(run_id)
         self.guard.add(run_id)
         return run_id
 
@@ -220,7 +222,8 @@ class _PipelineRun:
             self.record(StepResult(step.name, "FAILED", run_id, error=message, seconds=seconds))
             return
         status, error = result.status, result.error
-        if result.spooled:
+        if result.spooled:  # the journal ends the run on the server once uploaded
+            self.created.remove(run_id)
             status, error = "FAILED", f"its journal is pending in {result.spooled} (`cd4ml-nb runs sync`)"
         elif status == "FINISHED":
             outputs = cache.outputs_of(self.project.root, step.outputs)
@@ -295,10 +298,9 @@ class _PipelineRun:
         from .runner import signals_ignored
 
         with signals_ignored():
-            for result in self.results.values():
-                if result.run_id and result.status != "FINISHED":
-                    self.end_if_running(result.run_id, "KILLED" if interrupted else "FAILED",
-                                        {tracking.REASON: "cancelled" if interrupted else "error"})
+            for run_id in self.created:  # a step whose thread did not end, or whose end was not recorded
+                self.end_if_running(run_id, "KILLED" if interrupted else "FAILED",
+                                    {tracking.REASON: "cancelled" if interrupted else "error"})
             counts = {"executed": sum(r.status == "FINISHED" and not r.cache_hit for r in self.results.values()),
                       "cache_hits": sum(bool(r.cache_hit) for r in self.results.values()),
                       "failed": sum(r.status in ("FAILED", "KILLED") for r in self.results.values()),
