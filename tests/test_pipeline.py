@@ -139,6 +139,10 @@ def test_unchanged_run_starts_no_kernel(repo, marks, capsys):
     assert parent.info.status == "FINISHED" and parent.data.tags["cd4ml.pipeline.cache_hits"] == "3"
     assert {n: k.data.tags["cd4ml.cache.hit"] for n, k in kids.items()} == {n: s["cache_hit"] for n, s in first.items()}
     assert kids["evaluate"].data.metrics["score"] == len("depth=3 n=5")  # copied from the run it stands for
+    assert main(["pipeline", "status", "--json"]) == 0
+    assert [s["up_to_date"] for s in json.loads(capsys.readouterr().out)["steps"]] == [True] * 3
+    code, result = run_json(capsys, "train")  # a step and what it needs
+    assert code == 0 and [s["step"] for s in result["steps"]] == ["prep", "train"] and marks() == []
 
 
 def test_editing_train_reruns_train_and_evaluate(repo, marks, capsys):
