@@ -17,6 +17,9 @@ as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharin
   so concurrent runs (sweeps, Lab jobs, CI) can pick the same port and a kernel dies at start;
   ipykernel 7 also warns on every TCP start. Other kernel commands keep TCP (a wrapper such as
   ``docker run`` may start the kernel where the folder is not; not every kernel implements IPC).
+- once the last cell has executed, the kernel is shut down without jupyter_client's interrupt first,
+  which could land inside the handler of papermill's last request and log a ``KeyboardInterrupt``
+  in a run that succeeded (a run stopped mid-cell is still interrupted first);
 - the kernel's standard error goes to a log file (``Hooks.kernel_log``, in the run's folder), not
   to the user's terminal: an ipykernel shut down in the middle of a cell (Ctrl-C, SIGTERM, a
   cancelled job) prints tracebacks there (``ZMQError: Socket operation on non-socket``) about
@@ -107,6 +110,7 @@ class Engine(NBClientEngine):
         managers: list = []
         sockets: list[str] = []  # private folders of this run's IPC kernels
         logs: list = []  # open kernel_log files, closed when the execution ends
+        completed: list = []  # not empty once the last cell has executed
 
         from jupyter_client.manager import AsyncKernelManager
 
@@ -124,10 +128,25 @@ class Engine(NBClientEngine):
                     kw["stderr"] = logs[-1]
                 await super().start_kernel(**kw)
 
+            async def shutdown_kernel(self, now: bool = False, restart: bool = False):
+                self.quiet_end = not now and bool(completed)
+                await super().shutdown_kernel(now=now, restart=restart)
+
+            async def _async_interrupt_kernel(self):
+                # jupyter_client interrupts a kernel before every shutdown. After the last cell the
+                # kernel is idle, or still inside the handler of papermill's last request, where the
+                # SIGINT makes it log "KeyboardInterrupt caught in kernel." in a run that succeeded:
+                # then the shutdown request alone ends it. A run stopped mid-cell keeps the interrupt.
+                if getattr(self, "quiet_end", False) and self.shutting_down:
+                    return
+                await super()._async_interrupt_kernel()
+
         async def on_notebook_start(notebook):
             await hooks._started(managers[-1], total)
 
         def on_cell_executed(cell, cell_index, execute_reply):
+            if cell_index + 1 == total:
+                completed.append(True)
             if hooks.on_progress is not None:
                 hooks.on_progress(cell_index + 1, total)
 

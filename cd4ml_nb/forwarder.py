@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import tracking
-from .exceptions import TrackingError
-from .journal_folder import (ARTIFACTS, END, JOURNAL, MANIFEST, STATE, is_held, lock, quarantine, read_json, records,
-                             refused, settle, write_json)
+from . import tracking, uploads
+from .answers import Backoff, Refused, ServerUnreachable, meaning
+from .journal_folder import (ARTIFACTS, END, JOURNAL, MANIFEST, STATE, is_held, lock_writer, quarantine, read_json,
+                             records, refused, settle, write_json)
 
 # MLflow's log_batch limits (mlflow.utils.validation), and journal bytes per batch well under the
 # server's 1 MB request limit.
@@ -24,48 +22,9 @@ MODEL_TAG = "cd4ml.journal.model_id"  # on a server model: the journal's id of i
 TEST_CRASH_AFTER = "CD4ML_JOURNAL_TEST_CRASH_AFTER"  # test hook: SIGKILL itself after N sent batches, unacked
 TEST_BATCH = "CD4ML_JOURNAL_TEST_BATCH"  # test hook: records per batch
 Item = tuple[int, int, dict]  # (offset, next offset, record) of the journal
-
-
-class ServerUnreachable(TrackingError):
-    """The server did not take a request for a reason that is not the request's (no answer, 5xx, 408,
-    429, 401/403, an answer that is not MLflow's): try again later, after ``retry_after`` seconds when
-    it said so."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Refused(TrackingError):
-    """The server refused a request for good (a 4xx with MLflow's error about the request itself, e.g.
-    INVALID_PARAMETER_VALUE); ``code`` is MLflow's error code."""
-
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class Backoff:
-    """Delays between tries while a server does not answer: ``first``, doubling up to ``cap`` seconds,
-    each shortened at random by up to ``jitter`` of itself (runners that lost one server do not retry
-    in step); a server's ``Retry-After`` is honoured up to the cap."""
-
-    first: float = 0.5
-    cap: float = 10.0
-    jitter: float = 0.5
-    _base: float = field(default=0.0, init=False, repr=False)
-
-    def next(self, retry_after: float | None = None) -> float:
-        """The delay before the next try."""
-        base = min(self._base or self.first, self.cap)
-        self._base = min(base * 2, self.cap)
-        delay = base * (1 - random.uniform(0, self.jitter))
-        return min(max(delay, retry_after or 0.0), self.cap)
-
-    def reset(self) -> None:
-        """Start from ``first`` again (after a success)."""
-        self._base = 0.0
+# Tags that say why a run ended: another path's are cleared when the recorded end is set.
+ENDING_TAGS = (tracking.REASON, "cd4ml.status.message", tracking.FAILED_CELL, tracking.FAILED_ENAME,
+               tracking.FAILED_EVALUE)
 
 
 def _finite(value: float) -> float | str:
@@ -75,18 +34,6 @@ def _finite(value: float) -> float | str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     return value
-
-
-def _meaning(error: Exception) -> TrackingError:
-    """What an exception of MLflow's client means: Refused for a 4xx about the request, else unreachable."""
-    from mlflow.exceptions import RestException
-
-    message = (str(error).splitlines() or [type(error).__name__])[0]
-    if isinstance(error, RestException):
-        status = error.get_http_status_code()
-        if 400 <= status < 500 and status not in (401, 403, 408, 429):
-            return Refused(message, error.error_code)
-    return ServerUnreachable(message)
 
 
 class Forwarder:
@@ -117,16 +64,23 @@ class Forwarder:
         self._lock_fd: int | None = held
         self._sent = 0
         self._client = None
+        self._artifacts_repo = None  # the server run's own artifact repository (uploads.repository)
         self._batch = int(os.environ.get(TEST_BATCH) or BATCH_TOTAL)
         self._crash_after = int(os.environ.get(TEST_CRASH_AFTER) or 0)
 
     # locking ---------------------------------------------------------------------------------
 
     def acquire(self) -> bool:
-        """Become the journal's one forwarder; False when another process is."""
+        """Become the journal's one forwarder (waiting for readers' instants); False when another
+        process is."""
         if self._lock_fd is None:
-            self._lock_fd = lock(self.folder)
+            self._lock_fd = lock_writer(self.folder)
         return self._lock_fd is not None
+
+    def hand_over(self) -> int | None:
+        """Give the held lock to the caller (who closes it): the journal is never unlocked in between."""
+        fd, self._lock_fd = self._lock_fd, None
+        return fd
 
     def release(self) -> None:
         """Stop being the journal's forwarder."""
@@ -170,13 +124,15 @@ class Forwarder:
 
     @contextmanager
     def _answered(self) -> Iterator[None]:
-        """Calls through MLflow's client: its errors as Refused or ServerUnreachable."""
+        """Calls through MLflow's client or an artifact repository: their errors as Refused or
+        ServerUnreachable."""
         from mlflow.exceptions import MlflowException
+        from requests import RequestException
 
         try:
             yield
-        except MlflowException as e:
-            raise _meaning(e) from None
+        except (MlflowException, RequestException) as e:
+            raise meaning(e) from None
 
     @property
     def client(self):
@@ -410,7 +366,7 @@ class Forwarder:
             if t == "mf":
                 local = self.folder / "models" / r["id"] / "artifacts"
                 if r["status"] == "READY" and local.is_dir() and any(local.iterdir()):
-                    self.client.log_model_artifacts(mid, str(local))
+                    self._upload_model(mid, local)
                 self.client.finalize_logged_model(mid, getattr(LoggedModelStatus, r["status"]))
             elif t == "mt":
                 self.client.set_logged_model_tags(mid, r["tags"])
@@ -421,6 +377,14 @@ class Forwarder:
                     params = {k: v for k, v in params.items() if have.get(k) != v}
                 if params:
                     self.client.log_model_params(mid, params)
+
+    def _upload_model(self, mid: str, local: Path) -> None:
+        """A model's files, into the server model's own artifact store, verified there."""
+        repo = uploads.repository(self.client.get_logged_model(mid).artifact_location, self.server_uri)
+        missing = uploads.upload_tree(repo, local)
+        if missing:
+            raise ServerUnreachable(f"model {mid}: {len(missing)} file(s) not on the server whole after the upload "
+                                    f"({', '.join(missing[:3])})")
 
     def _log_inputs(self, r: dict, doubt: bool) -> None:
         from mlflow.entities import DatasetInput, LoggedModelInput
@@ -483,16 +447,30 @@ class Forwarder:
         self._seen = files
         if not todo:
             return
-        self.server_run()
+        run = self.server_run()
         root = self.folder / ARTIFACTS
+        sent: dict[str, int] = {}
+        with self._answered():
+            if self._artifacts_repo is None:
+                self._artifacts_repo = uploads.repository(run["info"]["artifact_uri"], self.server_uri)
         for rel in sorted(todo):
             try:
                 with self._answered():
-                    self.client.log_artifact(self.run_id, str(root / rel), os.path.dirname(rel) or None)
+                    uploads.upload_file(self._artifacts_repo, root / rel, rel)
+                sent[rel] = files[rel][0]
             except Refused as e:
                 quarantine(self.folder, f"artifact:{rel}", {"t": "artifact", "path": rel}, str(e))
+                done[rel] = list(files[rel])
+                self._save()
+        with self._answered():
+            whole = uploads.arrived(self._artifacts_repo, sent) if sent else set()
+        for rel in whole:
             done[rel] = list(files[rel])
-            self._save()
+        self._save()
+        if len(whole) < len(sent):
+            missing = sorted(set(sent) - whole)
+            raise ServerUnreachable(f"{len(missing)} artifact(s) not on the server whole after the upload "
+                                    f"({', '.join(missing[:3])}): sent again on the next pass")
 
     # ending ----------------------------------------------------------------------------------
 
@@ -515,10 +493,11 @@ class Forwarder:
             else:
                 self._end_run(None, counted)
             return
-        if status != "RUNNING" and tags.get(tracking.REASON) == "orphaned":
-            self._end_run(None, {"cd4ml.orphan_verdict": tags.get("cd4ml.status.message", "orphaned")})
-            for key in (tracking.REASON, "cd4ml.status.message"):
-                if key not in ended["tags"]:
+        if status != "RUNNING":  # ended meanwhile by another path: the recorded end is the true one
+            if tags.get(tracking.REASON) == "orphaned":
+                self._end_run(None, {"cd4ml.orphan_verdict": tags.get("cd4ml.status.message", "orphaned")})
+            for key in ENDING_TAGS:  # the other path's reason, unless the true end has one
+                if key in tags and key not in ended["tags"]:
                     self._delete("/api/2.0/mlflow/runs/delete-tag", {"run_id": self.run_id, "key": key})
         self._end_run(ended["status"], {**ended["tags"], **counted})
 
@@ -532,22 +511,50 @@ class Forwarder:
                                                         "end_time": int(time.time() * 1000)})
 
 
-def complete(folder: Path, timeout: float = 10.0, on_error: Callable[[str], None] | None = None) -> bool:
-    """Upload a journal that no runner holds, end its run and remove it (keeping what the server
-    refused); False when it stays pending (server unreachable, or a live runner holds it)."""
-    fw = Forwarder(folder, timeout=timeout)
-    if not fw.acquire():
-        return False
+def complete(folder: Path, timeout: float = 10.0, on_error: Callable[[str], None] | None = None,
+             held: int | None = None, patience: float = 0.0) -> bool:
+    """Upload a journal, end its run and remove it (keeping what the server refused); False when it
+    stays pending: a live runner or sync holds it, or the server did not take it within ``patience``
+    seconds (retried with back-off meanwhile, unless nothing listens at its address). Every reason it
+    stays pending is told to ``on_error``. ``held``: the journal's lock, already held by the caller
+    (a runner, from its live forwarder on): it is closed here."""
+    if held is None:
+        held = lock_writer(folder)
+        if held is None:
+            if on_error and (folder / JOURNAL).exists():
+                on_error(f"{folder}: another process (a runner or a sync) is uploading this journal now")
+            return not (folder / JOURNAL).exists()  # uploaded meanwhile by that process: done
+        if not (folder / JOURNAL).exists():  # uploaded and settled meanwhile (only refused records left)
+            os.close(held)
+            return True
+    fw = Forwarder(folder, timeout=timeout, held=held)
+    deadline, backoff = time.monotonic() + patience, Backoff(cap=5.0)
     try:
-        for _ in range(3):  # a kernel that outlived its runner may still be appending
-            if fw.step(final=True):
+        while True:
+            try:
+                _upload_and_end(fw)
                 break
-        fw.end()
-    except (ServerUnreachable, Refused) as e:
-        if on_error:
-            on_error(f"{fw.server_uri}: {e}")
-        return False
+            except ServerUnreachable as e:
+                delay = backoff.next(e.retry_after)
+                if e.down or time.monotonic() + delay > deadline:
+                    if on_error:
+                        on_error(f"{fw.server_uri}: {e}")
+                    return False
+                time.sleep(delay)
+            except Refused as e:
+                if on_error:
+                    on_error(f"{fw.server_uri}: {e}")
+                return False
+        settle(folder)  # before the lock goes: no sync ever finds a journal whose run has ended
     finally:
         fw.release()
-    settle(folder)
     return True
+
+
+def _upload_and_end(fw: Forwarder) -> None:
+    for _ in range(3):  # a kernel that outlived its runner may still be appending
+        if fw.step(final=True):
+            break
+    else:
+        raise ServerUnreachable("the journal grew or its artifacts changed during 3 passes: still pending")
+    fw.end()

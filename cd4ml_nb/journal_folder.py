@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
@@ -49,21 +50,49 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def lock(folder: Path, block: bool = False) -> int | None:
-    """An open, ``flock``-ed file descriptor on the journal's lock; None when another process holds it."""
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    """An open, exclusively ``flock``-ed file descriptor on the journal's lock (a writer: a runner, a
+    sync); None when another process holds it, or when the journal is gone (uploaded and removed)."""
+    return _flock(folder, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+
+
+def _flock(folder: Path, how: int, create: bool = False) -> int | None:
+    """The lock file, opened and ``flock``-ed; only :func:`create` makes it (anyone else re-making it in a
+    folder being removed would leave a stray folder, and a lock on a file nobody else shares)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        fd = os.open(folder / LOCK, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, how)
     except BlockingIOError:
         os.close(fd)
         return None
     return fd
 
 
+def lock_writer(folder: Path, patience: float = 2.0) -> int | None:
+    """:func:`lock` for a writer that may meet readers: while only readers hold the lock (shared, for an
+    instant each, :func:`is_held`) wait for them up to ``patience`` seconds; None at once when a writer
+    holds it (a runner forwarding, a sync)."""
+    deadline = time.monotonic() + patience
+    while True:
+        fd = lock(folder)
+        if fd is not None:
+            return fd
+        if not (folder / LOCK).exists() or is_held(folder) or time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+
+
 def is_held(folder: Path) -> bool:
-    """Whether a process (a runner, a sync) holds the journal's lock now."""
-    fd = lock(folder)
+    """Whether a writer (a runner, a sync) holds the journal's lock now. A reader's check: it takes the
+    lock *shared* for an instant, so readers never exclude each other, and a writer that meets one
+    waits for it (:func:`lock_writer`)."""
+    if not (folder / LOCK).exists():
+        return False
+    fd = _flock(folder, fcntl.LOCK_SH | fcntl.LOCK_NB)
     if fd is None:
-        return True
+        return (folder / LOCK).exists()  # gone meanwhile: nobody holds it
     os.close(fd)
     return False
 
@@ -74,7 +103,7 @@ def create(folder: Path, server_uri: str, run, experiment_name: str | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ARTIFACTS).mkdir(exist_ok=True)
     (folder / JOURNAL).touch()
-    held = lock(folder)
+    held = _flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB, create=True)
     info = run.info
     write_json(folder / MANIFEST, {
         "server_uri": server_uri, "run_id": info.run_id, "experiment_id": info.experiment_id,
@@ -172,3 +201,14 @@ def settle(folder: Path) -> None:
 def is_settled(folder: Path) -> bool:
     """Whether a journal folder holds only what its server refused (the rest is on the server)."""
     return (folder / MANIFEST).is_file() and not (folder / JOURNAL).exists()
+
+
+def pending_run_ids(spool: Path) -> set[str]:
+    """The server runs whose journal, in a folder of ``spool``, is not yet wholly on the server: their
+    end is the journal's to set (a runner's, or ``runs sync``'s), never an orphan verdict's."""
+    found = set()
+    for folder in spool.iterdir() if spool.is_dir() else ():
+        manifest = read_json(folder / MANIFEST)
+        if manifest and not is_settled(folder):
+            found.add(manifest["run_id"])
+    return found

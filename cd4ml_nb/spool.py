@@ -24,6 +24,7 @@ from .project import Project
 
 LIVE_INTERVAL = 0.5  # seconds between two sends while the notebook runs
 MAX_BACKOFF = 10.0  # at most this many seconds between tries while the server does not answer
+FINISH_PATIENCE = 30.0  # a runner retries its journal's end this long while the server answers errors
 
 
 class LiveForwarder(threading.Thread):
@@ -49,11 +50,12 @@ class LiveForwarder(threading.Thread):
             except Exception as e:  # an unexpected answer: keep the journal, try again
                 self.error, delay = f"{type(e).__name__}: {e}", backoff.next()
 
-    def stop(self) -> None:
-        """Stop forwarding (after the pass under way) and release the journal's lock."""
+    def stop(self) -> int | None:
+        """Stop forwarding (after the pass under way); returns the journal's lock, still held, for the
+        caller to complete the journal with (no other process can take it in between)."""
         self._halt.set()
         self.join()
-        self.forwarder.release()
+        return self.forwarder.hand_over()
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,17 @@ def spool_client(spool: Spool):
 
 def finish(spool: Spool, status: str, tags: dict[str, Any], timeout: float,
            warn: Callable[[str], None] | None = None) -> bool:
-    """Record the run's true ending, send the rest and end the server run; False (folder kept for
-    ``runs sync``) when the server does not answer."""
+    """Record the run's true ending, send the rest and end the server run, retrying for up to
+    FINISH_PATIENCE seconds while the server answers with errors; False (folder kept for ``runs sync``,
+    the reason told to ``warn``) when it still does not take it. The journal stays locked by this
+    runner from its creation to its end: a reader never stands in the way."""
     from . import journal
 
     journal_folder.write_json(spool.folder / journal_folder.END, {
         "status": status, "tags": {k: str(v) for k, v in tags.items() if v is not None}})
-    spool.live.stop()
+    held = spool.live.stop()
     journal.forget(spool.uri)
-    return forwarder.complete(spool.folder, timeout, warn)
+    return forwarder.complete(spool.folder, timeout, warn, held=held, patience=max(FINISH_PATIENCE, timeout))
 
 
 def pending(project: Project) -> list[Pending]:

@@ -56,9 +56,11 @@ class Plan:
 class TrialResult:
     trial: Trial
     run_id: str
-    status: str  # FINISHED, FAILED, KILLED
+    status: str  # as the server holds it: FINISHED, FAILED, KILLED; RUNNING while its journal is pending
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    pending: str | None = None  # the trial's journal folder, not yet wholly on the server
+    warnings: tuple[str, ...] = ()  # what its run warned about
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,20 @@ def execute_trial(root: str, notebook: str, values: dict[str, Any], run_id: str,
     run = c.get_run(run_id)
     if run.info.status == "FINISHED":  # a duplicate execution of a trial that completed
         return {"run_id": run_id, "status": "FINISHED", "metrics": dict(run.data.metrics), "error": None}
+    warnings: list[str] = []
     result = run_notebook(Path(root) / notebook, values, project=project,
                           options=RunOptions(progress=False, run_id=run_id, extra_tags=extra_tags, html=False),
-                          callbacks=Callbacks(cancel=cancel, warn=lambda message: None))
-    return {"run_id": run_id, "status": result.status, "metrics": result.metrics, "error": result.error}
+                          callbacks=Callbacks(cancel=cancel, warn=warnings.append))
+    outcome = {"run_id": run_id, "status": result.status, "metrics": result.metrics, "error": result.error,
+               "warnings": warnings}
+    if result.spooled:  # the notebook ended, the server does not have it yet: say what the server holds
+        outcome.update(status="RUNNING", pending=result.spooled, error=_pending_error(result.status, result.spooled))
+    return outcome
+
+
+def _pending_error(status: str, folder: str) -> str:
+    return (f"the notebook ended {status} but its journal is pending in {folder}: the server has the run RUNNING "
+            "until `cd4ml-nb runs sync` uploads it")
 
 
 # --- the sweep --------------------------------------------------------------------------------
@@ -257,7 +269,7 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: Swe
     def record(trial: Trial, outcome: dict[str, Any]) -> None:
         nonlocal failures
         result = TrialResult(trial, outcome["run_id"], outcome["status"], outcome.get("metrics") or {},
-                             outcome.get("error"))
+                             outcome.get("error"), outcome.get("pending"), tuple(outcome.get("warnings") or ()))
         results[trial.key] = result
         if result.status != "FINISHED":
             failures += 1
@@ -277,6 +289,8 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: Swe
     except KeyboardInterrupt as e:
         interrupted = e
     finally:
+        with signals_ignored():
+            _settle_pending(c, project, results)
         _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal)
         guard.release()
     if interrupted is not None:
@@ -320,18 +334,46 @@ def _fan_out(dask, trials, args, record, runs, cancel, parallel, stop) -> None:
             raise
 
 
+def _settle_pending(c, project: Project, results: dict[str, TrialResult]) -> None:
+    """Try once more to upload the journals of trials that ended pending (here, when the folder is on
+    this host), then take each trial's status from the server: a trial is reported as the server has it."""
+    from dataclasses import replace
+
+    from . import forwarder, journal_folder
+
+    for key, result in list(results.items()):
+        if result.pending is None:
+            continue
+        problems: list[str] = []
+        if Path(result.pending).is_dir():
+            forwarder.complete(Path(result.pending), project.config.health_timeout, problems.append)
+        if not (Path(result.pending) / journal_folder.JOURNAL).exists():  # uploaded (by us, or a sync meanwhile)
+            status = c.get_run(result.run_id).info.status
+            results[key] = replace(result, status=status, pending=None, error=None if status == "FINISHED" else
+                                   result.error)
+        elif problems:
+            results[key] = replace(result, error=f"{result.error} ({problems[-1]})")
+
+
 def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) -> None:
-    """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict."""
+    """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict. A trial
+    whose journal is pending is left to it (the journal ends the run with the notebook's true status)."""
     with signals_ignored():
         for trial in trials:  # a trial whose machinery raised was recorded FAILED but never ended
+            ended = results.get(trial.key)
+            if ended is not None and ended.pending is not None:
+                continue
             if trial.key not in runs or c.get_run(runs[trial.key]).info.status not in ("RUNNING", "SCHEDULED"):
                 continue
-            ended = results.get(trial.key)
             if ended is None:
                 tracking.end_run(c, runs[trial.key], "KILLED", {tracking.REASON: "cancelled"})
             else:
-                tracking.end_run(c, runs[trial.key], "FAILED" if ended.status == "FINISHED" else ended.status,
-                                 {tracking.REASON: "error", "cd4ml.status.message": ended.error})
+                status = "FAILED" if ended.status in ("FINISHED", "RUNNING") else ended.status
+                tracking.end_run(c, runs[trial.key], status, {tracking.REASON: "error", "cd4ml.status.message":
+                                                              ended.error or f"the trial ended {ended.status} "
+                                                              "but left its run RUNNING"})
+                results[trial.key] = TrialResult(ended.trial, ended.run_id, status, ended.metrics, ended.error,
+                                                 None, ended.warnings)
         failed = [r for r in results.values() if r.status != "FINISHED"]
         tags = {"cd4ml.sweep.failed": str(len(failed))}
         if metric:
@@ -343,6 +385,8 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) 
                 tags["cd4ml.sweep.best_run"] = best.run_id
         if interrupted is not None:
             status, tags[tracking.REASON] = "KILLED", "interrupted"
+        elif failed and all(r.pending for r in failed):
+            status, tags[tracking.REASON] = "FAILED", "trials-pending"
         elif failed:
             status, tags[tracking.REASON] = "FAILED", "trials-failed"
         else:

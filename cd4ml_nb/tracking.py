@@ -388,7 +388,8 @@ def _end_with_the_session(run_id: str, uri: str) -> None:
 def reconcile_orphans(project: Project, experiment: str | None = None) -> list[str]:
     """Mark FAILED (reason ``orphaned``) the RUNNING runs whose runner is gone: its process on this
     host has exited, or — whatever host ran it — its ``cd4ml.heartbeat`` is older than
-    ``heartbeat_timeout``.
+    ``heartbeat_timeout``. A run whose journal is pending on this host is left alone: its end is the
+    journal's (the runner's, or ``cd4ml-nb runs sync``'s), with the notebook's true status.
 
     Looks in one experiment, or in all of them when ``experiment`` is None; creates no store.
     """
@@ -403,9 +404,14 @@ def reconcile_orphans(project: Project, experiment: str | None = None) -> list[s
         ids = [found.experiment_id] if found is not None else []
     if not ids:
         return []
+    from .journal_folder import pending_run_ids
+
     host, timeout = socket.gethostname(), project.config.heartbeat_timeout
+    journaled = pending_run_ids(project.state_dir / "spool")
     fixed = []
     for run in c.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        if run.info.run_id in journaled:
+            continue
         owner = run.data.tags.get(RUNNER, "")
         owner_host, _, pid = owner.rpartition(":")
         age = heartbeat_age(run.data.tags.get(HEARTBEAT))

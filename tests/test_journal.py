@@ -307,3 +307,48 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success():
     assert backoff.next() == 0.5
     jittered = forwarder.Backoff(first=1.0, cap=8.0)
     assert all(0.5 <= d <= 8.0 for d in (jittered.next() for _ in range(20)))
+
+
+def test_a_reader_never_keeps_a_writer_from_completing_and_a_writer_is_reported(tmp_path, server):
+    """Readers check a journal's liveness under a shared lock: a writer waits out their instant. When
+    another writer (a runner, a sync) holds the journal, completing it says so and ends nothing."""
+    import fcntl
+
+    from mlflow.entities import Metric
+
+    c, run_id, folder, held, store = new_journal(tmp_path, server)
+    store.log_metric(run_id, Metric("m", 1.0, 1, 0))
+    end(folder)
+    assert journal_folder.is_held(folder)  # the runner's lock
+    told: list[str] = []
+    assert not forwarder.complete(folder, on_error=told.append)
+    assert "another process" in told[0] and c.get_run(run_id).info.status == "RUNNING"
+    os.close(held)
+    assert not journal_folder.is_held(folder)
+    reader = os.open(folder / journal_folder.LOCK, os.O_RDONLY)
+    fcntl.flock(reader, fcntl.LOCK_SH)  # a reader in the middle of its check
+    assert journal_folder.is_held(folder) is False  # readers do not exclude each other
+    timer = threading.Timer(0.1, os.close, (reader,))
+    timer.start()
+    assert forwarder.complete(folder, on_error=told.append), told  # waited for the reader
+    timer.join()
+    got = c.get_run(run_id)
+    assert got.info.status == "FINISHED" and got.data.metrics == {"m": 1.0} and not folder.exists()
+
+
+def test_runs_sync_ends_a_run_another_path_ended_with_its_true_status_and_no_stale_reason(tmp_path, server):
+    """A run ended FAILED (reason error) by another path while its journal was pending: the upload sets
+    the recorded end and removes the other path's reason and message."""
+    from mlflow.entities import Metric
+
+    c, run_id, folder, held, store = new_journal(tmp_path, server)
+    store.log_metric(run_id, Metric("m", 1.0, 1, 0))
+    os.close(held)
+    end(folder)
+    c.set_tag(run_id, "cd4ml.status.reason", "error")
+    c.set_tag(run_id, "cd4ml.status.message", "ended by another path")
+    c.set_terminated(run_id, "FAILED")
+    assert forwarder.complete(folder)
+    got = c.get_run(run_id)
+    assert got.info.status == "FINISHED" and got.data.metrics == {"m": 1.0}
+    assert not {"cd4ml.status.reason", "cd4ml.status.message"} & set(got.data.tags)

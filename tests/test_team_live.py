@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cd4ml_nb.cli import main
 from cd4ml_nb.forwarder import TEST_BATCH, TEST_CRASH_AFTER
 from cd4ml_nb.tracking import HEARTBEAT, heartbeat_value
 
-from nbfactory import free_port, mlflow_server, wait_http, wait_until
+from nbfactory import free_port, mlflow_server, team_backend, wait_http, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,10 +57,10 @@ def notebook_repo(tmp_path: Path, pause: float, config: str = "") -> Path:
     return repo
 
 
-def start_run(repo: Path, uri: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "live.py", "-q", "--no-html", "--json",
-                             "--tracking-uri", uri], cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start_run(repo: Path, uri: str, env: dict, html: bool = False) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "run", "live.py", "-q", "--json",
+                             *([] if html else ["--no-html"]), "--tracking-uri", uri], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def the_run(uri: str):
@@ -71,6 +72,26 @@ def the_run(uri: str):
     runs = c.search_runs([found.experiment_id]) if found else []
     assert len(runs) <= 1, "the run was duplicated"
     return runs[0] if runs else None
+
+
+def server_artifacts(uri: str, run_id: str, dest: Path) -> dict[str, bytes]:
+    """Every artifact of the run as the server has it, downloaded through a repository built here for
+    the run's artifact URI (never MLflow's per-process cache of repositories by run id)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.tracking import MlflowClient
+
+    repo = get_artifact_repository(MlflowClient(uri).get_run(run_id).info.artifact_uri, tracking_uri=uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    repo.download_artifacts("", str(dest))
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+
+
+def assert_artifacts_on_server(uri: str, run_id: str, out_dir: Path, names: tuple[str, ...], dest: Path) -> None:
+    """The run's files (executed notebook, HTML, source, environment) are on the server, byte for byte."""
+    got = server_artifacts(uri, run_id, dest)
+    for name in names:
+        assert name in got, f"{name} is not on the server (it has {sorted(got)})"
+        assert got[name] == (out_dir / name).read_bytes(), f"{name} differs on the server"
 
 
 def points(uri: str, run_id: str, key: str = "live") -> list[int]:
@@ -105,7 +126,7 @@ def test_points_are_on_the_server_while_the_notebook_runs(tmp_path, monkeypatch)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = mlflow_server(repo, port)
-    run = start_run(repo, uri, env)
+    run = start_run(repo, uri, env, html=True)
     try:
         def live() -> bool:
             r = the_run(uri)
@@ -121,6 +142,10 @@ def test_points_are_on_the_server_while_the_notebook_runs(tmp_path, monkeypatch)
         assert sorted(points(uri, r.info.run_id)) == list(range(logged))  # every point, once
         assert r.data.tags[HEARTBEAT] and r.data.tags["cd4ml.runner"]
         assert not list((repo / ".cd4ml" / "spool").iterdir())
+        # on the server before the command returned (the journal, and its local copies, are gone)
+        assert_artifacts_on_server(uri, r.info.run_id, Path(result["output_dir"]),
+                                   ("live.ipynb", "live.html", "live.source.py", "environment.json"),
+                                   tmp_path / "downloaded")
     finally:
         if run.poll() is None:
             run.kill()
@@ -157,6 +182,44 @@ def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(tmp_pa
             run.kill()
         if server.poll() is None:
             kill_server(server)
+
+
+@pytest.mark.skipif(team_backend() != "postgres", reason="the server's PostgreSQL is stopped: "
+                    "CD4ML_NB_TEST_TEAM_BACKEND=postgres")
+def test_postgres_stopped_for_8_s_mid_run_loses_and_duplicates_nothing(tmp_path, monkeypatch):
+    import pgcluster
+
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = notebook_repo(tmp_path, 0.2)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    run = start_run(repo, uri, env)
+    try:
+        first = wait_until(lambda: (r := the_run(uri)) and len(points(uri, r.info.run_id)) >= 3 and r,
+                           90, "points on the server", proc=run, ignore=(OSError,))
+        journal = repo / ".cd4ml" / "spool" / first.info.run_id / "journal.jsonl"
+        pgcluster.stop()
+        try:
+            at_stop = len(journal.read_text().splitlines())
+            # 40 more points, one every 0.2 s: the database is down for at least 8 s of logging
+            wait_until(lambda: len(journal.read_text().splitlines()) >= at_stop + 40, 120,
+                       "the notebook logging on while PostgreSQL is down", proc=run)
+        finally:
+            pgcluster.start()
+        wait_until(lambda: len(points(uri, first.info.run_id)) > at_stop + 40, 120, "the journal replayed live",
+                   proc=run, ignore=(Exception,))
+        result, logged = finish(run, repo)
+        r = the_run(uri)
+        assert r.info.status == "FINISHED" and result["spooled"] is None
+        steps = points(uri, r.info.run_id)
+        report("PostgreSQL behind the server stopped for 8 s mid-run, then started", logged, steps,
+               f"{at_stop} journaled when stopped; run FINISHED, nothing pending")
+        assert len(steps) == logged and sorted(steps) == list(range(logged))
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_server(server)
 
 
 def file_store_server(base: Path, port: int) -> subprocess.Popen:
@@ -201,7 +264,8 @@ def test_runner_killed_mid_replay_then_a_second_sync_completes_without_duplicate
         (repo / "go").write_text("1")
         out, err = run.communicate(timeout=300)
         assert run.returncode == 0, err
-        assert json.loads(out)["spooled"]  # ended locally, journal pending
+        result = json.loads(out)
+        assert result["spooled"]  # ended locally, journal pending
         listing = subprocess.run([sys.executable, "-m", "cd4ml_nb.cli", "runs", "--tracking-uri", uri], cwd=repo,
                                  env=env, capture_output=True, text=True, timeout=120)
         assert f"pending: run {r.info.run_id[:12]} (ended FINISHED)" in listing.stdout
@@ -226,7 +290,8 @@ def test_runner_killed_mid_replay_then_a_second_sync_completes_without_duplicate
                f"{len(partial)} on the server after the kill; file-store server (keeps a point sent twice)")
         assert len(burst) == 300 and sorted(burst) == list(range(300))
         assert [len(points(uri, r.info.run_id, k)) for k in ("before", "a", "b")] == [1, 1, 1]
-        assert "burst.ipynb" in {a.path for a in c.list_artifacts(r.info.run_id)}
+        assert_artifacts_on_server(uri, r.info.run_id, Path(result["output_dir"]),
+                                   ("burst.ipynb", "burst.source.py", "environment.json"), tmp_path / "downloaded")
         assert sync().stdout.startswith("uploaded 0")
     finally:
         if run.poll() is None:
@@ -388,7 +453,9 @@ def test_runner_back_after_its_orphaning_neither_resurrects_nor_duplicates_the_r
 
     env = source_plugins(tmp_path, monkeypatch)
     repo = notebook_repo(tmp_path, 0.2, "heartbeat_interval = 0.5\nheartbeat_timeout = 3.0")
-    monkeypatch.chdir(repo)
+    elsewhere = suite.make_repo(tmp_path, "elsewhere")  # another host's checkout: the journal is not there
+    (elsewhere / "pyproject.toml").write_text("[tool.cd4ml_nb]\nheartbeat_timeout = 3.0\n")
+    monkeypatch.chdir(elsewhere)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = mlflow_server(repo, port)
@@ -436,3 +503,97 @@ def test_runs_json_with_the_server_down_still_lists_pending_journals(tmp_path, m
     assert main(["runs", "--json", "--tracking-uri", f"http://127.0.0.1:{free_port()}"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["runs"] == [] and data["pending"] == [] and "not reachable" in data["error"]
+
+
+TRIAL = suite.percent(
+    "import mlflow\nfor i in range(POINTS):\n    mlflow.log_metric('loss', (x - 3) ** 2 + i, step=i)",
+    parameters="x: int = 0")
+
+
+class OldStyleReader(threading.Thread):
+    """A reader of the spool that waits for each journal's lock *exclusively* (a blocking ``flock``: it
+    gets it the instant its holder lets go) and then holds it a second, the way `cd4ml-nb runs` once
+    checked a journal's liveness. A runner that let go of its journal between the notebook's end and
+    the upload would find this reader holding it then."""
+
+    def __init__(self, spool: Path) -> None:
+        super().__init__(daemon=True)
+        self.spool, self.halt, self.caught = spool, threading.Event(), 0
+        self.waiting: dict[Path, threading.Thread] = {}
+
+    def run(self) -> None:
+        from cd4ml_nb import journal_folder
+
+        while not self.halt.wait(0.05):
+            for folder in list(self.spool.iterdir()) if self.spool.is_dir() else ():
+                if folder not in self.waiting and (folder / journal_folder.MANIFEST).exists():
+                    self.waiting[folder] = threading.Thread(target=self.hold, args=(folder,), daemon=True)
+                    self.waiting[folder].start()
+
+    def hold(self, folder: Path) -> None:
+        import fcntl
+
+        from cd4ml_nb import journal_folder
+
+        try:
+            fd = os.open(folder / journal_folder.LOCK, os.O_RDWR)
+        except FileNotFoundError:  # uploaded and removed already
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if (folder / journal_folder.END).exists() and (folder / journal_folder.JOURNAL).exists():
+                self.caught += 1  # the runner let go before its upload
+            self.halt.wait(1.0)
+        finally:
+            os.close(fd)
+
+
+def test_sweep_beside_runs_and_a_lock_holding_reader_ends_every_trial_finished_on_the_server(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """8 trials against a live server while `cd4ml-nb runs` lists every 0.2 s and another reader grabs
+    each ended journal's lock when it can: every trial FINISHED on the server and in the sweep's report,
+    exactly its points, its artifacts there, no reason tag, nothing pending."""
+    env = source_plugins(tmp_path, monkeypatch)
+    repo = suite.make_repo(tmp_path)
+    (repo / "trial.py").write_text(TRIAL.replace("POINTS", "30"))
+    suite.commit_all(repo)
+    monkeypatch.chdir(repo)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = mlflow_server(repo, port)
+    sweep = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "sweep", "trial.py", "--grid",
+                              "x=0,1,2,3,4,5,6,7", "--parallel", "4", "-q", "--json", "--tracking-uri", uri],
+                             cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = OldStyleReader(repo / ".cd4ml" / "spool")
+    reader.start()
+    try:
+        listings = 0
+        while sweep.poll() is None:  # `cd4ml-nb runs` beside the sweep, every 0.2 s (a load, not a wait)
+            assert main(["runs", "--tracking-uri", uri]) == 0
+            listings += 1
+            time.sleep(0.2)
+        out, err = sweep.communicate(timeout=60)
+        assert sweep.returncode == 0, err
+        reported = json.loads(out)["trials"]
+        assert listings > 5 and len(reported) == 8 and {t["status"] for t in reported} == {"FINISHED"}
+        from mlflow.tracking import MlflowClient
+
+        c = MlflowClient(uri)
+        kids = [r for r in c.search_runs([c.get_experiment_by_name("master").experiment_id], max_results=100)
+                if "mlflow.parentRunId" in r.data.tags]
+        assert sorted(int(k.data.params["x"]) for k in kids) == list(range(8))
+        for kid in kids:
+            assert kid.info.status == "FINISHED" and "cd4ml.status.reason" not in kid.data.tags, kid.data.tags
+            assert sorted(points(uri, kid.info.run_id, "loss")) == list(range(30))  # every point, once
+            names = {a.path for a in c.list_artifacts(kid.info.run_id)}
+            assert {"trial.ipynb", "trial.source.py", "environment.json"} <= names, names
+        assert not list((repo / ".cd4ml" / "spool").iterdir())  # nothing pending
+        logs = list((repo / ".cd4ml" / "runs").glob("*/kernel.log"))
+        assert len(logs) == 8 and not [log for log in logs if "KeyboardInterrupt" in log.read_text()]
+    finally:
+        reader.halt.set()
+        for waiting in reader.waiting.values():
+            waiting.join(timeout=30)
+        if sweep.poll() is None:
+            sweep.kill()
+        kill_server(server)

@@ -45,6 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(json.dumps(result.to_json(), indent=2, default=str))
         return result.exit_code
     mark = {"FINISHED": "finished", "FAILED": "FAILED", "KILLED": "KILLED"}[result.status]
+    if result.spooled:  # the server does not hold the end yet: say so, not only what the notebook did
+        mark = (f"ended {result.status} here but not yet on the server (RUNNING there until `cd4ml-nb runs sync` "
+                f"uploads {result.spooled})")
     say(f"run {result.run_id} {mark} in experiment '{result.experiment}' ({result.tracking_uri})")
     if result.error:
         say(f"reason: {result.reason}: {result.error}")
@@ -144,7 +147,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     where = f"Dask at {args.dask}" if args.dask else f"{parallel or os.cpu_count()} local worker(s)"
     dropped = (f" ({planned.duplicates} duplicate(s) dropped: trials with the same values run once)"
                if planned.duplicates else "")
-    say(f"sweep of {nb.path.name}: {len(trials)} trial(s){dropped} on {where}")
+    if not args.json:  # with --json, stdout is the JSON document alone
+        say(f"sweep of {nb.path.name}: {len(trials)} trial(s){dropped} on {where}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -163,6 +167,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    told: dict[str, int] = {}  # what the trials' runs warned about, each message once
+    for r in result.results:
+        for message in r.warnings:
+            told[message] = told.get(message, 0) + 1
+    for message, count in told.items():
+        warn(f"{message}" + (f" ({count} trials)" if count > 1 else ""))
     if args.json:
         from dataclasses import asdict
 
