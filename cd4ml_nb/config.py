@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from . import store
@@ -131,7 +131,8 @@ class Cd4mlConfig(Configurable):
         "heartbeat_interval and the clock skew between hosts."
     ).tag(config=True)
     mlflow_ui_url = Unicode(
-        "", help="URL of an MLflow UI showing the store (for links). Empty: derived when http(s)."
+        "", help="URL of an MLflow UI showing the store (for links): http:// or https:// only. Empty: derived "
+        "when http(s)."
     ).tag(config=True)
     store_writes = Enum(
         ["auto", "mlflow"], "auto",
@@ -140,6 +141,29 @@ class Cd4mlConfig(Configurable):
         "cd4ml_nb was verified against (else through MlflowClient); 'mlflow' always through MlflowClient. "
         "The environment variable CD4ML_NB_STORE_WRITES overrides pyproject.toml.",
     ).tag(config=True)
+
+    @validate("mlflow_ui_url")
+    def _web_url_only(self, proposal: Any) -> str:
+        """An http(s) URL with a host, or empty: the Lab opens it, so no ``javascript:`` and such."""
+        value = proposal["value"]
+        if value and not is_web_url(value):
+            raise TraitError("must be an http:// or https:// URL with a host (or empty)")
+        return value
+
+
+def is_web_url(text: str) -> bool:
+    """``text`` is an absolute http(s) URL with a host, and nothing a browser would read otherwise
+    (no whitespace or control characters)."""
+    from urllib.parse import urlsplit
+
+    if not text.isprintable() or any(c.isspace() for c in text) or "\\" in text:
+        return False
+    try:
+        parts = urlsplit(text)
+        host, _ = parts.hostname, parts.port
+    except ValueError:  # a malformed port or IPv6 literal
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(host)
 
 
 def config_keys() -> list[str]:

@@ -1,7 +1,8 @@
 """What each route of the Lab extension does, without tornado: the core calls the handlers run on
-the extension's thread pool (:class:`Extension`), with user paths resolved by :class:`.ServerRoot`."""
+the extension's thread pools (:class:`Extension`), with user paths resolved by :class:`.ServerRoot`."""
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,8 @@ from .server_root import ServerRoot, shown
 
 NAMESPACE = "cd4ml-nb"
 AUTH_RESOURCE = "cd4ml-nb"
-WORKERS = 4  # threads for blocking work, shared by every request
+WORKERS = 4  # threads for the expensive routes (listings, comparisons, renders, pairing, submissions)
+CONTROL_WORKERS = 3  # threads for the cheap ones (status, cancel, a job's or a pair's state): never behind a listing
 MAX_DIFF_CHARS = 200_000  # a pair's diff shown in the panel
 MLFLOW_PATH = "mlflow"  # the proxied MLflow UI: /cd4ml-nb/mlflow/
 
@@ -47,18 +49,34 @@ def project_status(project: Project) -> Status:
 
 
 class Extension:
-    """What the server extension owns: the root, one thread pool, the job managers, request limits."""
+    """What the server extension owns: the root, two thread pools, the job managers, request limits.
+
+    Blocking work runs on ``executor`` (the expensive routes) or ``control`` (the cheap ones), so a
+    flood of listings never delays ``status`` or a cancel. Within its pool a route holds at most all
+    threads but one at a time (:meth:`lane`): a flood of one route slows that route only.
+    """
 
     def __init__(self, server_app, mlflow_url: str) -> None:
         self.root = ServerRoot(server_app)
         self.limits = Cd4mlConfig(parent=server_app)  # server-wide: c.Cd4mlConfig.max_request_bytes
         self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="cd4ml-nb")
+        self.control = ThreadPoolExecutor(CONTROL_WORKERS, thread_name_prefix="cd4ml-nb-control")
         self.log = server_app.log
         from .mlflow_ui import MlflowUi
 
         self.mlflow_ui = MlflowUi(mlflow_url)
         self._managers: dict[Path, Any] = {}
         self._lock = threading.Lock()
+        self._lanes: dict[str, asyncio.Semaphore] = {}
+
+    def lane(self, route: str, control: bool = False) -> tuple[ThreadPoolExecutor, asyncio.Semaphore]:
+        """The pool ``route`` runs on and the semaphore that keeps it to all of that pool's threads but one
+        (used on the event loop only)."""
+        pool, size = (self.control, CONTROL_WORKERS) if control else (self.executor, WORKERS)
+        key = f"{'control' if control else 'work'}:{route}"
+        if key not in self._lanes:
+            self._lanes[key] = asyncio.Semaphore(max(1, size - 1))
+        return pool, self._lanes[key]
 
     def jobs(self, project: Project):
         """The job manager of ``project`` (one per project, made on first use)."""

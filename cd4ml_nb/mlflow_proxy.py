@@ -1,5 +1,9 @@
 """The MLflow UI of the project's SQLite store under ``/cd4ml-nb/mlflow/``: started on demand
-(:mod:`.mlflow_ui`) and proxied by one authenticated handler."""
+(:mod:`.mlflow_ui`) and proxied by one authenticated handler.
+
+What MLflow gets: the path, the query without Jupyter's ``token`` and ``_xsrf``, the request
+headers in ``_PROXY_REQUEST_HEADERS``, a body within ``max_request_bytes`` (:mod:`.http_bodies`).
+What the browser gets: MLflow's answer, but a redirect that leads off this UI is answered 502."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +15,9 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
 
 from .exceptions import Cd4mlError, TrackingError
+from .http_bodies import BoundedBody
 from .lab import AUTH_RESOURCE, Extension
+from .mlflow_ui import local_location, upstream_target
 
 
 # What the proxy passes on: request headers MLflow reads, response headers the browser needs.
@@ -31,7 +37,8 @@ def _ensure_mlflow_ui(ext: Extension):
     return ext.mlflow_ui.ensure(ext.root.project())
 
 
-class MlflowProxyHandler(JupyterHandler):
+@tornado.web.stream_request_body
+class MlflowProxyHandler(BoundedBody, JupyterHandler):
     """MLflow's UI and REST, of the embedded store, under ``/cd4ml-nb/mlflow/``.
 
     A JupyterHandler, not an APIHandler: the UI's own scripts and styles must run (an API's CSP is
@@ -39,7 +46,8 @@ class MlflowProxyHandler(JupyterHandler):
     no token, so a write passes without one only when it is one of the UI's JSON REST calls, made
     by a page of this origin (``Sec-Fetch-Site: same-origin`` or an ``Origin`` equal to this
     server's); anything else needs Jupyter's XSRF token as usual. Every response but the UI's page
-    and static files is sandboxed (artifacts are user content).
+    and static files is sandboxed (artifacts are user content). Jupyter's token in the query string
+    authenticates the request here and goes no further.
     """
 
     auth_resource = AUTH_RESOURCE
@@ -70,39 +78,48 @@ class MlflowProxyHandler(JupyterHandler):
         from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
         from tornado.httputil import HTTPHeaders, parse_response_start_line
 
+        method = self.request.method
+        body = self.body_in.body() if method in ("POST", "PUT", "PATCH") else None  # 413 when over the limit
         ui = self.ext.mlflow_ui.running
         if ui is None:
-            ui = await asyncio.get_running_loop().run_in_executor(self.ext.executor, _ensure_mlflow_ui, self.ext)
+            pool, slots = self.ext.lane("MlflowProxyHandler.start")
+            async with slots:
+                ui = await asyncio.get_running_loop().run_in_executor(pool, _ensure_mlflow_ui, self.ext)
         headers = HTTPHeaders()
         for name in _PROXY_REQUEST_HEADERS:
             for value in self.request.headers.get_list(name):
                 headers.add(name, value)
-        method = self.request.method
         started = False
         status = (0, "")
         replaced = False  # an error page of MLflow's, answered as the API's JSON message instead
+        offsite = False  # a redirect away from the UI, answered 502 instead
 
         def on_header(line: str) -> None:
-            nonlocal started, status, replaced
+            nonlocal started, status, replaced, offsite
             if line.startswith("HTTP/"):
                 start = parse_response_start_line(line.strip())
                 status = (start.code, start.reason)
                 self.set_status(start.code, start.reason)
                 self.clear_header("Content-Type")
-                started, replaced = True, False
+                self.clear_header("Location")
+                started, replaced, offsite = True, False, False
                 return
             if not started:
                 return
             if not line.strip():  # end of the headers
-                replaced = status[0] >= 400 and not self._headers.get("Content-Type", "").startswith("application/json")
+                replaced = offsite or (status[0] >= 400
+                                       and not self._headers.get("Content-Type", "").startswith("application/json"))
                 if replaced:
                     self.clear_header("Content-Type")
+                    self.clear_header("Location")
                 return
             name, _, value = line.partition(":")
             name, value = name.strip(), value.strip()
             if name.lower() in _PROXY_RESPONSE_HEADERS:
-                if name.lower() == "location" and value.startswith(ui.origin):
-                    value = value[len(ui.origin):] or "/"
+                if name.lower() == "location":
+                    local = local_location(value, ui.origin)
+                    offsite = offsite or local is None
+                    value = local or ""
                 self.add_header(name, value)
 
         def on_chunk(chunk: bytes) -> None:
@@ -111,8 +128,8 @@ class MlflowProxyHandler(JupyterHandler):
                 self.flush()
 
         request = HTTPRequest(
-            ui.origin + self.request.uri, method=method, headers=headers,
-            body=self.request.body if method in ("POST", "PUT", "PATCH") else None,
+            ui.origin + upstream_target(self.request.path, self.request.query), method=method, headers=headers,
+            body=body,
             follow_redirects=False, allow_nonstandard_methods=True, decompress_response=True,
             connect_timeout=10, request_timeout=600, header_callback=on_header, streaming_callback=on_chunk,
         )
@@ -126,6 +143,12 @@ class MlflowProxyHandler(JupyterHandler):
             raise TrackingError(f"the MLflow UI did not answer ({e})") from None
         if not started:
             raise TrackingError("the MLflow UI did not answer")
+        if offsite:
+            self.set_status(502)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": f"MLflow UI: a redirect ({status[0]}) off this server, not followed",
+                                    "error": "MlflowUi"}))
+            return
         if replaced:
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"message": f"MLflow UI: {status[0]} {status[1]}", "error": "MlflowUi"}))

@@ -6,12 +6,18 @@ relative links resolve through the proxy). It starts on the first request, after
 ``tracking.client(project)`` has created the store complete, and its whole process tree ends
 with the Jupyter server (:meth:`MlflowUi.stop`, also registered with :mod:`atexit`).
 
+What reaches it through the proxy (:func:`upstream_target`, :func:`local_location`): the path as the
+browser sent it and the query without Jupyter's own parameters (``token``, ``_xsrf``: MLflow logs
+every request line, and its log is in the project); redirects only to this same UI. Its log
+``.cd4ml/mlflow-ui.log`` is created 0600.
+
 No tornado here: the proxying handler lives in ``mlflow_proxy.py``.
 """
 from __future__ import annotations
 
 import atexit
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -29,6 +35,33 @@ from .project import Project
 START_TIMEOUT = 120.0  # seconds for `mlflow server` to answer /health on a busy machine
 STOP_TIMEOUT = 20.0
 LOG_NAME = "mlflow-ui.log"
+LOG_MODE = 0o600  # MLflow logs every request line: nobody else reads it
+JUPYTER_QUERY = frozenset({"token", "_xsrf"})  # Jupyter's credentials, never passed on
+_URL_NOISE = re.compile(r"[\t\n\r]")  # what browsers drop inside a URL
+_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))  # and around it
+
+
+def upstream_target(path: str, query: str) -> str:
+    """The path and query the proxy asks of the MLflow UI: ``path`` as given (still percent-encoded)
+    and ``query`` without Jupyter's parameters (any case), the others left as they were encoded."""
+    kept = [part for part in query.split("&")
+            if part and urllib.parse.unquote_plus(part.partition("=")[0]).lower() not in JUPYTER_QUERY]
+    return path + ("?" + "&".join(kept) if kept else "")
+
+
+def local_location(value: str, origin: str) -> str | None:
+    """A ``Location`` of the MLflow UI (at ``origin``) as the browser should follow it: a path of this
+    server (an absolute URL of the UI made relative), or None when it leads anywhere else (another
+    host or port, a scheme-relative ``//host``, ``javascript:``), read as a browser reads it."""
+    text = _URL_NOISE.sub("", value.strip(_C0_AND_SPACE))
+    seen = text.replace("\\", "/")
+    parts = urllib.parse.urlsplit(seen)
+    if not parts.scheme and not parts.netloc and not seen.startswith("//"):
+        return text
+    if f"{parts.scheme}://{parts.netloc}".lower() == origin.lower():
+        rest = seen[len(origin):]
+        return rest if rest.startswith("/") and not rest.startswith("//") else "/" + rest.lstrip("/")
+    return None
 
 
 @dataclass(frozen=True)
@@ -129,7 +162,7 @@ class MlflowUi:
             "--static-prefix", self.prefix,
         ]
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        with open(log_path, "wb") as log:
+        with _private_log(log_path) as log:
             proc = subprocess.Popen(command, cwd=state, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT)
         self._proc = proc
@@ -179,6 +212,13 @@ class MlflowUi:
                 proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pass
+
+
+def _private_log(path: Path):
+    """``path`` truncated and opened for writing, 0600 (also when an older, wider file is there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), LOG_MODE)
+    os.fchmod(fd, LOG_MODE)
+    return os.fdopen(fd, "wb")
 
 
 def _last_line(log_path: Path) -> str:

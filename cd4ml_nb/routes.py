@@ -6,8 +6,12 @@
   discovered from the notebook's folder, so it may reach above the root; what the API shows stays
   relative to the root, and error messages carry no absolute server path.
 - **The event loop stays free.** Handlers are ``async``: they parse the request on the loop, then
-  run the blocking part (git, files, MLflow, the tracking health check, the store lock) on the one
-  small thread pool the extension owns (:class:`Extension`).
+  run the blocking part (git, files, MLflow, the tracking health check, the store lock) on one of
+  the extension's two small thread pools (:class:`Extension`): the cheap routes (``status``, a
+  job's state and its cancel, a pair's state) on their own, so that a flood of listings never
+  delays them; each route holds at most all of its pool's threads but one.
+- **Bodies are judged on the headers** (:mod:`.http_bodies`): at most ``max_request_bytes`` is
+  kept; a body declared far over it is refused (413) before it is read.
 - **Errors.** Every verb is ``@tornado.web.authenticated`` and ``@authorized``. Malformed input is
   a 4xx with a JSON ``message``; core errors map to HTTP statuses in one place
   (:meth:`BaseHandler.write_error`) and are logged as one line, never as a traceback. The work
@@ -27,7 +31,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from . import lab
-from .exceptions import BadInput, Cd4mlError, PairConflict, TooLarge
+from .exceptions import BadInput, Cd4mlError, PairConflict
+from .http_bodies import BoundedBody
 from .lab import AUTH_RESOURCE, MLFLOW_PATH, NAMESPACE, Extension
 from .mlflow_proxy import MlflowProxyHandler
 from .server_root import MAX_PATH_CHARS
@@ -76,7 +81,8 @@ def _check_json(value: Any, what: str) -> None:
                 raise BadInput(f"{what} has a string that is not valid Unicode (a lone surrogate)") from None
 
 
-class BaseHandler(APIHandler):
+@tornado.web.stream_request_body
+class BaseHandler(BoundedBody, APIHandler):
     """Shared behaviour: blocking work off the loop, request parsing, error mapping and logging."""
 
     auth_resource = AUTH_RESOURCE
@@ -86,8 +92,17 @@ class BaseHandler(APIHandler):
         return self.settings["cd4ml_nb"]
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the extension's thread pool; the event loop serves others meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self.ext.executor, functools.partial(fn, *args))
+        """Run ``fn(*args)`` on the pool of the expensive routes; the event loop serves others meanwhile."""
+        return await self._on_pool(False, functools.partial(fn, *args))
+
+    async def quick(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the pool of the cheap routes, which no listing ever holds."""
+        return await self._on_pool(True, functools.partial(fn, *args))
+
+    async def _on_pool(self, control: bool, call: Callable[[], T]) -> T:
+        pool, slots = self.ext.lane(f"{type(self).__name__}.{self.request.method}", control)
+        async with slots:
+            return await asyncio.get_running_loop().run_in_executor(pool, call)
 
     def text_arg(self, name: str) -> str | None:
         """A query value (not stripped); None when absent or empty; 400 when too long."""
@@ -111,12 +126,8 @@ class BaseHandler(APIHandler):
         return value
 
     def body(self) -> dict[str, Any]:
-        """The JSON object of the request body (empty: ``{}``), within max_request_bytes."""
-        raw = self.request.body or b""
-        limit = self.ext.limits.max_request_bytes
-        if len(raw) > limit:
-            raise TooLarge(f"the request body is {len(raw)} bytes, over the limit of {limit} bytes "
-                           "(max_request_bytes)")
+        """The JSON object of the request body (empty: ``{}``), within max_request_bytes (413 above)."""
+        raw = self.body_in.body()
         if not raw.strip():
             return {}
         try:
@@ -163,14 +174,14 @@ class StatusHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(await self.off_loop(lab.status_of, self.ext.root))
+        self.reply(await self.quick(lab.status_of, self.ext.root))
 
 
 class PairingHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self) -> None:
-        self.reply(await self.off_loop(lab.read_pairing, self.ext.root, self.text_arg("path")))
+        self.reply(await self.quick(lab.read_pairing, self.ext.root, self.text_arg("path")))
 
     @tornado.web.authenticated
     @authorized
@@ -224,12 +235,12 @@ class JobHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self, job_id: str) -> None:
-        self.reply(await self.off_loop(lab.job, self.ext, job_id))
+        self.reply(await self.quick(lab.job, self.ext, job_id))
 
     @tornado.web.authenticated
     @authorized
     async def delete(self, job_id: str) -> None:
-        self.reply(await self.off_loop(lab.cancel, self.ext, job_id))
+        self.reply(await self.quick(lab.cancel, self.ext, job_id))
 
 
 class JobHtmlHandler(BaseHandler):

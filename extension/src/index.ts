@@ -32,6 +32,7 @@ import { DashboardModel } from './dashboard/model';
 import { experimentsIcon } from './icons';
 import { ExperimentsModel } from './model';
 import { RunsSource } from './models/runsSource';
+import { isWebUrl } from './runs';
 import { isExecutedCopy } from './paths';
 import { Cd4mlSettings, followDashboardSettings, followExperimentsSettings, runsFrequency, statusFrequency } from './settings';
 import { CommandIDs, IExperimentsModel, IRunsSource } from './tokens';
@@ -374,7 +375,7 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
       isEnabled: () => !!experiments.mlflowUiUrl(),
       execute: () => {
         const url = experiments.mlflowUiUrl();
-        if (url) {
+        if (isWebUrl(url)) {
           window.open(url, '_blank', 'noopener');
         }
       }

@@ -158,8 +158,18 @@ export function sortRuns(
 }
 
 /**
- * The MLflow UI of the status: the configured one (`mlflow_ui_url`), else the one the server
- * proxies under its base URL (`mlflow_ui_proxy`), else `null`.
+ * Whether `url` is an absolute http(s) URL with a host, with nothing a browser would read
+ * otherwise (whitespace, control characters, backslashes): the only URLs the extension opens.
+ */
+export function isWebUrl(url: string | null | undefined): url is string {
+  // eslint-disable-next-line no-control-regex
+  return !!url && /^https?:\/\/[^/?#\s]+/i.test(url) && !/[\s\x00-\x1f\x7f\\]/.test(url);
+}
+
+/**
+ * The MLflow UI of the status: the configured one (`mlflow_ui_url`, only when http(s): a
+ * repository's `pyproject.toml` may set it), else the one the server proxies under its base URL
+ * (`mlflow_ui_proxy`), else `null`.
  */
 export function mlflowUiBase(
   status: Pick<IStatus, 'mlflow_ui_url' | 'mlflow_ui_proxy'> | null | undefined,
@@ -169,7 +179,7 @@ export function mlflowUiBase(
     return null;
   }
   if (status.mlflow_ui_url) {
-    return status.mlflow_ui_url;
+    return isWebUrl(status.mlflow_ui_url) ? status.mlflow_ui_url : null;
   }
   if (status.mlflow_ui_proxy) {
     return URLExt.join(baseUrl, status.mlflow_ui_proxy).replace(/\/*$/, '/');
@@ -186,7 +196,7 @@ export function mlflowRunUrl(
   experimentId: string | null | undefined,
   runId: string | null | undefined
 ): string | null {
-  if (!mlflowUiUrl || !experimentId || !runId || !/^https?:\/\//i.test(mlflowUiUrl)) {
+  if (!isWebUrl(mlflowUiUrl) || !experimentId || !runId) {
     return null;
   }
   const base = mlflowUiUrl.replace(/\/+$/, '');

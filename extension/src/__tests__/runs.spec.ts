@@ -8,6 +8,7 @@ import {
   kindsOf,
   mergeRuns,
   metricNames,
+  isWebUrl,
   mlflowRunUrl,
   mlflowUiBase,
   sortRuns
@@ -79,6 +80,15 @@ describe('runs', () => {
     );
     expect(mlflowUiBase({ mlflow_ui_url: null, mlflow_ui_proxy: null }, base)).toBeNull();
     expect(mlflowUiBase(null, base)).toBeNull();
+    // A repository's pyproject.toml may set mlflow_ui_url: anything but http(s) is never used.
+    for (const bad of ['javascript:alert(1)', 'JavaScript:alert(1)//http://m', ' javascript:x', 'data:text/html,x',
+      '//evil.example/', 'http:\\\\evil', 'http://m/\nx', 'ftp://m/']) {
+      expect(mlflowUiBase({ mlflow_ui_url: bad, mlflow_ui_proxy: null }, base)).toBeNull();
+      expect(mlflowUiBase({ mlflow_ui_url: bad, mlflow_ui_proxy: 'cd4ml-nb/mlflow/' }, base)).toBeNull();
+      expect(isWebUrl(bad)).toBe(false);
+      expect(mlflowRunUrl(bad, '3', 'abc')).toBeNull();
+    }
+    expect(isWebUrl('HTTPS://m.example:5000/x')).toBe(true);
     expect(mlflowRunUrl(mlflowUiBase({ mlflow_ui_url: null, mlflow_ui_proxy: 'cd4ml-nb/mlflow/' }, base), '1', 'r')).toBe(
       'http://127.0.0.1:8888/user/a%40b/cd4ml-nb/mlflow/#/experiments/1/runs/r'
     );
