@@ -91,9 +91,15 @@ def toplevel(path: Path) -> Path | None:
 
 def current_branch(root: Path) -> str | None:
     """The checked-out branch; on a detached HEAD, the branch a CI system names, else None."""
-    out = output(root, "symbolic-ref", "--quiet", "--short", "HEAD")
-    if out and out.strip():
-        return out.strip()
+    files = _refs_on_disk(root)
+    if files is not None:  # the Lab's status asks on every poll: read HEAD rather than start git
+        head = (files / "HEAD").read_text(errors="replace").strip()
+        branch = head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
+    else:
+        out = output(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+        branch = out.strip() if out and out.strip() else None
+    if branch:
+        return branch
     for name in CI_BRANCH_VARIABLES:
         if os.environ.get(name):
             return os.environ[name].removeprefix("origin/")
@@ -102,7 +108,23 @@ def current_branch(root: Path) -> str | None:
 
 def branch_exists(root: Path, name: str) -> bool:
     """Whether ``refs/heads/NAME`` exists in the repository at ``root``."""
-    return output(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}") is not None
+    files = _refs_on_disk(root)
+    if files is None:
+        return output(root, "rev-parse", "--verify", "--quiet", f"refs/heads/{name}") is not None
+    if (files / "refs" / "heads" / name).is_file():
+        return True
+    packed = files / "packed-refs"
+    return packed.is_file() and any(line.endswith(f" refs/heads/{name}")
+                                    for line in packed.read_text(errors="replace").splitlines())
+
+
+def _refs_on_disk(root: Path) -> Path | None:
+    """``ROOT/.git`` when its refs are plain files git itself would read (a work tree's own ``.git``
+    folder, no reftable), else None: then ask git."""
+    folder = root / ".git"
+    if folder.is_dir() and (folder / "HEAD").is_file() and not (folder / "reftable").exists():
+        return folder
+    return None
 
 
 def default_base_branch(root: Path | None) -> str:
