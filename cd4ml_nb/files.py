@@ -16,13 +16,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
+def write_atomic(path: Path, text: str, *, durable: bool = False, private: bool = False) -> None:
     """Replace ``path`` with ``text`` (UTF-8) atomically: readers see the old or the new file, never half.
 
     A new file gets the mode any editor would give it (``0666`` less the umask, e.g. ``0644``);
     an existing file keeps its mode. The temporary file beside it is created by ``os.open`` with
     ``0o666`` so that the kernel applies the umask (``mkstemp`` would make it ``0600``). ``durable``:
     the content is synced before the rename and the rename after it (a journal's state).
+    ``private``: the file is its owner's only (``0600``) from the moment it exists (a secret).
     """
     path = Path(path)
     try:
@@ -32,7 +33,7 @@ def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
             break
         except FileExistsError:  # another writer's temporary file: pick another name
             continue
@@ -42,7 +43,7 @@ def write_atomic(path: Path, text: str, *, durable: bool = False) -> None:
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        if mode is not None:
+        if mode is not None and not private:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
         if durable:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .exceptions import NotFound, TrackingError
+from .processes import stop_tree
 from .project import Project
 
 START_TIMEOUT = 120.0  # seconds for `mlflow server` to answer /health on a busy machine
@@ -83,29 +84,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stop_tree(pid: int, timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM process ``pid`` and all its descendants; SIGKILL those alive after ``timeout``."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for proc in tree:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=timeout)
 
 
 class MlflowUi:
@@ -206,7 +184,7 @@ class MlflowUi:
     def _stop_locked(self) -> None:
         proc, self._proc, self._running = self._proc, None, None
         if proc is not None and proc.poll() is None:  # never signal a pid the system may have reused
-            stop_tree(proc.pid)
+            stop_tree(proc.pid, STOP_TIMEOUT)
         if proc is not None:
             try:
                 proc.wait(timeout=STOP_TIMEOUT)

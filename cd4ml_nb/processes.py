@@ -1,5 +1,5 @@
-"""Whether a process recorded earlier still runs: its pid and its start time (a pid alone proves
-nothing, the system reuses them)."""
+"""Processes this package starts or records: whether one recorded earlier still runs (its pid and
+its start time: a pid alone proves nothing, the system reuses them), and stopping a server's tree."""
 from __future__ import annotations
 
 from typing import Any
@@ -35,3 +35,29 @@ def launched_process(launch: dict) -> "Any | None":
     except psutil.Error:
         return None
     return proc
+
+
+def stop_tree(pid: int, timeout: float, root_grace: float | None = None) -> None:
+    """SIGTERM process ``pid`` and all its descendants; SIGKILL the descendants alive after
+    ``timeout``, then the root if it is still alive ``root_grace`` (default ``timeout``) seconds
+    later — a server whose workers have ended need not be waited for through its teardown."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        descendants = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for proc in (root, *descendants):
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    for group, grace in ((descendants, timeout), ([root], timeout if root_grace is None else root_grace)):
+        _, alive = psutil.wait_procs(group, timeout=grace)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=timeout)

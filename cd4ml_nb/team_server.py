@@ -38,6 +38,8 @@ from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from .exceptions import AccessDenied, ConfigError
+from .files import write_atomic
+from .processes import stop_tree
 
 CONNECT_TIMEOUT = 5  # seconds for the database check before MLflow starts
 STOP_TIMEOUT = 20.0  # seconds for MLflow's workers to end after SIGTERM
@@ -213,7 +215,7 @@ def auth_environment(folder: Path, environ: Mapping[str, str], banner: list[str]
         database.chmod(0o600)
     else:
         os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # SQLite takes an empty file
-    write_private(folder / AUTH_INI, "\n".join([
+    write_atomic(folder / AUTH_INI, "\n".join([
         "# cd4ml-nb server --auth: MLflow's basic-auth app (written at every start; keep private)",
         "[mlflow]",
         "default_permission = EDIT",  # every signed-in colleague logs to every branch's experiment
@@ -222,7 +224,7 @@ def auth_environment(folder: Path, environ: Mapping[str, str], banner: list[str]
         f"admin_password = {_ini_value(password)}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
         "",
-    ]))
+    ]), private=True)
     banner.append(f"sign-in required (MLflow basic auth, users in {database}); clients export {CREDENTIALS}")
     if generated:
         banner.append(f"admin '{user}': password generated in {folder / ADMIN_ENV} (0600; `source` it)")
@@ -248,8 +250,8 @@ def admin_credentials(folder: Path, environ: Mapping[str, str]) -> tuple[str, st
             path.chmod(0o600)
             return found["MLFLOW_TRACKING_USERNAME"], found["MLFLOW_TRACKING_PASSWORD"], True
     user, password = "admin", secrets.token_urlsafe(24)
-    write_private(path, "# the admin of `cd4ml-nb server --auth` (generated; keep private)\n"
-                        f"export MLFLOW_TRACKING_USERNAME={user}\nexport MLFLOW_TRACKING_PASSWORD={password}\n")
+    write_atomic(path, "# the admin of `cd4ml-nb server --auth` (generated; keep private)\n"
+                 f"export MLFLOW_TRACKING_USERNAME={user}\nexport MLFLOW_TRACKING_PASSWORD={password}\n", private=True)
     return user, password, True
 
 
@@ -276,21 +278,8 @@ def secret_key(path: Path) -> str:
             path.chmod(0o600)
             return key
     key = secrets.token_hex(32)
-    write_private(path, key + "\n")
+    write_atomic(path, key + "\n", private=True)
     return key
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``path`` readable by its owner only (0600), replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def stop_server(pid: int, timeout: float = STOP_TIMEOUT) -> None:
@@ -298,26 +287,7 @@ def stop_server(pid: int, timeout: float = STOP_TIMEOUT) -> None:
     workers given ``timeout`` to finish their requests (then SIGKILL); the ``mlflow server``
     command itself only waits for them, and its interpreter's teardown (seconds of CPU after
     MLflow's imports) is cut short once they are gone."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        workers = root.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    for proc in (root, *workers):
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    for group, grace in ((workers, timeout), ([root], ROOT_GRACE)):
-        _, alive = psutil.wait_procs(group, timeout=grace)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=timeout)
+    stop_tree(pid, timeout, root_grace=ROOT_GRACE)
 
 
 def check_access(uri: str, timeout: float) -> None:
