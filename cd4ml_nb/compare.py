@@ -153,9 +153,10 @@ class Comparison:
     runs: str  # latest | best
     notebooks: tuple[NotebookComparison, ...]
     kind: str = history.RUN  # the kind of runs compared
+    step: str | None = None  # the pipeline step compared (kind step)
 
     def to_json(self) -> dict:
-        return {"branch": self.branch, "base": self.base, "runs": self.runs, "kind": self.kind,
+        return {"branch": self.branch, "base": self.base, "runs": self.runs, "kind": self.kind, "step": self.step,
                 "notebooks": [n.to_json() for n in self.notebooks]}
 
 
@@ -202,7 +203,7 @@ class Skipped:
 def no_base(base: str, notebook: str, kind: str = history.RUN) -> str:
     """What to do about a notebook the base branch never ran (as runs of ``kind``)."""
     how = {history.RUN: f"`cd4ml-nb run {notebook}`", history.CI: "`cd4ml-nb ci`",
-           history.TEST: f"`cd4ml-nb test {notebook}`"}.get(kind, f"a {kind} of {notebook}")
+           history.TEST: f"`cd4ml-nb test {notebook}`", history.STEP: "`cd4ml-nb pipeline run`"}.get(kind, f"a {kind} of {notebook}")
     of = "" if kind == history.RUN else f" of kind {kind!r}"
     return f"no base: run it on {base} first: {how} (base branch {base!r} has no FINISHED run{of} of {notebook})"
 
@@ -288,7 +289,8 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
     try:
         c = tracking.read_client(project)
     except NoStore:  # nothing ran yet: both sides are empty
-        return Comparison(branch or tracking.branch_experiment(project, branch), base, select.runs, (), select.kind)
+        return Comparison(branch or tracking.branch_experiment(project, branch), base, select.runs, (), select.kind,
+                          select.step)
     names = pairing.Names(project)
     wanted = [notebook_id(project, text) for text in notebooks]
     if select.run_id is not None:
@@ -334,7 +336,7 @@ def compare(project: Project, branch: str | None = None, base: str | None = None
                 changed[key] = (a_side.params.get(key), b_side.params.get(key))
         schemas = tuple(schema_changes(c, a_side, b_side)) if a_side and b_side else ()
         result.append(NotebookComparison(name, a_side, b_side, best_a, best_b, deltas, changed, schemas))
-    return Comparison(branch, base, select.runs, tuple(result), select.kind)
+    return Comparison(branch, base, select.runs, tuple(result), select.kind, select.step)
 
 
 # --- the gate ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ NOTEBOOK = "cd4ml.notebook"  # the canonical path: the identity of the notebook
 SIDE = "cd4ml.notebook.side"  # the file that was executed (either side of a pair)
 KIND = "cd4ml.kind"
 PARENT = "mlflow.parentRunId"
+STEP_NAME = "cd4ml.step"  # a pipeline step's name, on its runs (kind ``step``)
 
 RUN, TRIAL, SWEEP, TEST, CI, REPRODUCE, INTERACTIVE = "run", "trial", "sweep", "test", "ci", "reproduce", "interactive"
 SCHEDULE, PIPELINE, STEP = "schedule", "pipeline", "step"
@@ -61,15 +62,19 @@ def run_tags(notebook: str, side: str, kind: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Selection:
     """Which of a branch's runs stand for a notebook in an assessment: its runs of ``kind``, the
-    latest (``min_runs`` of them, averaged) or the best; or exactly run ``run_id``, whatever its kind."""
+    latest (``min_runs`` of them, averaged) or the best; or exactly run ``run_id``, whatever its kind.
+    With ``step``, only the runs of that pipeline step (kind ``step``)."""
 
     kind: str = RUN
     runs: str = "latest"  # latest | best
     min_runs: int = 1
     run_id: str | None = None
+    step: str | None = None
 
     def __post_init__(self) -> None:
         parse_kind(self.kind)
+        if self.step is not None and self.kind != STEP:
+            raise BadInput(f"--step {self.step} compares runs of kind step, not {self.kind!r}")
         if self.runs not in ("latest", "best"):
             raise BadInput(f"--runs {self.runs!r}: use latest or best")
         if self.min_runs < 1:
@@ -80,7 +85,13 @@ class Selection:
         naming a run, that run alone (the base side is then still chosen by kind)."""
         if self.run_id is not None and not base:
             return [r for r in runs if r.info.run_id == self.run_id]
-        return [r for r in runs if kind_of(r.data.tags) == self.kind]
+        return [r for r in runs if kind_of(r.data.tags) == self.kind
+                and (self.step is None or r.data.tags.get(STEP_NAME) == self.step)]
+
+    @property
+    def label(self) -> str:
+        """What is compared, for messages: ``kind 'run'`` or ``step 'train'``."""
+        return f"step {self.step!r}" if self.step is not None else f"kind {self.kind!r}"
 
 
 def by_notebook(runs: Iterable, name_of: Callable[[Any], str | None]) -> dict[str, list]:

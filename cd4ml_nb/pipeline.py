@@ -85,6 +85,12 @@ class Pipeline:
                 todo += list(self.step(name).needs)
         return tuple(s.name for s in self.steps if s.name in wanted)
 
+    @property
+    def last(self) -> Step:
+        """The pipeline's last step: the last, in pipeline order, that no other step needs."""
+        needed = {n for s in self.steps for n in s.needs}
+        return [s for s in self.steps if s.name not in needed][-1]
+
     def selected(self, names: tuple[str, ...] = ()) -> tuple[Step, ...]:
         """The steps a run of ``names`` covers (every step when none is named)."""
         keep = set(self.upstream(names)) if names else {s.name for s in self.steps}
@@ -232,6 +238,29 @@ def _step(d: _Declared, label: str, project: Project, texts: Mapping[str, str],
     identity = project.relative(pair.ipynb if pair is not None else nb.path)
     return Step(d.name, project.relative(nb.path), identity, hashlib.sha256(code.encode("utf-8")).hexdigest(),
                 kernel, values, d.needs, d.inputs, d.outputs)
+
+
+def load_if_present(project: Project, given: str | None = None) -> Pipeline | None:
+    """The project's pipeline (``given``, else ``cd4ml-pipeline.yaml`` at the root), or None when
+    no file was given and the root has none."""
+    path = Path(given).resolve() if given else project.root / PIPELINE_FILE
+    if not given and not path.is_file():
+        return None
+    return load(path, project)
+
+
+def assessed_step(project: Project, name: str | None, given: str | None = None) -> str | None:
+    """The step ``--step`` names for an assessment: ``name`` (checked against the pipeline file when
+    there is one), or with an empty name the pipeline's last step; None without ``--step``."""
+    if name is None:
+        return None
+    pipe = load_if_present(project, given)
+    if pipe is None:
+        if not name:
+            raise BadInput(f"--step without a name reads the last step of {PIPELINE_FILE}, and "
+                           f"{project.root / PIPELINE_FILE} does not exist: name the step (--step NAME)")
+        return name
+    return pipe.step(name).name if name else pipe.last.name
 
 
 def load(path: Path, project: Project, overrides: Mapping[str, Mapping[str, str]] | None = None,

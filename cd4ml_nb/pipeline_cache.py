@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from . import history
 
-STEP = "cd4ml.step"
+STEP = history.STEP_NAME
 KEY = "cd4ml.cache.key"
 HIT = "cd4ml.cache.hit"  # the run whose execution a cache hit stands for
 CODE = "cd4ml.cache.code"

@@ -4,7 +4,9 @@ As in a sweep (:mod:`.sweep`), this process creates the parent run (``cd4ml.kind
 the branch's experiment and, as each step starts, its child run (``cd4ml.kind=step``,
 ``mlflow.parentRunId``, ``cd4ml.step``), which the runner (:func:`.runner.run_notebook`) adopts:
 the step gets the provenance, artifacts, parameters and metrics of any run. Steps whose needs are
-done run at once, each in a thread of this process with its own kernel (``parallel`` at most).
+done run at once, each in a thread of this process with its own kernel (``parallel`` at most), or
+as tasks on a Dask cluster (``dask``: the workers share the project's folder and the store, as for
+a sweep's trials).
 
 A step whose cache key (:mod:`.pipeline_cache`) matches a FINISHED step run, whose outputs are on
 disk unchanged, is not executed: its child run is recorded FINISHED with ``cd4ml.cache.hit`` and
@@ -68,7 +70,8 @@ class PipelineOptions:
 
     steps: tuple[str, ...] = ()  # these steps and what they need (default: every step)
     force: bool = False  # execute every step, cache or not
-    parallel: int = 0  # steps at once (0: the number of cores)
+    parallel: int = 0  # steps at once (0: the number of cores; with dask: the steps submitted at once)
+    dask: str | None = None  # a Dask scheduler's address: steps run there
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,60 @@ def status(pipe: Pipeline, project: Project, names: tuple[str, ...] = ()) -> tup
             found.append(StepStatus(step.name, True, f"up to date (run {cache.origin(hit)[:12]})", hit.info.run_id,
                                     after))
     return tuple(found)
+
+
+class _Threads:
+    """Steps executed in threads of this process, each with its own kernel."""
+
+    def __init__(self, run: "_PipelineRun", workers: int) -> None:
+        self.run, self.pool = run, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cd4ml-step")
+
+    def start(self, step: Step, run_id: str, tags: dict[str, str]) -> Future:
+        return self.pool.submit(self.run.execute, step, run_id, tags)
+
+    def done(self, futures: list) -> list:
+        return list(wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)[0])
+
+    def cancel(self, futures: list) -> None:
+        self.run.cancel.set()  # interrupts their kernels
+        wait(futures, timeout=120)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class _Dask:
+    """Steps executed as tasks on a Dask cluster, as a sweep's trials (:func:`.sweep.execute_trial`)."""
+
+    def __init__(self, project: Project, address: str) -> None:
+        from distributed import Client
+
+        from .sweep import check_dask_store
+
+        check_dask_store(project, address)
+        self.project, self.client = project, Client(address, timeout=30)
+
+    def start(self, step: Step, run_id: str, tags: dict[str, str]):
+        from .sweep import execute_trial
+
+        return self.client.submit(execute_trial, str(self.project.root), step.notebook, step.parameters, run_id,
+                                  self.project.tracking_uri, tags, None, pure=False, retries=2,
+                                  key=f"cd4ml-step-{step.name}-{time.time_ns()}")
+
+    def done(self, futures: list) -> list:
+        from distributed import wait as dask_wait
+
+        try:
+            dask_wait(futures, timeout=0.5, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # none ended yet
+            pass
+        return [f for f in futures if f.done()]
+
+    def cancel(self, futures: list) -> None:
+        self.client.cancel(futures)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class _PipelineRun:
@@ -203,28 +260,33 @@ class _PipelineRun:
 
     # --- executing a step ---------------------------------------------------------------------
 
-    def execute(self, step: Step, run_id: str, key: cache.Key) -> Any:
-        """Run the step's notebook into its child run (in a worker thread)."""
+    def execute(self, step: Step, run_id: str, tags: dict[str, str]) -> dict[str, Any]:
+        """Run the step's notebook into its child run (in a worker thread); the outcome as a Dask
+        worker reports it (:func:`.sweep.execute_trial`)."""
         from .runner import Callbacks, RunOptions, run_notebook
 
-        options = RunOptions(progress=False, run_id=run_id, extra_tags={**self.step_tags(step), **key.tags()})
-        return run_notebook(self.project.root / step.notebook, step.parameters, project=self.project,
-                            options=options, callbacks=Callbacks(cancel=self.cancel, warn=self.warn))
+        options = RunOptions(progress=False, run_id=run_id, extra_tags=tags)
+        result = run_notebook(self.project.root / step.notebook, step.parameters, project=self.project,
+                              options=options, callbacks=Callbacks(cancel=self.cancel, warn=self.warn))
+        return {"status": result.status, "metrics": dict(result.metrics), "error": result.error,
+                "pending": result.spooled}
 
-    def executed(self, step: Step, run_id: str, future: Future, started: float) -> None:
+    def executed(self, step: Step, run_id: str, future, started: float) -> None:
         """Record an executed step: its outputs when it FINISHED (FAILED when one is missing)."""
         seconds = time.monotonic() - started
         try:
-            result = future.result()
+            outcome = future.result()
         except Exception as e:  # the step's machinery failed (e.g. its pair went out of sync): it fails alone
             message = " ".join(str(e).split()) or type(e).__name__
             self.end_if_running(run_id, "FAILED", {tracking.REASON: "error", "cd4ml.status.message": message})
             self.record(StepResult(step.name, "FAILED", run_id, error=message, seconds=seconds))
             return
-        status, error = result.status, result.error
-        if result.spooled:  # the journal ends the run on the server once uploaded
+        for line in outcome.get("warnings", ()):
+            self.warn(line)
+        status, error = outcome["status"], outcome.get("error")
+        if outcome.get("pending"):  # the journal ends the run on the server once uploaded
             self.created.remove(run_id)
-            status, error = "FAILED", f"its journal is pending in {result.spooled} (`cd4ml-nb runs sync`)"
+            status, error = "FAILED", f"its journal is pending in {outcome['pending']} (`cd4ml-nb runs sync`)"
         elif status == "FINISHED":
             outputs = cache.outputs_of(self.project.root, step.outputs)
             missing = [rel for rel, digest in outputs.items() if digest == cache.MISSING]
@@ -234,7 +296,7 @@ class _PipelineRun:
                                                           "cd4ml.status.message": error})
             else:
                 self.c.set_tag(run_id, cache.OUTPUTS, json.dumps(outputs, sort_keys=True))
-        self.record(StepResult(step.name, status, run_id, None, dict(result.metrics), error, seconds))
+        self.record(StepResult(step.name, status, run_id, None, dict(outcome.get("metrics") or {}), error, seconds))
 
     def end_if_running(self, run_id: str, status: str, tags: dict[str, str]) -> None:
         if self.c.get_run(run_id).info.status in ("RUNNING", "SCHEDULED"):
@@ -242,7 +304,7 @@ class _PipelineRun:
 
     # --- scheduling ---------------------------------------------------------------------------
 
-    def ready(self, pool: ThreadPoolExecutor, running: dict, pending: list[Step], workers: int) -> bool:
+    def ready(self, executor, running: dict, pending: list[Step], workers: int) -> bool:
         """Settle what can be settled now (skips, cache hits) and start what can start; True if anything moved."""
         moved = False
         for step in list(pending):
@@ -265,7 +327,8 @@ class _PipelineRun:
             elif len(running) < workers:
                 pending.remove(step)
                 run_id = self.child(step, key.tags())
-                running[pool.submit(self.execute, step, run_id, key)] = (step, run_id, time.monotonic())
+                future = executor.start(step, run_id, {**self.step_tags(step), **key.tags()})
+                running[future] = (step, run_id, time.monotonic())
                 moved = True
         return moved
 
@@ -273,25 +336,25 @@ class _PipelineRun:
         """Run the steps, each once its needs are done, ``parallel`` at most at once."""
         workers = self.options.parallel or os.cpu_count() or 1
         pending = list(self.steps)
-        running: dict[Future, tuple[Step, str, float]] = {}
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cd4ml-step") as pool:
-            try:
-                while pending or running:
-                    while self.ready(pool, running, pending, workers):
-                        pass
-                    if not running:
-                        break
-                    done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        step, run_id, started = running.pop(future)
-                        self.executed(step, run_id, future, started)
-            except KeyboardInterrupt:
-                self.cancel.set()
-                wait(list(running), timeout=120)
-                for future, (step, run_id, started) in running.items():
-                    if future.done():
-                        self.executed(step, run_id, future, started)
-                raise
+        running: dict[Any, tuple[Step, str, float]] = {}
+        executor = _Dask(self.project, self.options.dask) if self.options.dask else _Threads(self, workers)
+        try:
+            while pending or running:
+                while self.ready(executor, running, pending, workers):
+                    pass
+                if not running:
+                    break
+                for future in executor.done(list(running)):
+                    step, run_id, started = running.pop(future)
+                    self.executed(step, run_id, future, started)
+        except KeyboardInterrupt:
+            executor.cancel(list(running))
+            for future, (step, run_id, started) in running.items():
+                if future.done() and not future.cancelled():
+                    self.executed(step, run_id, future, started)
+            raise
+        finally:
+            executor.close()
 
     def close(self, interrupted: bool) -> str:
         """End the parent with the verdict; no step run stays RUNNING."""

@@ -102,10 +102,11 @@ def markdown(project: Project, comparison: Comparison, code: CodeDiff, gate: Gat
 
 def _markdown_notebook(project: Project, nb: NotebookComparison, verdicts: dict[str, str],
                        comparison: Comparison) -> list[str]:
-    lines = [f"## `{nb.notebook}`", "", f"Runs compared ({comparison.runs}): base {_run_link(project, nb.base)}, "
+    of = f", pipeline step `{comparison.step}`" if comparison.step else ""
+    lines = [f"## `{nb.notebook}`", "", f"Runs compared ({comparison.runs}{of}): base {_run_link(project, nb.base)}, "
              f"branch {_run_link(project, nb.branch)}", ""]
     if nb.base is None:
-        lines += [f"> {no_base(comparison.base, nb.notebook)}", ""]
+        lines += [f"> {no_base(comparison.base, nb.notebook, comparison.kind)}", ""]
     gate_col = bool(verdicts)
     header = "| metric | goal | base | branch | Δ | Δ% |" + (" gate |" if gate_col else "")
     lines += [header, "|" + "---|" * (6 + gate_col)]
@@ -143,7 +144,7 @@ def html_report(project: Project, comparison: Comparison, code: CodeDiff, gate: 
         verdicts = _verdicts(gate, nb.notebook)
         parts.append(f"<h2><code>{e(nb.notebook)}</code></h2>")
         if nb.base is None:
-            parts.append(f"<p><em>{e(no_base(comparison.base, nb.notebook))}</em></p>")
+            parts.append(f"<p><em>{e(no_base(comparison.base, nb.notebook, comparison.kind))}</em></p>")
         parts.append(_chart(nb, comparison))
         parts.append("<table><tr><th>metric</th><th>goal</th><th>base</th><th>branch</th><th>Δ</th><th>Δ%</th>"
                      + ("<th>gate</th>" if verdicts else "") + "</tr>")

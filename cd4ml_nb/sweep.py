@@ -206,7 +206,8 @@ def _pending_error(status: str, folder: str) -> str:
 # --- the sweep --------------------------------------------------------------------------------
 
 
-def _check_dask_store(project: Project, address: str) -> None:
+def check_dask_store(project: Project, address: str) -> None:
+    """A SQLite store cannot be shared with Dask workers on another host (BadInput: start a server)."""
     host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
     if project.tracking_uri.startswith("sqlite:") and host not in LOOPBACK:
         raise BadInput(
@@ -236,7 +237,7 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: Swe
     pairing.ensure_in_sync(pair, project, nb.path)
     rel = project.relative(pair.ipynb if pair is not None else nb.path)
     if dask:
-        _check_dask_store(project, dask)
+        check_dask_store(project, dask)
     tracking.check_store(project)
     git = project.git_info(nb.path)
     experiment = tracking.experiment_name(project, git)

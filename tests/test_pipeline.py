@@ -14,7 +14,7 @@ import pytest
 
 from cd4ml_nb.cli import main
 
-from nbfactory import commit_all, init_repo, percent, write_ipynb
+from nbfactory import commit_all, git, init_repo, percent, write_ipynb
 
 MARK = "import os\nopen(os.environ['CD4ML_TEST_MARKS'], 'a').write({name!r} + '\\n')"
 
@@ -249,3 +249,94 @@ def test_copied_metrics_are_the_rows_mlflow_writes(repo):
 
     for table in ("metrics", "latest_metrics"):
         assert rows(table, copied) == rows(table, by_mlflow) != []
+
+
+def test_gate_compare_report_and_test_read_a_step_and_ci_runs_the_pipeline(repo, marks, capsys):
+    """On a branch, --step (the last step by default) compares the step's runs with the base
+    branch's; plain gate still compares runs of kind run; ci runs the pipeline and gates its last step."""
+    git(repo, "checkout", "-q", "-b", "deeper")
+    try:
+        commit_all(repo, "train v2")
+        # master's latest FINISHED evaluate scored len('depth=3 n=7 v2') = 14
+        assert main(["pipeline", "run", "-p", "prep.rows", "7", "-p", "train.max_depth", "10"]) == 0
+        assert marks() == ["train", "evaluate"]  # prep is the base branch's cache hit
+        capsys.readouterr()
+        assert main(["compare", "--step", "--json"]) == 0
+        comparison = json.loads(capsys.readouterr().out)
+        assert comparison["step"] == "evaluate" and comparison["kind"] == "step"
+        [nb] = comparison["notebooks"]
+        assert nb["notebook"] == "evaluate.ipynb"
+        assert (nb["base"]["metrics"]["score"], nb["branch"]["metrics"]["score"]) == (14, len("depth=10 n=7 v2"))
+        assert main(["gate", "--step", "--metric", "score", "--goal", "minimize"]) == 1
+        assert "FAIL evaluate.ipynb score (minimize): base 14 -> branch 15" in capsys.readouterr().out
+        assert main(["gate", "--step", "evaluate", "--metric", "score", "--goal", "maximize"]) == 0
+        capsys.readouterr()
+        assert main(["gate", "--metric", "score"]) == 2  # plain runs: neither branch has one
+        assert main(["gate", "--step", "nosuch", "--metric", "score"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1] == ("cd4ml-nb: error: cd4ml-pipeline.yaml: no step 'nosuch' (steps: prep, train, evaluate)")
+        assert main(["report", "--step", "--metric", "score", "--goal", "maximize"]) == 0
+        assert "Runs compared (latest, pipeline step `evaluate`)" in capsys.readouterr().out
+        assert main(["test", "--step", "--update", "-q"]) == 0 and marks() == ["train", "evaluate", "evaluate"]
+        assert main(["test", "--step", "evaluate", "-q"]) == 0  # the step's parameters, its baseline
+        capsys.readouterr()
+
+        (repo / "cd4ml-pipeline.yaml").write_text(PIPELINE.replace("{rows: 5}", "{rows: 7}")
+                                                  .replace("{max_depth: 3}", "{max_depth: 10}"))
+        (repo / "pyproject.toml").write_text('[tool.cd4ml_nb]\nci_gate = [{metric = "score", goal = "minimize"}]\n')
+        commit_all(repo, "deeper trees")
+        before = len(marks())
+        assert main(["ci"]) == 6
+        out = capsys.readouterr().out
+        assert "== ci: pipeline (cd4ml-pipeline.yaml) ==" in out and "evaluate: cache hit" in out
+        assert "FAIL evaluate.ipynb score (minimize): base 14 -> branch 15" in out and "ci FAILED at the gate" in out
+        assert len(marks()) == before  # all three steps were cache hits: no kernel
+    finally:
+        git(repo, "checkout", "-q", "-f", "master")
+
+
+@pytest.fixture
+def dask_worker(repo):
+    """A Dask scheduler and one worker process, started in the repository."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nbfactory import free_port
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], cwd=repo, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "2",
+                                   "--nworkers", "1", "--no-dashboard"], cwd=repo, env=env, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(1, timeout=60)
+        worker_pids = set(client.run(os.getpid).values())
+    yield address, worker_pids
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_steps_run_on_a_dask_cluster(repo, marks, capsys, dask_worker):
+    address, worker_pids = dask_worker
+    code, result = run_json(capsys, "--dask", address, "--force")
+    assert code == 0 and [s["status"] for s in result["steps"]] == ["FINISHED"] * 3
+    assert sorted(marks()) == ["evaluate", "prep", "train"]
+    parent, kids = last_pipeline(repo)
+    assert parent.info.run_id == result["parent_run_id"] and parent.info.status == "FINISHED"
+    runners = {kid.data.tags["cd4ml.runner"].rsplit(":", 1)[1] for kid in kids.values()}
+    assert runners <= {str(pid) for pid in worker_pids}, runners  # executed by the worker, not this process
+    assert kids["evaluate"].data.metrics["score"] == len("depth=3 n=5")

@@ -42,17 +42,28 @@ def gate_options(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def kind_option(p) -> None:
-    from ..history import KINDS, RUN
+    from ..history import KINDS
 
-    p.add_argument("--kind", default=RUN, choices=KINDS,
+    p.add_argument("--kind", choices=KINDS,
                    help="compare runs of this kind on both sides (default: run; trials, tests and ci smoke "
                         "runs are left out)")
+    step_option(p)
 
 
-def selection(args: argparse.Namespace, run_id: str | None = None):
-    from ..history import Selection
+def step_option(p) -> None:
+    p.add_argument("--step", nargs="?", const="", metavar="NAME",
+                   help="a pipeline step's runs (kind step); without NAME the last step of cd4ml-pipeline.yaml")
+    p.add_argument("--pipeline-file", metavar="PATH", help="the pipeline file --step reads (default: "
+                   "cd4ml-pipeline.yaml at the project root)")
 
-    return Selection(args.kind, args.runs, getattr(args, "min_runs", 1), run_id)
+
+def selection(args: argparse.Namespace, run_id: str | None = None, project=None):
+    from ..history import RUN, STEP, Selection
+    from ..pipeline import assessed_step
+
+    step = assessed_step(project or project_at(".", args.tracking_uri), args.step, args.pipeline_file)
+    kind = args.kind or (STEP if step is not None else RUN)
+    return Selection(kind, args.runs, getattr(args, "min_runs", 1), run_id, step)
 
 
 def gate_specs(raw: list[dict]):
@@ -72,7 +83,7 @@ def run_gate(project, args, run_id: str | None = None):
     from ..compare import gate
 
     return gate(project, gate_specs(args.gate_specs), branch=getattr(args, "branch", None), base=args.base,
-                against=args.against, notebooks=args.notebooks or (), select=selection(args, run_id),
+                against=args.against, notebooks=args.notebooks or (), select=selection(args, run_id, project),
                 allow_schema_change=args.allow_schema_change)
 
 
@@ -81,17 +92,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..compare import compare, no_base
 
     project = project_at(".", args.tracking_uri)
+    select = selection(args, project=project)
     comparison = compare(project, args.branch, args.base, args.metric_names or None,
-                         goals=dict(project.config.metric_goals), notebooks=args.notebooks or (),
-                         select=selection(args))
+                         goals=dict(project.config.metric_goals), notebooks=args.notebooks or (), select=select)
     if args.json:
         say(json.dumps(comparison.to_json(), indent=2))
         return 0
     if args.format == "markdown":
         say(report.markdown(project, comparison, report.CodeDiff((), "", ())).split("## Code:")[0].rstrip())
         return 0
-    say(f"branch {comparison.branch!r} against base {comparison.base!r} ({comparison.runs} runs of kind "
-         f"{comparison.kind!r})")
+    say(f"branch {comparison.branch!r} against base {comparison.base!r} ({comparison.runs} runs of {select.label})")
     if not comparison.notebooks:
         say("no FINISHED runs on either branch yet; start with `cd4ml-nb run NOTEBOOK`")
     for nb in comparison.notebooks:
@@ -134,7 +144,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     gate_result = run_gate(project, args) if args.gate_specs else None
     comparison = compare(project, args.branch, args.base, [s["metric"] for s in args.gate_specs] or None,
                          goals=dict(project.config.metric_goals), notebooks=args.notebooks or (),
-                         select=selection(args))
+                         select=selection(args, project=project))
     code = report.code_diff(project, comparison.base)
     text = (report.html_report if args.format == "html" else report.markdown)(project, comparison, code, gate_result)
     if args.output:

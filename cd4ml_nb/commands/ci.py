@@ -9,8 +9,19 @@ from pathlib import Path
 
 from ..exceptions import BadInput
 from . import parameter_texts, project_at, say, warn
-from .assess import gate_specs
+from .assess import gate_specs, step_option
 from .runs import sync_first
+
+def pipeline_step(project, name: str, given: str | None):
+    """The pipeline step ``--step`` names (the last step without a name)."""
+    from .. import pipeline
+
+    pipe = pipeline.load_if_present(project, given)
+    if pipe is None:
+        raise BadInput(f"--step reads {pipeline.PIPELINE_FILE}, and {project.root / pipeline.PIPELINE_FILE} "
+                       "does not exist")
+    return pipe.step(name) if name else pipe.last
+
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Regression-test notebooks against their baselines: 0 within tolerance, 1 regression, 2 cannot evaluate."""
@@ -20,12 +31,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     project = project_at(args.notebooks[0] if args.notebooks and Path(args.notebooks[0]).exists() else ".",
                        args.tracking_uri)
     paths = [Path(n).resolve() for n in args.notebooks] or regression.default_notebooks(project)
+    values = params_mod.load_values_file(Path(args.file)) if args.file else None
+    if args.step is not None:  # the step's notebook with the step's parameters (-f and -p on top)
+        if args.notebooks:
+            raise BadInput("test: give NOTEBOOK... or --step, not both")
+        step = pipeline_step(project, args.step, args.pipeline_file)
+        paths, values = [project.root / step.notebook], {**step.parameters, **(values or {})}
     if not paths:
         raise BadInput("no notebook to test: give NOTEBOOK..., list ci_notebooks in [tool.cd4ml_nb], or record a "
                        "baseline with `cd4ml-nb test NOTEBOOK --update`")
     if args.sync:
         sync_first(paths, args.tracking_uri)
-    values = params_mod.load_values_file(Path(args.file)) if args.file else None
     options = regression.CheckOptions(parameters=values or {}, parameter_texts=parameter_texts(args.param),
                                       seeds=args.seeds, rtol=args.rtol, atol=args.atol, baseline=args.baseline,
                                       update=args.update, progress=not (args.quiet or args.json))
@@ -45,23 +61,65 @@ def cmd_test(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _heading(name: str) -> None:
+    say(f"\n== ci: {name} ==")
+
+
+def _run_pipeline(project) -> tuple[object | None, int]:
+    """Run the project's pipeline when it has one (only the steps that changed execute): (the
+    pipeline or None, 0 or 4 when a step did not finish)."""
+    from .. import pipeline, pipeline_run
+    from .pipeline import step_line
+
+    pipe = pipeline.load_if_present(project)
+    if pipe is None:
+        return None, 0
+    _heading(f"pipeline ({pipe.file})")
+    result = pipeline_run.run_pipeline(pipe, project, on_step=lambda r: say(step_line(r)), warn=warn)
+    if result.status != "FINISHED":
+        failed = [s.step for s in result.steps if s.status != "FINISHED"]
+        say(f"ci FAILED at the pipeline: step(s) {', '.join(failed)} did not finish "
+            f"(parent run {result.parent_run_id})")
+        return pipe, 4
+    say(f"pipeline FINISHED: parent run {result.parent_run_id}; the gate reads step {pipe.last.name!r}")
+    return pipe, 0
+
+
+def _gate(project, selects) -> tuple[object, int]:
+    """The configured gate over each selection (smoke runs, the pipeline's last step): (result, 0 / 7)."""
+    from ..compare import CannotEvaluate, GateResult, gate
+
+    checks, skipped = [], []
+    for select in selects:
+        try:
+            found = gate(project, gate_specs(list(project.config.ci_gate)), select=select)
+        except CannotEvaluate as e:
+            say(f"ci cannot evaluate the gate on the runs of {select.label}: {e}")
+            return None, 7
+        checks += found.checks
+        skipped += found.skipped
+    result = GateResult(tuple(checks), tuple(skipped))
+    for line in [c.describe() for c in result.checks] + [s.describe() for s in result.skipped]:
+        say(line)
+    return result, 0
+
+
 def cmd_ci(args: argparse.Namespace) -> int:
-    """check pairs (3) -> smoke runs (4) and their regression test against the committed baselines
-    (5; 7 cannot evaluate) -> nbval with --nbval or ci_nbval = true (5) -> gate (6; 7) -> report."""
+    """check pairs (3) -> the pipeline when cd4ml-pipeline.yaml exists (4) -> smoke runs (4) and
+    their regression test against the committed baselines (5; 7 cannot evaluate) -> nbval with
+    --nbval or ci_nbval = true (5) -> gate (6; 7) -> report."""
     import subprocess
     import tempfile
 
     from .. import pairing, params, regression, report
-    from ..compare import CannotEvaluate, compare, gate
-    from ..history import CI, Selection
+    from ..compare import compare
+    from ..history import CI, STEP, Selection
 
     project = project_at(".", args.tracking_uri)
     cfg = project.config
     smoke = Selection(kind=CI)  # smoke runs are compared with the base branch's smoke runs
-    def step(name: str) -> None:
-        say(f"\n== ci: {name} ==")
 
-    step("pairs in sync")
+    _heading("pairs in sync")
     states = [pairing.compare(p, project) for p in pairing.discover_pairs([project.root], project)]
     bad = [s for s in states if not s.in_sync]
     for s in bad:
@@ -72,8 +130,15 @@ def cmd_ci(args: argparse.Namespace) -> int:
     say(f"{len(states)} pair(s) in sync")
     notebooks_ = [project.confine(n) for n in cfg.ci_notebooks]
     values = params.load_values_file(project.root / cfg.ci_params) if cfg.ci_params else None
-    step("smoke runs")
+    pipe, code = _run_pipeline(project)
+    if code:
+        return code
+    # the gate and the report read the smoke runs, and the pipeline's last step when there is one
+    selects = ([smoke] if notebooks_ or pipe is None else []) + (
+        [Selection(kind=STEP, step=pipe.last.name)] if pipe is not None else [])
     outcomes = []
+    if notebooks_:
+        _heading("smoke runs")
     smoke_run = regression.CheckOptions(parameters=values or {}, files_only=True, always_run=True, via="ci")
     for nb in notebooks_:  # each smoke run is the regression test's run (tagged cd4ml.test)
         outcome = regression.check_notebook(project, nb, smoke_run, warn)
@@ -85,7 +150,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
             return 4
         outcomes.append(outcome)
     if outcomes:
-        step("regression test (committed baselines)")
+        _heading("regression test (committed baselines)")
         for outcome in outcomes:
             if outcome.baseline is None:
                 say(f"{outcome.notebook}: no committed baseline, not compared (the gate compares it with the base "
@@ -100,7 +165,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
             return 7
     nbval = args.nbval or cfg.ci_nbval
     if nbval and notebooks_:
-        step("nbval")
+        _heading("nbval")
         ipynbs = [str(n.with_suffix(".ipynb")) for n in notebooks_]
         with tempfile.TemporaryDirectory(prefix="cd4ml-nbval-") as scratch:  # nbval's runs are checks, not
             env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db"}  # experiments
@@ -111,16 +176,12 @@ def cmd_ci(args: argparse.Namespace) -> int:
             return 5
     gate_result = None
     if cfg.ci_gate:
-        step("gate")
-        try:
-            gate_result = gate(project, gate_specs(list(cfg.ci_gate)), select=smoke)
-        except CannotEvaluate as e:
-            say(f"ci cannot evaluate the gate: {e}")
-            return 7
-        for line in [c.describe() for c in gate_result.checks] + [s.describe() for s in gate_result.skipped]:
-            say(line)
-    step("report")
-    comparison = compare(project, goals=dict(cfg.metric_goals), select=smoke)
+        _heading("gate")
+        gate_result, code = _gate(project, selects)
+        if code:
+            return code
+    _heading("report")
+    comparison = compare(project, goals=dict(cfg.metric_goals), select=selects[-1])
     text = report.markdown(project, comparison, report.code_diff(project, comparison.base), gate_result)
     if args.report:  # relative to the current folder
         out = Path(args.report).resolve()
@@ -154,6 +215,7 @@ def register(add) -> None:
     p.add_argument("--baseline", metavar="BRANCH|RUN|FOLDER", help="default: the committed baseline file, else the "
                    "base branch's latest FINISHED run")
     p.add_argument("--update", action="store_true", help="record the baseline files (.cd4ml-baselines/) instead")
+    step_option(p)
     p.add_argument("--sync", action="store_true", help="sync the notebook's pair first when its sides differ "
                    "(without it such a run is refused)")
     p.add_argument("--tracking-uri", metavar="URI")

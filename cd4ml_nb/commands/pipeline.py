@@ -15,7 +15,7 @@ def _load(args: argparse.Namespace, overrides=None):
     return pipeline.load(path, project, overrides, warn), project
 
 
-def _line(result) -> str:
+def step_line(result) -> str:
     """One progress line for a step that ended."""
     run = (result.run_id or "-")[:12]
     if result.cache_hit:
@@ -30,8 +30,8 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
 
     pipe, project = _load(args, pipeline.parse_overrides(args.param))
     names = tuple(pipe.step(n).name for n in args.steps)
-    options = pipeline_run.PipelineOptions(names, args.force, args.parallel)
-    on_step = None if args.json else (lambda result: say(_line(result)))
+    options = pipeline_run.PipelineOptions(names, args.force, args.parallel, args.dask)
+    on_step = None if args.json else (lambda result: say(step_line(result)))
     result = pipeline_run.run_pipeline(pipe, project, options, on_step=on_step, warn=warn)
     if args.json:
         say(json.dumps(result.to_json(), indent=2, default=str))
@@ -77,6 +77,8 @@ def register(add) -> None:
     run.add_argument("-p", "--param", nargs=2, action="append", metavar=("STEP.NAME", "VALUE"),
                      help="a parameter value of one step, coerced to the declared type (repeatable)")
     run.add_argument("--parallel", type=int, default=0, metavar="N", help="steps at once (default: cores)")
+    run.add_argument("--dask", metavar="ADDRESS", help="run the steps on this Dask scheduler (tcp://HOST:PORT); the "
+                     "workers must share the project folder and the tracking store")
     status = sub.add_parser("status", help="per step: up to date, or why it would run (runs nothing)",
                             description="Per step: up to date, or why it would run; runs nothing.")
     status.set_defaults(pipeline_func=cmd_pipeline_status)
