@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +76,9 @@ def main() -> int:
     ]
     print("\n".join(rows))
     if args.write:
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        from performance_doc import machine_and_day
+
+        machine, today = machine_and_day()
         section = "## `cd4ml-nb run` against bare `papermill`"
         body = f"""{section}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -24,7 +23,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,8 +231,9 @@ def main() -> int:
             ]
     print("\n".join(rows))
     if args.write:
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        from performance_doc import machine_and_day
+
+        machine, today = machine_and_day()
         doc = ROOT / "docs" / "performance.md"
         text = doc.read_text() if doc.exists() else "# Performance\n"
         marker = "\n## Server extension\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -18,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +74,9 @@ def main() -> int:
     print("\n".join(rows))
     print(json.dumps({"ratio": ratio, "peak_mb": statistics.median(peaks)}))
     if args.write:
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        from performance_doc import machine_and_day
+
+        machine, today = machine_and_day()
         doc = ROOT / "docs" / "performance.md"
         text = doc.read_text()
         marker = "\n## Sweeps\n"

@@ -17,3 +17,14 @@ def write_section(section: str, body: str, path: Path = DOC) -> None:
         text = text.rstrip("\n") + "\n\n" + body
     path.write_text(text)
     print(f"wrote {path.relative_to(path.parent.parent)}")
+
+
+
+def machine_and_day() -> tuple[str, str]:
+    """(``arch, N cores, Python X.Y.Z``, today's UTC date): where and when a section's figures were measured."""
+    import os
+    import platform
+    from datetime import datetime, timezone
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            f"{datetime.now(timezone.utc):%Y-%m-%d}")
