@@ -253,6 +253,11 @@ def _save_record(project: Project, pair: Pair, digest: str) -> None:
     files.write_atomic(_record_path(project), json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
+def record_sync(pair: Pair, project: Project, digest: str) -> None:
+    """Record ``digest`` as the inputs both sides of ``pair`` hold now (a save that wrote both)."""
+    _save_record(project, pair, digest)
+
+
 def _recorded(project: Project, pair: Pair) -> tuple[str | None, str | None]:
     """The inputs digest of the last sync and what was checked out then (None: unknown)."""
     entry = _load_record(project).get(project.relative(pair.ipynb))
