@@ -174,7 +174,11 @@ def read_pair(state: PairState) -> Any:
         base = notebooks.inputs_digest(_node(state.basis))
         if notebooks.inputs_digest(text) == base and notebooks.inputs_digest(ipynb) != base:
             return ipynb
-    return combine_inputs_with_outputs(text, ipynb, fmt=state.pair.text_format)
+    combined = combine_inputs_with_outputs(text, ipynb, fmt=state.pair.text_format)
+    kept = combined.metadata.setdefault("jupytext", {})
+    for key, value in ipynb.metadata.get("jupytext", {}).items():  # e.g. main_language: else a diff nobody made
+        kept.setdefault(key, value)
+    return combined
 
 
 def _node(content: dict) -> Any:
@@ -241,10 +245,23 @@ async def _maybe_save_content(self, model: dict[str, Any]) -> dict[str, Any] | N
     self.last_modified = (await _model(self, self.path))["last_modified"]
     saved = await _original("FileLoader.maybe_save_content")(self, {**model, "content": content})
     if saved is not None:
-        state.fingerprint = await asyncio.to_thread(fingerprint, state.pair)
         state.basis = content
-        await asyncio.to_thread(_record, state, content)
+        await asyncio.to_thread(_after_save, state, content)
     return saved
+
+
+def _after_save(state: PairState, content: dict) -> None:
+    """Take the files' fingerprint as the room's, unless they already hold something else (a pull
+    landed right after the save: the next poll merges it); record the sync."""
+    now = fingerprint(state.pair)
+    try:
+        on_disk = notebooks.inputs_digest(read_pair(state))
+    except Cd4mlError:
+        on_disk = None
+    written = notebooks.inputs_digest(_node(content))
+    state.fingerprint = now if on_disk == written else ("changed since the save",)
+    if on_disk == written:
+        _record(state, content)
 
 
 def _record(state: PairState, content: dict) -> None:
