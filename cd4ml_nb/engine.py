@@ -72,6 +72,9 @@ class Hooks:
     on_progress: Callable[[int, int], None] | None = None
     kernel_log: str | None = None  # the file the kernel's stderr is appended to (None: inherited)
     transport: str = "auto"  # the kernel_transport setting: auto, tcp or ipc
+    setup: str | None = None  # code the kernel runs silently before the first cell (:mod:`attach`)
+    papermill_paths: tuple[str, str] | None = None  # metadata.papermill's input_path and output_path
+    cell_error: dict[str, Any] | None = None  # the failing cell's own error (index, ename, evalue, traceback)
     cancelled: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _km: Any = None
@@ -88,26 +91,47 @@ class Hooks:
             except RuntimeError:  # the loop closed meanwhile: the kernel is already gone
                 pass
 
-    async def _started(self, km, total: int) -> None:
+    async def _started(self, km, kc, total: int) -> None:
         with self._lock:
             self._loop, self._km = asyncio.get_running_loop(), km
             cancelled = self.cancelled.is_set()
         if cancelled:
             await km.shutdown_kernel(now=True)
-        elif self.on_progress is not None:
+            return
+        if self.setup is not None:
+            from .attach import run_silently
+
+            await run_silently(kc, self.setup)
+        if self.on_progress is not None:
             self.on_progress(0, total)
 
 
 class Engine(NBClientEngine):
-    """papermill's nbclient engine, with the :class:`Hooks` of the run it executes."""
+    """papermill's nbclient engine, with the :class:`Hooks` of the run it executes. Called by
+    papermill itself (``--engine cd4ml``), without hooks, it records the execution as a tracked
+    run (:func:`cd4ml_nb.papermill_door.tracked`)."""
+
+    @classmethod
+    def execute_notebook(cls, nb, kernel_name, **kwargs):
+        if "cd4ml_hooks" in kwargs:
+            return super().execute_notebook(nb, kernel_name, **kwargs)
+        from .papermill_door import tracked
+
+        def execute(hooks: Hooks):
+            return super(Engine, cls).execute_notebook(nb, kernel_name, cd4ml_hooks=hooks, **kwargs)
+
+        return tracked(nb, kernel_name, kwargs, execute)
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
         hooks: Hooks | None = kwargs.pop("cd4ml_hooks", None)
         if hooks is None:
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        if hooks.papermill_paths is not None:
+            nb_man.nb.metadata.papermill.update(zip(("input_path", "output_path"), hooks.papermill_paths))
         total = len(nb_man.nb.cells)
         managers: list = []
+        clients: list = []
         sockets: list[str] = []  # private folders of this run's IPC kernels
         logs: list = []  # open kernel_log files, closed when the execution ends
         completed: list = []  # not empty once the last cell has executed
@@ -121,6 +145,10 @@ class Engine(NBClientEngine):
                 if kernels.transport(_spec(self), hooks.transport) == "ipc":
                     sockets.append(kernels.make_socket_folder())
                     self.transport, self.ip = "ipc", os.path.join(sockets[-1], "k")
+
+            def client(self, **kw):  # nbclient's client of this kernel (the set-up runs through it)
+                clients.append(super().client(**kw))
+                return clients[-1]
 
             async def start_kernel(self, **kw):  # kw reach Popen: jupyter_client's documented way
                 if hooks.kernel_log and "stderr" not in kw:
@@ -142,7 +170,12 @@ class Engine(NBClientEngine):
                 await super()._async_interrupt_kernel()
 
         async def on_notebook_start(notebook):
-            await hooks._started(managers[-1], total)
+            await hooks._started(managers[-1], clients[-1], total)
+
+        def on_cell_error(cell, cell_index, execute_reply):
+            content = execute_reply.get("content", {})
+            hooks.cell_error = {"index": cell_index, "ename": content.get("ename"), "evalue": content.get("evalue"),
+                                "traceback": content.get("traceback", [])}
 
         def on_cell_executed(cell, cell_index, execute_reply):
             if cell_index + 1 == total:
@@ -151,7 +184,8 @@ class Engine(NBClientEngine):
                 hooks.on_progress(cell_index + 1, total)
 
         kwargs.update(kernel_manager_class=KernelManager, on_notebook_start=on_notebook_start,
-                      on_cell_executed=on_cell_executed, resources={"metadata": {"path": hooks.cwd}})
+                      on_cell_executed=on_cell_executed, on_cell_error=on_cell_error,
+                      resources={"metadata": {"path": hooks.cwd}})
         try:
             return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
         finally:

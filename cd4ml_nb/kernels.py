@@ -43,13 +43,14 @@ def default_kernelspec() -> dict[str, str]:
     return {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
-def kernel_name(project: Project, nb: Notebook, warn: Callable[[str], None]) -> str:
-    """The installed kernel ``nb`` runs on (BadInput naming those installed when it is missing);
+def kernel_name(project: Project, nb: Notebook, warn: Callable[[str], None], requested: str | None = None) -> str:
+    """The installed kernel ``nb`` runs on: ``requested`` (papermill's ``-k``), the configured one or
+    the notebook's own (BadInput naming those installed when it is missing);
     a notebook naming none runs on ``python3``, with a warning. A ``kernel_transport = "ipc"``
     this system cannot give is a ConfigError here, before any run exists."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    name = project.config.kernel_name or nb.node.metadata.get("kernelspec", {}).get("name")
+    name = requested or project.config.kernel_name or nb.node.metadata.get("kernelspec", {}).get("name")
     if not name:
         warn(f"{nb.path.name} names no kernel; running it on this environment's Python kernel (python3)")
         name = "python3"

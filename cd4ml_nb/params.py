@@ -224,9 +224,11 @@ def _from_text(param: Parameter, text: str) -> Any:
     """Coerce a command-line string to the parameter's type (ValueError when it does not fit)."""
     import yaml
 
+    typ = param.type
+    if typ == ANY:  # no type to convert to: the value as papermill reads it
+        return papermill_value(text)
     if param.nullable and text.strip().lower() in _NULL:
         return None
-    typ = param.type
     if typ == "str":
         return text
     if typ == "int":
@@ -243,12 +245,21 @@ def _from_text(param: Parameter, text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
-        if typ == ANY:
-            return text
         raise ValueError(f"not a YAML/JSON {typ}") from None
-    if typ == ANY:
-        return value if value is not None or text.strip().lower() in _NULL else text
     return _check(param, value)
+
+
+def papermill_value(text: str) -> Any:
+    """A ``-p`` value read as papermill reads it: ``True``, ``False``, ``None``, an int, a float,
+    otherwise the text as given (quotes and brackets included)."""
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _check(param: Parameter, value: Any) -> Any:

@@ -1,15 +1,18 @@
 """Run a notebook as a tracked training job: validate, execute a copy with Papermill, track.
 
 The parent process owns the MLflow run. It creates the run in a background thread while
-Papermill starts the kernel; the first (injected) cell makes the kernel attach to it when the
-notebook first imports ``mlflow`` (waiting for the run id then), so plain ``mlflow.log_metric(...)``
+Papermill starts the kernel; a set-up the kernel runs silently before the first cell
+(:mod:`attach`: no cell of its own, so the executed notebook is papermill's, cell for cell) makes
+it attach to the run when the notebook first imports ``mlflow``, so plain ``mlflow.log_metric(...)``
 or ``mlflow.sklearn.autolog()`` in the notebook land in that run, and a notebook that never uses
-MLflow never loads it. The parent then logs artifacts and sets the true terminal status.
+MLflow never loads it. The parent then logs artifacts and sets the true terminal status. The same
+pieces (:class:`Planned`, :class:`Tracker`, :func:`finish`) record papermill's own runs
+(``papermill --engine cd4ml``, :mod:`papermill_door`).
 """
 from __future__ import annotations
 
-import logging
 import copy
+import logging
 import hashlib
 import json
 import os
@@ -18,12 +21,12 @@ import signal
 import threading
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from . import files, history, kernels, notebooks, pairing, params, spool, tracking
+from . import attach, files, history, kernels, notebooks, pairing, params, spool, tracking
 from .failures import Failure, Terminated, classify, kept_cells, with_kernel_words
 from .guard import Guard
 from .exceptions import Cd4mlError, TrackingError
@@ -31,56 +34,9 @@ from .project import Project
 
 log = logging.getLogger(__name__)
 
-INJECTED_TAG = "cd4ml-injected"
+INJECTED_TAG = "cd4ml-injected"  # the set-up cell of older versions (still hidden in HTML)
 HANDOFF_TIMEOUT = 300.0
 KERNEL_LOG = "kernel.log"  # the kernel's stderr, in the run's folder (kept off the user's terminal)
-
-ATTACH_CELL = '''\
-# Injected by cd4ml-nb: once the notebook imports mlflow, it logs to the run of this execution.
-def _cd4ml_attach(handoff, timeout):
-    import importlib.util, json, os, sys, time
-
-    def attach(mlflow):
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(handoff):
-            if time.monotonic() > deadline:
-                raise RuntimeError("cd4ml-nb: the MLflow run was not created in time")
-            time.sleep(0.02)
-        with open(handoff) as f:
-            run = json.load(f)
-        if run.get("error"):
-            raise RuntimeError("cd4ml-nb: " + run["error"])
-        os.environ.update(MLFLOW_TRACKING_URI=run["tracking_uri"], MLFLOW_EXPERIMENT_ID=run["experiment_id"])
-        import logging
-        for name in ("mlflow.store", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        mlflow.set_tracking_uri(run["tracking_uri"])
-        mlflow.start_run(run_id=run["run_id"])
-
-    if "mlflow" in sys.modules:
-        return attach(sys.modules["mlflow"])
-
-    class Finder:  # a post-import hook: attach right after mlflow is first imported
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name != "mlflow":
-                return None
-            sys.meta_path.remove(Finder)
-            spec = importlib.util.find_spec(name)
-            if spec is not None and spec.loader is not None:
-                run_module = spec.loader.exec_module
-
-                def exec_module(module):
-                    run_module(module)
-                    attach(module)
-                spec.loader.exec_module = exec_module
-            return spec
-
-    sys.meta_path.insert(0, Finder)
-_cd4ml_attach({handoff!r}, {timeout!r})
-del _cd4ml_attach
-'''
-
 
 @dataclass(frozen=True)
 class RunResult:
@@ -103,6 +59,7 @@ class RunResult:
     git_branch: str | None = None
     git_commit: str | None = None
     spooled: str | None = None  # a spool folder waiting for `cd4ml-nb runs sync`
+    traceback: str | None = None  # the failing cell's traceback, as papermill prints it
 
     @property
     def exit_code(self) -> int:
@@ -130,6 +87,7 @@ class RunOptions:
     extra_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. cd4ml.kind (run by default)
     run_id: str | None = None  # a run created beforehand (a sweep trial) to use instead of a new one
     output_root: Path | None = None  # folder of the per-run folders (default: <state_dir>/runs)
+    papermill: Any = None  # papermill's own options (:class:`papermill_door.PapermillOptions`)
 
 
 @dataclass(frozen=True)
@@ -143,7 +101,7 @@ class Callbacks:
 
 
 @dataclass(frozen=True)
-class _Planned:
+class Planned:
     """The MLflow run to create (or adopt) for an execution."""
 
     experiment: str
@@ -156,7 +114,7 @@ class _Planned:
 
 
 @dataclass(frozen=True)
-class _Execution:
+class Execution:
     """What finishing a run needs to know of its execution."""
 
     nb: notebooks.Notebook
@@ -202,10 +160,10 @@ def signals_ignored() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-class _Tracker(threading.Thread):
+class Tracker(threading.Thread):
     """Creates the MLflow run while the kernel starts, then hands it to the kernel."""
 
-    def __init__(self, project: Project, plan: _Planned, on_started: Callable[[str, str], None] | None = None,
+    def __init__(self, project: Project, plan: Planned, on_started: Callable[[str, str], None] | None = None,
                  on_error: Callable[[], None] | None = None):
         super().__init__(name="cd4ml-tracker", daemon=True)
         self.on_error = on_error  # stops the kernel: a run that cannot be tracked does not run on
@@ -268,7 +226,7 @@ def _render_html(executed: Path) -> Path:
     return html
 
 
-def _run_dir(project: Project, stem: str, output_root: Path | None = None) -> Path:
+def run_dir(project: Project, stem: str, output_root: Path | None = None) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     root = output_root or project.ensure_state_dir() / "runs"
     path = root / f"{stamp}-{stem}-{secrets.token_hex(2)}"
@@ -310,7 +268,10 @@ def run_notebook(
     pairing.ensure_in_sync(pair, project, nb.path)
     contract = params.read_contract(nb.node, nb.path)
     values = params.validate(contract, parameter_texts, parameters, where=str(path))
-    kernel = kernels.kernel_name(project, nb, warn)
+    from .papermill_door import PapermillOptions
+
+    pm = options.papermill or PapermillOptions()
+    kernel = kernels.kernel_name(project, nb, warn, pm.kernel)
     git = project.git_info(nb.path)
     if git is None:
         warn(f"{nb.path} is not in a git repository: the run gets no branch or commit tags")
@@ -322,14 +283,13 @@ def run_notebook(
 
     team_server.check_access(project.tracking_uri, project.config.health_timeout)  # 401/403: exit 2, no run
 
-    import nbformat
     import papermill
 
     from . import engine
 
     rel = project.relative(pair.ipynb if pair is not None else nb.path)  # one name for both sides
     source_text = nb.path.read_text(encoding="utf-8") if not nb.is_ipynb else notebooks.text_of(nb.node)
-    out_dir = _run_dir(project, nb.path.stem, options.output_root)
+    out_dir = run_dir(project, nb.path.stem, options.output_root)
     executed = out_dir / f"{nb.path.stem}.ipynb"
     handoff = out_dir / ".run.json"
     tags = tracking.provenance_tags(project, git, rel)
@@ -341,23 +301,24 @@ def run_notebook(
         **options.extra_tags,
     })
     recorded, defaults = params.as_run(contract, values)
-    hooks = engine.Hooks(cwd=str(nb.path.parent), on_progress=callbacks.on_progress,
-                         kernel_log=str(out_dir / KERNEL_LOG), transport=project.config.kernel_transport)
-    plan = _Planned(experiment, nb.path.stem, tags, recorded, defaults, handoff, options.run_id)
-    tracker = _Tracker(project, plan, callbacks.on_started, on_error=hooks.cancel)
-    execution = _Execution(nb, rel, out_dir, executed, source_text, git, values,
+    hooks = engine.Hooks(cwd=str(Path(pm.cwd).resolve()) if pm.cwd else str(nb.path.parent),
+                         on_progress=callbacks.on_progress, kernel_log=str(out_dir / KERNEL_LOG),
+                         transport=project.config.kernel_transport,
+                         setup=attach.setup_code(str(handoff), HANDOFF_TIMEOUT),
+                         papermill_paths=(str(path), pm.output_path or str(executed)))
+    plan = Planned(experiment, nb.path.stem, tags, recorded, defaults, handoff, options.run_id)
+    tracker = Tracker(project, plan, callbacks.on_started, on_error=hooks.cancel)
+    execution = Execution(nb, rel, out_dir, executed, source_text, git, values,
                            options.html if options.html is not None else project.config.html)
 
     run_copy = copy.deepcopy(nb.node)
     run_copy.metadata.pop("jupytext", None)  # the executed copy is not one side of a pair
     if not run_copy.metadata.get("kernelspec"):
         run_copy.metadata["kernelspec"] = kernels.default_kernelspec()
-    attach = nbformat.v4.new_code_cell(ATTACH_CELL.format(handoff=str(handoff), timeout=HANDOFF_TIMEOUT))
-    attach.metadata["tags"] = [INJECTED_TAG]
-    attach.metadata["jupyter"] = {"source_hidden": True}
-    run_copy.cells.insert(0, attach)
+    injected = {**pm.builtin_parameters(str(path), pm.output_path or str(executed)), **values}
 
     failure: Failure | None = None
+    trace: str | None = None
     cell_timeout = options.timeout if options.timeout is not None else (project.config.cell_timeout or None)
     finished = threading.Event()
     if cancel is not None:
@@ -369,19 +330,20 @@ def run_notebook(
             papermill.execute_notebook(
                 run_copy,
                 str(executed).replace("{", "{{").replace("}", "}}"),  # papermill formats paths
-                parameters=values or None,
+                parameters=injected or None,
                 kernel_name=kernel,
                 engine_name=engine.ensure_registered(),
                 progress_bar=options.progress,
                 execution_timeout=cell_timeout,
-                start_timeout=project.config.kernel_start_timeout,
+                start_timeout=pm.start_timeout or project.config.kernel_start_timeout,
                 iopub_timeout=project.config.iopub_timeout,
-                timeout_func=lambda cell: None if INJECTED_TAG in cell.metadata.get("tags", []) else cell_timeout,
                 cd4ml_hooks=hooks,
+                **pm.engine_arguments(),
             )
         except (Exception, KeyboardInterrupt) as e:
-            failure = classify(e, executed, kept_cells(nb.node), contract, bool(values),
-                                project.config.iopub_timeout)
+            failure = own_error(classify(e, executed, kept_cells(nb.node), contract, bool(injected),
+                                         project.config.iopub_timeout), hooks)
+            trace = failure_traceback(e)
             if failure.reason in ("kernel-start", "kernel-died"):
                 failure = with_kernel_words(failure, out_dir / KERNEL_LOG)
             if cancel is not None and cancel.is_set():
@@ -390,14 +352,33 @@ def run_notebook(
             finished.set()
             with signals_ignored():
                 try:
-                    result = _finish(project, tracker, failure, execution, warn)
+                    if pm.output_path:
+                        pm.write_output(executed)
+                    result = replace(finish(project, tracker, failure, execution, warn), traceback=trace)
                 except BaseException as e:  # finalising failed: the run still ends
-                    _end_failed(tracker, e)
+                    end_failed(tracker, e)
                     raise
                 finally:
                     if guard is not None:
                         guard.release()
     return result
+
+
+def own_error(failure: Failure, hooks) -> Failure:
+    """``failure`` with the failing cell's own exception (IPython's ``UsageError`` of a line magic,
+    where papermill says ``CellExecutionError`` with no value), as the kernel reported it."""
+    error = hooks.cell_error
+    if failure.reason != "cell-exception" or not error or not error.get("ename"):
+        return failure
+    ename, evalue = error["ename"], error.get("evalue") or ""
+    return replace(failure, ename=ename, evalue=evalue, message=f"cell index {failure.cell} raised {ename}: {evalue}")
+
+
+def failure_traceback(error: BaseException) -> str | None:
+    """The failing cell's traceback as papermill prints it (None for other failures)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    return str(error) if isinstance(error, PapermillExecutionError) else None
 
 
 def _cancel_when(cancel: threading.Event, finished: threading.Event, hooks) -> None:
@@ -408,7 +389,7 @@ def _cancel_when(cancel: threading.Event, finished: threading.Event, hooks) -> N
             return
 
 
-def _end_failed(tracker: _Tracker, error: BaseException) -> None:
+def end_failed(tracker: Tracker, error: BaseException) -> None:
     """End the run FAILED after an error while finalising it (if it exists and is still RUNNING)."""
     if tracker.client is None or tracker.run_id is None:
         return
@@ -434,7 +415,7 @@ def _upload_spool(sp, project: Project, status: str, end_tags: dict, warn) -> st
     return str(sp.folder)
 
 
-def _finish(project: Project, tracker: _Tracker, failure: Failure | None, run: _Execution,
+def finish(project: Project, tracker: Tracker, failure: Failure | None, run: Execution,
             warn: Callable[[str], None]) -> RunResult:
     """Log artifacts and set the terminal status; runs with signals ignored."""
     nb, out_dir, executed, git = run.nb, run.out_dir, run.executed, run.git

@@ -1,0 +1,210 @@
+"""Papermill's door: ``papermill NB OUT --engine cd4ml`` (and ``execute_notebook(...,
+engine_name="cd4ml")``) records the execution as a tracked run, and ``cd4ml-nb run NB [OUT]`` takes
+papermill's options with papermill's meanings.
+
+Through papermill's door papermill does everything as usual (its parameterisation, ``cwd``, output
+path, exit codes, progress bar, printed traceback); the engine (:class:`engine.Engine`, found by
+the entry point ``papermill.engine: cd4ml``) adds what ``cd4ml-nb run`` records: the branch's
+experiment, provenance, parameters, metrics, FINISHED / FAILED with the failed cell (the cell's own
+exception), KILLED on interrupt, the executed notebook as an artifact. The kernel is set up for
+MLflow silently (:mod:`attach`), so the executed notebook is the one papermill writes, cell for cell.
+"""
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import attach, files, history, notebooks, params, runner, tracking
+from .exceptions import BadInput
+from .failures import Failure, classify, kept_cells
+from .guard import Guard
+from .project import Project
+
+log = logging.getLogger(__name__)
+
+DOOR_TAG = "cd4ml.door"  # "papermill" on runs recorded through papermill's own command or API
+
+
+@dataclass(frozen=True)
+class PapermillOptions:
+    """papermill's own options, with papermill's meanings, for ``cd4ml-nb run``."""
+
+    output_path: str | None = None  # OUT: the executed copy is also written here ("-": standard output)
+    kernel: str | None = None  # -k
+    cwd: str | None = None  # the kernel's working directory
+    log_output: bool = False
+    stdout_file: Any = None  # an open file the cells' standard output is also written to
+    stderr_file: Any = None
+    report_mode: bool = False  # input cells hidden
+    start_timeout: float | None = None  # seconds the kernel may take to start (default: kernel_start_timeout)
+    autosave_cell_every: int = 30
+    inject_input_path: bool = False  # PAPERMILL_INPUT_PATH as a parameter
+    inject_output_path: bool = False  # PAPERMILL_OUTPUT_PATH as a parameter
+
+    def builtin_parameters(self, input_path: str, output_path: str) -> dict[str, str]:
+        """The parameters ``--inject-*-path`` add, outside the notebook's contract (as papermill does)."""
+        found = {}
+        if self.inject_input_path:
+            found["PAPERMILL_INPUT_PATH"] = input_path
+        if self.inject_output_path:
+            found["PAPERMILL_OUTPUT_PATH"] = output_path
+        return found
+
+    def engine_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``papermill.execute_notebook`` these options set."""
+        return {"log_output": self.log_output, "stdout_file": self.stdout_file, "stderr_file": self.stderr_file,
+                "report_mode": self.report_mode, "autosave_cell_every": self.autosave_cell_every}
+
+    def write_output(self, executed: Path) -> None:
+        """Copy the executed notebook (kept in the run's folder) to OUT."""
+        if not self.output_path or not executed.exists():
+            return
+        text = executed.read_text(encoding="utf-8")
+        if self.output_path == "-":
+            sys.stdout.write(text)
+        else:
+            files.write_atomic(Path(self.output_path), text)
+
+
+def _yaml(text: str | bytes, where: str) -> dict[str, Any]:
+    """A YAML mapping as papermill reads it (dates stay text)."""
+    import yaml
+
+    try:
+        from papermill.cli import NoDatesSafeLoader as loader
+    except ImportError:  # an older papermill: the plain safe loader
+        loader = yaml.SafeLoader
+    try:
+        value = yaml.load(text, Loader=loader) or {}
+    except yaml.YAMLError as e:
+        raise BadInput(f"{where}: not YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{where}: expected a mapping of parameter names to values")
+    return value
+
+
+def given_values(file: str | None, yamls: list[str] | None, base64s: list[str] | None,
+                 raws: list[list[str]] | None) -> dict[str, Any] | None:
+    """Typed values from papermill's ``-f``, ``-y``, ``-b`` and ``-r`` (a raw value stays text), in
+    papermill's order; None when none is given."""
+    values: dict[str, Any] = {}
+    for text in base64s or []:
+        try:
+            decoded = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise BadInput(f"-b {text[:40]!r}: not base64") from None
+        values.update(_yaml(decoded, "-b"))
+    if file:
+        values.update(params.load_values_file(Path(file)))
+    for text in yamls or []:
+        values.update(_yaml(text, "-y"))
+    for name, text in raws or []:
+        values[name] = text
+    return values or None
+
+
+def prepare_only(path: str | os.PathLike, values: dict[str, Any] | None, texts: dict[str, str] | None,
+                 options: PapermillOptions) -> str:
+    """``--prepare-only``: the parameterised notebook written to OUT, nothing executed or recorded."""
+    import papermill
+    from papermill.iorw import write_ipynb
+
+    if not options.output_path:
+        raise BadInput(f"{path}: --prepare-only writes the prepared notebook to OUT: give it (run NOTEBOOK OUT)")
+    notebooks.refuse_remote(path)
+    nb = notebooks.read(Path(path).resolve())
+    typed = params.validate(params.read_contract(nb.node, nb.path), texts, values, where=str(path))
+    node = copy.deepcopy(nb.node)
+    node.metadata.pop("jupytext", None)
+    out = options.output_path.replace("{", "{{").replace("}", "}}")
+    prepared = papermill.execute_notebook(
+        node, out, parameters={**options.builtin_parameters(str(path), options.output_path), **typed} or None,
+        prepare_only=True, kernel_name=options.kernel, report_mode=options.report_mode)
+    prepared.metadata.papermill["input_path"] = str(path)
+    write_ipynb(prepared, out)
+    return options.output_path
+
+
+def tracked(nb: Any, kernel_name: str, kwargs: dict[str, Any], execute: Callable[[Any], Any]) -> Any:
+    """Run papermill's execution ``execute(hooks)`` of ``nb`` as a tracked run and return its result;
+    papermill's own errors propagate unchanged once the run has ended."""
+    from . import engine
+
+    input_path = kwargs.get("input_path")
+    source = Path(input_path) if isinstance(input_path, str) and "://" not in input_path else None
+    if source is None or not source.is_file():
+        log.warning("cd4ml: the input is not a local notebook file; executing it without tracking")
+        return execute(engine.Hooks(cwd=os.getcwd()))
+    project = Project.discover(source.resolve().parent)
+    src = notebooks.read(source.resolve())
+    contract = params.read_contract(src.node, src.path)
+    given = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
+    git = project.git_info(src.path)
+    experiment = tracking.experiment_name(project, git)
+    tracking.check_store(project)
+    rel = project.relative(src.path)
+    source_text = src.path.read_text(encoding="utf-8")
+    out_dir = runner.run_dir(project, src.path.stem)
+    executed, handoff = out_dir / f"{src.path.stem}.ipynb", out_dir / ".run.json"
+    tags = tracking.provenance_tags(project, git, rel)
+    tags.update({**history.run_tags(rel, rel, history.RUN), DOOR_TAG: "papermill",
+                 tracking.SOURCE_SHA: hashlib.sha256(source_text.encode("utf-8")).hexdigest(),
+                 tracking.OUTPUT_DIR: str(out_dir), tracking.KERNEL: kernel_name})
+    recorded, defaults = params.as_run(contract, given)
+    recorded.update({k: v for k, v in given.items() if k not in recorded})  # papermill only warns of these
+    hooks = engine.Hooks(cwd=os.getcwd(), transport=project.config.kernel_transport,
+                         setup=attach.setup_code(str(handoff), runner.HANDOFF_TIMEOUT))
+    plan = runner.Planned(experiment, src.path.stem, tags, recorded, defaults, handoff)
+    tracker = runner.Tracker(project, plan, None, on_error=hooks.cancel)
+    execution = runner.Execution(src, rel, out_dir, executed, source_text, git, given, project.config.html)
+    guard = tracker.guard = Guard(project.tracking_uri)
+    failure: Failure | None = None
+    with runner.signals_as_interrupts():
+        try:
+            tracker.start()
+            done = execute(hooks)
+            failure = _outcome(done, executed, hooks, (kept_cells(src.node), contract, bool(given)))
+            return done
+        except (Exception, KeyboardInterrupt) as e:
+            failure = runner.own_error(classify(e, executed, kept_cells(src.node), contract, bool(given),
+                                                project.config.iopub_timeout), hooks)
+            _keep_output(kwargs.get("output_path"), executed)
+            raise
+        finally:
+            with runner.signals_ignored():
+                try:
+                    runner.finish(project, tracker, failure, execution, lambda message: log.warning("%s", message))
+                except BaseException as e:
+                    runner.end_failed(tracker, e)
+                    raise
+                finally:
+                    guard.release()
+
+
+def _outcome(nb: Any, executed: Path, hooks: Any, mapping: tuple) -> Failure | None:
+    """How papermill will judge the executed ``nb`` (it raises after the engine returns): the
+    failure, with the executed copy written as papermill writes it (error markers included)."""
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.execute import raise_for_execution_errors
+    from papermill.iorw import write_ipynb
+
+    kept, contract, injected = mapping
+    try:
+        raise_for_execution_errors(copy.deepcopy(nb), str(executed))
+    except PapermillExecutionError as e:
+        return runner.own_error(classify(e, executed, kept, contract, injected, 0.0), hooks)
+    write_ipynb(nb, str(executed))
+    return None
+
+
+def _keep_output(output_path: Any, executed: Path) -> None:
+    """The notebook papermill saved as the execution stopped, kept as the run's executed copy."""
+    if isinstance(output_path, str) and "://" not in output_path and Path(output_path).is_file():
+        files.write_atomic(executed, Path(output_path).read_text(encoding="utf-8"))
