@@ -361,3 +361,68 @@ def _ymap(value: dict):
     from pycrdt import Map
 
     return Map(cast_all(copy.deepcopy(value), int, float))
+
+
+# --- the pairing routes with a room open ------------------------------------------------------
+
+
+def live_rooms(serverapp) -> list:
+    """The open notebook rooms of jupyter-collaboration in this server (none when not installed)."""
+    if not installed:
+        return []
+    apps = serverapp.extension_manager.extension_apps.get("jupyter_server_ydoc", ())
+    rooms = []
+    for app in apps:
+        server = getattr(app, "ywebsocket_server", None)
+        rooms += [room for room in list(getattr(server, "rooms", {}).values())
+                  if getattr(room, "file_type", None) == "notebook" and hasattr(room, "_file")]
+    return rooms
+
+
+def _room_of(serverapp, pair: pairing.Pair):
+    for room in live_rooms(serverapp):
+        state = state_of(room._file)
+        if state is not None and state.pair.ipynb == pair.ipynb:
+            return room, state
+    return None, None
+
+
+async def sync_live(serverapp, root, text: Any, keep: Any) -> dict[str, Any] | None:
+    """`POST pairing/sync` while a room holds the pair: the chosen side (or the disk, without
+    ``keep``) merges into the live document, which then saves both files. None without a room."""
+    from . import lab
+
+    if not installed or keep not in (None, "ipynb", "text"):
+        return None
+    real = await asyncio.to_thread(root.file, text)
+    project = await asyncio.to_thread(root.project, real)
+    pair = await asyncio.to_thread(pairing.find_pair, real, project)
+    room, state = _room_of(serverapp, pair) if pair is not None else (None, None)
+    if room is None:
+        return None
+    if keep is None:
+        await room._on_outofband_change()
+    else:
+        now, side = await asyncio.to_thread(_side, state, keep)
+        async with room._update_lock:
+            apply_merge(room._document, state.basis, side)
+            state.fingerprint, state.basis = now, side
+        room._save_to_disc()
+    if room._saving_document is not None:
+        await asyncio.shield(room._saving_document)
+    done = f"merged {'the disk' if keep is None else pair.ipynb.name if keep == 'ipynb' else pair.text.name} " \
+           "into the live document, which saved both files"
+    return {**await asyncio.to_thread(lab.read_pairing, root, text), "done": done}
+
+
+def _side(state: PairState, keep: str) -> tuple[tuple, dict]:
+    """The files' fingerprint, and one side of the pair as notebook content (the text side with the
+    .ipynb's outputs)."""
+    from jupytext.combine import combine_inputs_with_outputs
+
+    now = fingerprint(state.pair)
+    ipynb = notebooks.read(state.pair.ipynb).node
+    if keep == "ipynb":
+        return now, plain(ipynb)
+    text = notebooks.read(state.pair.text).node
+    return now, plain(combine_inputs_with_outputs(text, ipynb, fmt=state.pair.text_format))

@@ -176,3 +176,23 @@ def test_collaborative_saves_leave_the_py_header_alone_and_the_pair_in_sync(serv
     assert json.loads((folder / "nb.ipynb").read_text())["metadata"] == metadata
     code, state = server.request("GET", f"cd4ml-nb/pairing?path={path}")
     assert code == 200 and state["in_sync"] is True and state["conflict"] is False, state
+
+
+def test_sync_and_keep_go_through_the_live_document(server, pair):
+    folder, path = pair
+
+    async def scenario():
+        async with client(server, path) as nb:
+            edit_cell(nb, 0, "a = 'unsaved'")  # a collaborator's edit, not saved yet
+            data = json.loads((folder / "nb.ipynb").read_text())
+            data["cells"][2]["source"] = "c = 'from ipynb'"
+            (folder / "nb.ipynb").write_text(json.dumps(data, indent=1) + "\n")
+            code, state = await asyncio.to_thread(server.request, "POST", "cd4ml-nb/pairing/sync",
+                                                  {"path": path, "keep": "ipynb"})
+            assert code == 200, state
+            assert "live document" in state["done"], state
+            await until(lambda: sources(nb) == ["a = 'unsaved'", "b = 2", "c = 'from ipynb'"], "both in the document")
+            await until(lambda: in_both_files(folder, "a = 'unsaved'", "c = 'from ipynb'"), "both in both files")
+            code, state = await asyncio.to_thread(server.request, "POST", "cd4ml-nb/pairing/sync", {"path": path})
+            assert code == 200 and state["in_sync"] is True, state
+    run(scenario())
