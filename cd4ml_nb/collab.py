@@ -139,14 +139,15 @@ def state_of(loader) -> PairState | None:
     except RuntimeError:
         return None
     state = getattr(loader, STATE, None)
-    if state is not None and state.path == path:
+    if isinstance(state, PairState) and state.path == path:
         return state
-    if state is False:
-        return None
     full = (_contents_root(loader) / path).resolve()
-    if full.suffix != ".ipynb" and not full.suffix == ".py":
-        setattr(loader, STATE, False)
+    try:
+        stamp = (path, full.stat().st_mtime_ns, full.stat().st_size)
+    except OSError:
         return None
+    if state == stamp or full.suffix not in (".ipynb", ".py"):
+        return None  # not a pair when last looked at, and not changed since
     try:
         project = Project.discover(full.parent)
         found = pairing.find_pair(full, project)
@@ -154,7 +155,8 @@ def state_of(loader) -> PairState | None:
         log.info("cd4ml_nb: %s is not merged as a pair: %s", path, e)
         found = None
     if found is None or not (found.ipynb.exists() and found.text.exists()):
-        return None  # looked at again next time: a pair may be created later
+        setattr(loader, STATE, stamp)  # looked at again when the file changes: it may be paired later
+        return None
     state = PairState(found, project, path)
     setattr(loader, STATE, state)
     return state

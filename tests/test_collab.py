@@ -196,3 +196,17 @@ def test_sync_and_keep_go_through_the_live_document(server, pair):
             code, state = await asyncio.to_thread(server.request, "POST", "cd4ml-nb/pairing/sync", {"path": path})
             assert code == 200 and state["in_sync"] is True, state
     run(scenario())
+
+
+def test_an_unknown_version_keeps_jupyter_collaborations_behaviour_with_one_warning(monkeypatch, caplog):
+    from cd4ml_nb import collab
+    from jupyter_server_ydoc.rooms import DocumentRoom
+
+    monkeypatch.setattr(collab, "installed", {})
+    monkeypatch.setitem(collab.KNOWN, "jupyter_server_ydoc", ("0.1.",))
+    before = DocumentRoom._on_outofband_change
+    with caplog.at_level("WARNING"):
+        assert collab.install() is False
+    assert DocumentRoom._on_outofband_change is before
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "not a version cd4ml_nb knows" in warnings[0], warnings
