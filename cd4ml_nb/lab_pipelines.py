@@ -59,12 +59,26 @@ def _load(root: ServerRoot, text: Any, overrides: dict[str, dict[str, str]] | No
     return pipeline.load(path, project, overrides), project, path
 
 
+def _declared(project, step) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every parameter the step's notebook declares, with the value the pipeline gives it (else the
+    default), and their types: what an override can name."""
+    from . import notebooks, params
+
+    contract = params.read_contract(notebooks.read(project.root / step.notebook).node, step.notebook)
+    values = {p.name: step.parameters.get(p.name, p.default) for p in contract.parameters}
+    return {**values, **step.parameters}, {p.name: p.type for p in contract.parameters}
+
+
 def describe(root: ServerRoot, text: Any = None) -> dict[str, Any]:
-    """The pipeline file's steps: notebook (relative to the root), needs and parameters."""
+    """The pipeline file's steps: notebook (relative to the root), needs, and every parameter an
+    override can name, with its value in the pipeline and its type."""
     pipe, project, path = _load(root, text)
-    return {"file": root.inside(path, "pipeline file", hidden=True), "steps": [
-        {"name": s.name, "notebook": root.relative(project.root / s.notebook), "needs": list(s.needs),
-         "parameters": s.parameters, "outputs": list(s.outputs)} for s in pipe.steps]}
+    steps = []
+    for s in pipe.steps:
+        values, types = _declared(project, s)
+        steps.append({"name": s.name, "notebook": root.relative(project.root / s.notebook), "needs": list(s.needs),
+                      "parameters": values, "types": types, "outputs": list(s.outputs)})
+    return {"file": root.inside(path, "pipeline file", hidden=True), "steps": steps}
 
 
 def parse_overrides(value: Any) -> dict[str, dict[str, str]]:
@@ -112,6 +126,11 @@ def submit(ext, data: dict[str, Any]) -> dict[str, Any]:
 # --- listing ----------------------------------------------------------------------------------
 
 
+def _epoch(millis: int | None) -> float | None:
+    """MLflow's milliseconds as epoch seconds (what the other listings give)."""
+    return millis / 1000 if millis else None
+
+
 def _seconds(info, now: float) -> float | None:
     if not info.start_time:
         return None
@@ -129,7 +148,8 @@ def _step_json(root: ServerRoot, project_root: Path, run, now: float) -> dict[st
     notebook = tags.get(history.SIDE) or tags.get(history.NOTEBOOK)
     error = tags.get("cd4ml.status.message") or tags.get(tracking.FAILED_EVALUE)
     return {"step": tags.get(pipeline_cache.STEP) or info.run_name, "run_id": info.run_id, "status": status,
-            "cache_hit": tags.get(pipeline_cache.HIT), "seconds": _seconds(info, now), "start_time": info.start_time,
+            "cache_hit": tags.get(pipeline_cache.HIT), "seconds": _seconds(info, now),
+            "start_time": _epoch(info.start_time),
             "notebook": root.relative(project_root / notebook) if notebook else None,
             "error": error, "metrics": dict(run.data.metrics)}
 
@@ -151,7 +171,7 @@ def _pipeline_json(root: ServerRoot, project_root: Path, parent, children: list,
     counts = {k: int(tags[f"cd4ml.pipeline.{k}"]) for k in COUNTS if tags.get(f"cd4ml.pipeline.{k}", "").isdigit()}
     return {"run_id": info.run_id, "experiment": info.experiment_id, "status": info.status,
             "file": tags.get("cd4ml.pipeline.file"), "branch": tags.get(tracking.GIT_BRANCH),
-            "commit": tags.get(tracking.GIT_COMMIT), "start_time": info.start_time,
+            "commit": tags.get(tracking.GIT_COMMIT), "start_time": _epoch(info.start_time),
             "seconds": _seconds(info, now), "reason": tags.get(tracking.REASON), "counts": counts, "steps": steps}
 
 

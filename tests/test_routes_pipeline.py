@@ -98,7 +98,8 @@ async def test_describe_the_pipeline_file(jp_fetch, jp_root_dir):
     assert code == 200, data
     assert data["file"] == "cd4ml-pipeline.yaml"
     assert [(s["name"], s["notebook"], s["needs"], s["parameters"]) for s in data["steps"]] == [
-        ("prep", "prep.ipynb", [], {"rows": 3}), ("train", "train.ipynb", ["prep"], {"max_depth": 2})]
+        ("prep", "prep.ipynb", [], {"rows": 3}), ("train", "train.ipynb", ["prep"], {"max_depth": 2, "pause": 0.0})]
+    assert data["steps"][1]["types"] == {"max_depth": "int", "pause": "float"}
     code, data = await call(jp_fetch, "pipelines", "file", params={"path": "../outside.yaml"})
     assert code == 403
 
