@@ -11,6 +11,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cd4ml_nb import schedule_fire, schedules
@@ -28,7 +30,8 @@ from nbfactory import (commit_all, digest_tree, free_port, git, init_repo, jupyt
                        wait_http, wait_until, write_ipynb)
 
 TRAIN = percent(
-    "import mlflow\nscore = float(open('score.txt').read())\n"
+    "import mlflow, os, time\nscore = float(open('score.txt').read())\n"
+    "time.sleep(float(open('sleep.txt').read()) if os.path.exists('sleep.txt') else 0)\n"
     "if open('fail.txt').read().strip() == 'yes':\n    raise ValueError('broken on purpose')\n"
     "mlflow.log_metric('score', score)",
     parameters="tag: str = 'default'")
@@ -287,8 +290,22 @@ def test_the_jupyter_server_fires_a_due_schedule_and_stops_cleanly(tmp_path):
         runs = runs_of(project, "yearly")  # every minute: a slow machine may see a second fire
         assert state["run_id"] in [r.info.run_id for r in runs]
         assert {r.data.tags["cd4ml.kind"] for r in runs} == {"schedule"}
+
+        # the next minute's fire runs a notebook that takes ten minutes; the server stops meanwhile
+        commit_on(repo, "retrain", {"sleep.txt": "600"})
+        running = wait_until(lambda: [r for r in runs_of(project, "yearly") if r.info.status == "RUNNING"],
+                             timeout=300, what="a slow fire running", proc=proc)
+        child = int(schedules.read_state(project, "yearly")["claimed_by"].rsplit(":", 1)[1])
+        assert psutil.pid_exists(child)
+        os.kill(proc.pid, signal.SIGTERM)  # the server alone, not its process group
+        proc.wait(timeout=120)
     finally:
-        stop_group(proc)
+        if proc.poll() is None:
+            stop_group(proc)
         shutil.rmtree(runtime, ignore_errors=True)
-    assert proc.returncode is not None
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    from mlflow.tracking import MlflowClient
+
+    ended = MlflowClient(project.tracking_uri).get_run(running[0].info.run_id)
+    assert ended.info.status == "KILLED", ended.info.status  # ended with the server, not left RUNNING
     assert len(git(repo, "worktree", "list").splitlines()) == 1
