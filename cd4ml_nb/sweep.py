@@ -61,6 +61,7 @@ class TrialResult:
     error: str | None = None
     pending: str | None = None  # the trial's journal folder, not yet wholly on the server
     warnings: tuple[str, ...] = ()  # what its run warned about
+    pruned: bool = False  # stopped by a study's pruner (its run KILLED, cd4ml.trial.state=pruned): not a failure
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,11 @@ class SweepResult:
 
     @property
     def failed(self) -> list[TrialResult]:
-        return [r for r in self.results if r.status != "FINISHED"]
+        return [r for r in self.results if r.status != "FINISHED" and not r.pruned]
+
+    @property
+    def pruned(self) -> list[TrialResult]:
+        return [r for r in self.results if r.pruned]
 
     def ranked(self) -> list[TrialResult]:
         """Finished trials best first by the chosen metric, then the others."""
@@ -83,7 +88,7 @@ class SweepResult:
             scored = [r for r in done if self.metric in r.metrics]
             scored.sort(key=lambda r: r.metrics[self.metric], reverse=self.goal == "maximize")
             done = scored + [r for r in done if self.metric not in r.metrics]
-        return done + self.failed
+        return done + self.pruned + self.failed
 
     @property
     def best(self) -> TrialResult | None:
@@ -125,7 +130,8 @@ def plan(contract: params.Contract, where: str, grid: dict[str, list[str]] | Non
     each merged over the fixed values and validated; candidates with the same values run once.
     Raises ParameterError listing problems."""
     spec = dict(spec or {})
-    unknown = set(spec) - {"parameters", "grid", "trials", "random", "metric", "goal", "parallel", "max_failures"}
+    unknown = set(spec) - {"parameters", "grid", "trials", "random", "search", "metric", "goal", "parallel",
+                           "max_failures"}
     if unknown:
         raise BadInput(f"{where}: unknown sweep keys {sorted(unknown)}")
     base_values = dict(spec.get("parameters") or {})
@@ -227,9 +233,42 @@ class SweepOptions:
     max_failures: int | None = None  # no new trial starts after this many failed
 
 
-def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: SweepOptions = SweepOptions(),
+class Fixed:
+    """A source of trials known beforehand (a plan), handed out in order. A study (study.StudySource)
+    is the other kind: it asks its sampler as slots free, prunes, and may continue a parent run."""
+
+    parent_run: str | None = None
+
+    def __init__(self, trials: list[Trial]):
+        self.pending, self.total = list(trials), len(trials)
+
+    def parent_tags(self) -> dict[str, str]:
+        return {"cd4ml.sweep.trials": str(self.total)}
+
+    def started_parent(self, run_id: str) -> None:
+        pass
+
+    def take(self) -> Trial | None:
+        return self.pending.pop(0) if self.pending else None
+
+    def tags(self, trial: Trial) -> dict[str, str]:
+        return {}
+
+    def prune(self, running: dict[Trial, str]) -> list[Trial]:
+        return []
+
+    def ended(self, result: TrialResult) -> TrialResult:
+        return result
+
+    def close(self, interrupted: bool) -> dict[str, str]:
+        return {}
+
+
+def run_sweep(path: Path, trials: list[Trial] | Any, *, project: Project, options: SweepOptions = SweepOptions(),
               on_trial: Callable[[TrialResult, int, int], None] | None = None) -> SweepResult:
-    """Run ``trials`` of the notebook at ``path``; returns when all are terminal (or cancelled)."""
+    """Run ``trials`` (a list, or a source such as a study) of the notebook at ``path``; returns when
+    all are terminal (or cancelled)."""
+    source = Fixed(trials) if isinstance(trials, (list, tuple)) else trials
     parallel, dask, metric, goal, max_failures = (options.parallel, options.dask, options.metric, options.goal,
                                                   options.max_failures)
     nb = notebooks.read(path)
@@ -244,16 +283,20 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: Swe
     c = tracking.client(project)  # creates the embedded store once, under its lock
     experiment_id = tracking.ensure_experiment(c, project, experiment)
     tags = {**tracking.provenance_tags(project, git, rel), **history.run_tags(rel, project.relative(nb.path), history.SWEEP)}
-    parent = tracking.create_run(c, experiment_id, f"{nb.path.stem} sweep", {
-        **tags, "cd4ml.sweep": "true", "cd4ml.sweep.trials": str(len(trials))}, {})
-    parent_id = parent.info.run_id
+    if source.parent_run:  # a study resumed: its parent run goes on
+        parent_id = source.parent_run
+        c.update_run(parent_id, status="RUNNING")
+    else:
+        parent_id = tracking.create_run(c, experiment_id, f"{nb.path.stem} sweep", {
+            **tags, "cd4ml.sweep": "true", **source.parent_tags()}, {}).info.run_id
+        source.started_parent(parent_id)
     guard = Guard(project.tracking_uri)  # if this process dies, its runs still end
     guard.add(parent_id)
     runs: dict[str, str] = {}  # trial key -> its run, created as the trial is handed out
 
     def trial_tags(trial: Trial) -> dict[str, str]:
         return {history.KIND: history.TRIAL, PARENT: parent_id, TRIAL_KEY: trial.key,
-                "cd4ml.trial.index": str(trial.index)}
+                "cd4ml.trial.index": str(trial.index), **source.tags(trial)}
 
     def run_of(trial: Trial) -> str:
         if trial.key not in runs:
@@ -264,63 +307,73 @@ def run_sweep(path: Path, trials: list[Trial], *, project: Project, options: Swe
         return runs[trial.key]
 
     results: dict[str, TrialResult] = {}
-    cancel = threading.Event()
+    handed: list[Trial] = []  # every trial handed out, in order
     failures = 0
 
     def record(trial: Trial, outcome: dict[str, Any]) -> None:
         nonlocal failures
         result = TrialResult(trial, outcome["run_id"], outcome["status"], outcome.get("metrics") or {},
                              outcome.get("error"), outcome.get("pending"), tuple(outcome.get("warnings") or ()))
-        results[trial.key] = result
-        if result.status != "FINISHED":
+        result = results[trial.key] = source.ended(result)
+        if result.status != "FINISHED" and not result.pruned:
             failures += 1
         if on_trial:
-            on_trial(result, len(results), len(trials))
+            on_trial(result, len(results), source.total)
 
     def args(trial: Trial) -> tuple:
         """What a trial is executed with; called as it is handed out (so its run starts then)."""
+        if trial not in handed:
+            handed.append(trial)
         return (str(project.root), project.relative(nb.path), trial.values, run_of(trial), project.tracking_uri,
                 trial_tags(trial))
 
     interrupted = None
     try:
         with signals_as_interrupts():
-            _fan_out(dask, trials, args, record, runs, cancel, parallel,
+            _fan_out(dask, source, args, record, runs, parallel,
                      lambda: max_failures is not None and failures >= max_failures)
     except KeyboardInterrupt as e:
         interrupted = e
     finally:
         with signals_ignored():
             _settle_pending(c, project, results)
-        _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal)
+        with signals_ignored():
+            closing = source.close(interrupted is not None)
+        _close_runs(c, handed, runs, results, parent_id, interrupted, metric, goal, closing)
         guard.release()
     if interrupted is not None:
-        raise Interrupted(f"sweep cancelled: {len(results)} of {len(trials)} trial(s) ended; the rest are KILLED")
+        raise Interrupted(f"sweep cancelled: {len(results)} of {source.total} trial(s) ended; the rest are KILLED")
     goal = goal_of(metric, goal) if metric else "minimize"
-    ordered = tuple(results[t.key] for t in trials if t.key in results)
+    ordered = tuple(results[t.key] for t in handed if t.key in results)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return SweepResult(parent_id, experiment, metric, goal, ordered, peak)
 
 
-def _fan_out(dask, trials, args, record, runs, cancel, parallel, stop) -> None:
-    """Run the trials on Dask or in local threads; on interrupt, stop the running kernels."""
+def _fan_out(dask, source, args, record, runs, parallel, stop) -> None:
+    """Run the source's trials on Dask or in local threads, a new one as a slot frees; stop the kernels
+    of trials the source prunes, and of all on interrupt."""
     import os
 
     if dask:
-        _run_on_dask(dask, trials, args, record, stop)
+        _run_on_dask(dask, source, args, record, runs, parallel, stop)
         return
     workers = parallel or os.cpu_count() or 1
+    cancels: dict[str, threading.Event] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cd4ml-trial") as pool:
-        pending = list(trials)
         running: dict[Any, Trial] = {}
         try:
-            while pending or running:
-                while pending and len(running) < workers and not stop():
-                    trial = pending.pop(0)
-                    running[pool.submit(execute_trial, *args(trial), cancel)] = trial
+            while True:
+                while len(running) < workers and not stop():
+                    trial = source.take()
+                    if trial is None:
+                        break
+                    cancels[trial.key] = threading.Event()
+                    running[pool.submit(execute_trial, *args(trial), cancels[trial.key])] = trial
                 if not running:
                     break
                 done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                for trial in source.prune([(t, runs[t.key]) for f, t in running.items() if f not in done]):
+                    cancels[trial.key].set()
                 for future in done:
                     trial = running.pop(future)
                     try:
@@ -328,7 +381,8 @@ def _fan_out(dask, trials, args, record, runs, cancel, parallel, stop) -> None:
                     except Exception as e:  # the trial's own machinery failed: it fails alone
                         record(trial, {"run_id": runs[trial.key], "status": "FAILED", "error": str(e)})
         except KeyboardInterrupt:
-            cancel.set()
+            for event in cancels.values():
+                event.set()
             for future in running:
                 future.cancel()
             wait(list(running), timeout=120)
@@ -356,7 +410,7 @@ def _settle_pending(c, project: Project, results: dict[str, TrialResult]) -> Non
             results[key] = replace(result, error=f"{result.error} ({problems[-1]})")
 
 
-def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) -> None:
+def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal, closing) -> None:
     """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict. A trial
     whose journal is pending is left to it (the journal ends the run with the notebook's true status)."""
     with signals_ignored():
@@ -375,8 +429,10 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) 
                                                               "but left its run RUNNING"})
                 results[trial.key] = TrialResult(ended.trial, ended.run_id, status, ended.metrics, ended.error,
                                                  None, ended.warnings)
-        failed = [r for r in results.values() if r.status != "FINISHED"]
-        tags = {"cd4ml.sweep.failed": str(len(failed))}
+        failed = [r for r in results.values() if r.status != "FINISHED" and not r.pruned]
+        tags = {"cd4ml.sweep.failed": str(len(failed)), **closing}
+        if any(r.pruned for r in results.values()):
+            tags["cd4ml.sweep.pruned"] = str(sum(r.pruned for r in results.values()))
         if metric:
             goal = goal_of(metric, goal)
             scored = [r for r in results.values() if r.status == "FINISHED" and metric in r.metrics]
@@ -395,22 +451,64 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal) 
         tracking.end_run(c, parent_id, status, tags)
 
 
-def _run_on_dask(address: str, trials: list[Trial], args, record, stop) -> None:
-    from distributed import Client, as_completed
+def _run_on_dask(address: str, source, args, record, runs, parallel, stop) -> None:
+    """Trials on Dask, at most ``parallel`` (default: the cluster's threads) at once; pruned ones are
+    told to stop through a Dask Event their worker watches."""
+    from distributed import Client, Event
 
     with Client(address, timeout=30) as client:
-        futures = {client.submit(execute_trial, *args(t), None, key=f"cd4ml-trial-{t.key}-{time.time_ns()}",
-                                 pure=False, retries=2): t for t in trials}
+        slots = parallel or sum(client.nthreads().values()) or 1
+        futures: dict[Any, Trial] = {}
+
+        def submit() -> bool:
+            trial = None if stop() else source.take()
+            if trial is None:
+                return False
+            future = client.submit(execute_on_worker, *args(trial), f"cd4ml-cancel-{trial.key}",
+                                   key=f"cd4ml-trial-{trial.key}-{time.time_ns()}", pure=False, retries=2)
+            futures[future] = trial
+            return True
+
         try:
-            for future in as_completed(list(futures)):
-                trial = futures[future]
-                try:
-                    record(trial, future.result())
-                except Exception as e:
-                    record(trial, {"run_id": args(trial)[3], "status": "FAILED", "error": f"{type(e).__name__}: {e}"})
-                if stop():
-                    client.cancel([f for f in futures if not f.done()])
-                    break
+            while len(futures) < slots and submit():
+                pass
+            while futures:
+                done = [f for f in list(futures) if f.done()]
+                running = [(t, runs[t.key]) for f, t in futures.items() if not f.done()]
+                for trial in source.prune(running):
+                    Event(f"cd4ml-cancel-{trial.key}", client=client).set()
+                if not done:
+                    time.sleep(0.2)  # polling the futures and the trials' step metrics
+                    continue
+                for future in done:
+                    trial = futures.pop(future)
+                    try:
+                        record(trial, future.result())
+                    except Exception as e:
+                        record(trial, {"run_id": runs[trial.key], "status": "FAILED",
+                                       "error": f"{type(e).__name__}: {e}"})
+                    submit()
         except KeyboardInterrupt:
             client.cancel(list(futures))
             raise
+
+
+def execute_on_worker(root: str, notebook: str, values: dict[str, Any], run_id: str, tracking_uri: str,
+                      extra_tags: dict[str, str], event: str) -> dict[str, Any]:
+    """:func:`execute_trial` on a Dask worker; setting the Dask Event ``event`` stops the kernel."""
+    from distributed import Event
+
+    cancel, finished = threading.Event(), threading.Event()
+    remote = Event(event)
+
+    def watch() -> None:
+        while not finished.is_set():
+            if remote.wait(0.5):
+                cancel.set()
+                return
+
+    threading.Thread(target=watch, daemon=True, name="cd4ml-cancel-watch").start()
+    try:
+        return execute_trial(root, notebook, values, run_id, tracking_uri, extra_tags, cancel)
+    finally:
+        finished.set()
