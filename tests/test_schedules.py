@@ -309,3 +309,35 @@ def test_the_jupyter_server_fires_a_due_schedule_and_stops_cleanly(tmp_path):
     ended = MlflowClient(project.tracking_uri).get_run(running[0].info.run_id)
     assert ended.info.status == "KILLED", ended.info.status  # ended with the server, not left RUNNING
     assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+PIPELINED = """
+[tool.cd4ml_nb.schedules.piped]
+pipeline = "cd4ml-pipeline.yaml"
+branch = "retrain"
+cron = "0 0 1 1 *"
+parameters = { "train.tag" = "piped" }
+"""
+
+
+def test_a_pipeline_schedule_runs_the_pipeline_of_the_branch_head(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "repo", PIPELINED)
+    commit_on(repo, "retrain", {"cd4ml-pipeline.yaml": "steps:\n  train:\n    notebook: train.ipynb\n"})
+    head = git(repo, "rev-parse", "retrain")
+    monkeypatch.chdir(repo)
+    project = Project.discover(repo)
+    schedules.write_state(project, "piped", since="2020-01-01T00:00:00+00:00")
+    [result] = schedule_fire.run_due(project)
+    assert (result.status, result.commit) == ("FINISHED", head), result
+    [parent] = runs_of(project, "piped")
+    assert parent.info.run_id == result.run_id
+    tags = parent.data.tags
+    assert (tags["cd4ml.kind"], tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"]) == (
+        "schedule", head, "retrain")
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(project.tracking_uri)
+    assert c.get_experiment(parent.info.experiment_id).name == "retrain"
+    [step] = c.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert step.data.params["tag"] == "piped" and step.data.metrics["score"] == 0.9
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
