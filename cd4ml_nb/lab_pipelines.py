@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files, history
-from .exceptions import BadInput, Cd4mlError, Interrupted, NoStore, NotFound
+from .exceptions import BadInput, Cd4mlError, Interrupted, NoStore, NotFound, TooLarge
 from .server_root import ServerRoot, shown
 
 PIPELINE_KIND = "pipeline"  # a job's ``kind`` in its spec
@@ -105,18 +105,30 @@ def _step_names(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _check_sizes(texts: dict[str, str] | None, limit: int) -> dict[str, str]:
+    """The override texts, each at most ``limit`` bytes (``max_parameter_bytes``)."""
+    for target, text in (texts or {}).items():
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise TooLarge(f"override {shown(target)}: its value is {size} bytes, over the limit of {limit} bytes "
+                           "(max_parameter_bytes)")
+    return dict(texts or {})
+
+
 def submit(ext, data: dict[str, Any]) -> dict[str, Any]:
     """Validate the pipeline and the overrides (nothing starts on a problem), then queue the job."""
-    from .lab import check_parameters
+    from . import pipeline
 
     force = data.get("force", False)
     if not isinstance(force, bool):
         raise BadInput("'force' must be true or false")
     texts = data.get("overrides")
     overrides = parse_overrides(texts)
-    pipe, project, path = _load(ext.root, data.get("file"), overrides)
+    path = pipeline_path(ext.root, data.get("file"))
+    project = ext.root.project(path)
+    texts = _check_sizes(texts, project.config.max_parameter_bytes)
+    pipe = pipeline.load(path, project, overrides)
     names = tuple(pipe.step(n).name for n in _step_names(data.get("steps")))
-    texts = check_parameters(texts, project.config.max_parameter_bytes)
     rel = ext.root.inside(path, "pipeline file", hidden=True)
     job = ext.jobs(project).queue(rel, texts, kind=PIPELINE_KIND, pipeline=str(path), steps=list(names),
                                   force=force, total=len(pipe.selected(names)))

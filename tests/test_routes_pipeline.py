@@ -83,6 +83,7 @@ def test_routes_are_in_the_inventory():
     ({"file": "other.yaml"}, 400, ["other.yaml", "steps"]),
     ({"file": "../outside.yaml"}, 403, ["outside"]),
     ({"file": "missing.yaml"}, 404, ["missing.yaml"]),
+    ({"overrides": {"train.max_depth": "9" * 200_000}}, 413, ["train.max_depth", "max_parameter_bytes"]),
 ])
 async def test_bad_requests_start_nothing(jp_fetch, jp_root_dir, body, status, words):
     code, data = await call(jp_fetch, "pipelines", "jobs", method="POST", body=body)
