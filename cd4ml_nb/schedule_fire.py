@@ -108,14 +108,22 @@ def _run_pipeline(project: Project, schedule: Schedule, slot: datetime, tree: Pa
     params = [a for name, value in schedule.parameters.items() for a in ("-p", str(name), str(value))]
     env = {k: v for k, v in os.environ.items() if k not in gitinfo.CI_BRANCH_VARIABLES}
     env[gitinfo.CI_BRANCH_VARIABLES[0]] = schedule.branch
-    done = subprocess.run([sys.executable, "-m", "cd4ml_nb.cli", "pipeline", "run", "--json", "-f",
-                           str(tree / schedule.pipeline), "--tracking-uri", project.tracking_uri, *params],
-                          cwd=tree, env=env, capture_output=True, text=True)
+    from .runner import signals_as_interrupts
+
+    child = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "pipeline", "run", "--json", "-f",
+                              str(tree / schedule.pipeline), "--tracking-uri", project.tracking_uri, *params],
+                             cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        result = json.loads(done.stdout)
+        with signals_as_interrupts():
+            out, err = child.communicate()
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the pipeline ends its runs KILLED, then this fire ends
+        child.terminate()
+        out, err = child.communicate()
+    try:
+        result = json.loads(out)
     except ValueError:
-        lines = done.stderr.strip().splitlines()
-        return _Ran(None, None, "FAILED", lines[-1] if lines else f"exit code {done.returncode}")
+        lines = err.strip().splitlines()
+        return _Ran(None, None, "FAILED", lines[-1] if lines else f"exit code {child.returncode}")
     c = tracking.run_client(project)
     run_id = result["parent_run_id"]
     for key, value in tags_of(schedule, slot).items():
