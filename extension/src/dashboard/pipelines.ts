@@ -165,23 +165,25 @@ export class PipelinesModel {
     }
     this._loading = true;
     this._emit();
-    const [runs, file] = await Promise.allSettled([listPipelines(this.settings), describePipeline(this.settings)]);
+    const [runs, file] = await Promise.all([
+      listPipelines(this.settings).then(
+        value => ({ value, error: null }),
+        (error: unknown) => ({ value: null, error: errorMessage(error) })
+      ),
+      describePipeline(this.settings).then(
+        value => ({ value, error: null }),
+        (error: unknown) => ({ value: null, error: errorMessage(error) })
+      )
+    ]);
     if (this._disposed) {
       return;
     }
-    if (runs.status === 'fulfilled') {
+    if (runs.value) {
       this._pipelines = runs.value;
-      this._error = null;
-    } else {
-      this._error = errorMessage(runs.reason);
     }
-    if (file.status === 'fulfilled') {
-      this._file = file.value;
-      this._fileError = null;
-    } else {
-      this._file = null;
-      this._fileError = errorMessage(file.reason);
-    }
+    this._error = runs.error;
+    this._file = file.value;
+    this._fileError = file.error;
     this._loading = false;
     this._emit();
   }
