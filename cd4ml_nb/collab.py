@@ -220,7 +220,9 @@ async def _maybe_notify(self) -> None:
         return await _original("FileLoader.maybe_notify")(self)
     self.last_modified = None  # the original then notifies of a new path only, not of a newer mtime
     await _original("FileLoader.maybe_notify")(self)
-    if state.fingerprint is not None and await asyncio.to_thread(fingerprint, state.pair) != state.fingerprint:
+    async with self._lock:  # not while the room writes the files (Jupyter writes them in place)
+        changed = state.fingerprint is not None and await asyncio.to_thread(fingerprint, state.pair) != state.fingerprint
+    if changed:
         await _notify(self)
 
 

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("jupyter_server_ydoc", reason="jupyter-collaboration is not installed (pip install cd4ml-nb[collab])")
 
 from collab_client import Server, client, edit_cell, sources, until  # noqa: E402
-from nbfactory import commit_all, init_repo, percent, write_ipynb  # noqa: E402
+from nbfactory import commit_all, init_repo, percent, wait_until, write_ipynb  # noqa: E402
 
 CELLS = ("a = 1", "b = 2", "c = 3")
 
@@ -59,6 +59,7 @@ def ipynb_sources(folder: Path) -> list[str]:
 
 
 def in_both_files(folder: Path, *texts: str) -> bool:
+    """Whether both files hold every one of ``texts`` (False while the server writes them)."""
     py, ipynb = (folder / "nb.py").read_text(), "\n".join(ipynb_sources(folder))
     return all(t in py and t in ipynb for t in texts)
 
@@ -172,6 +173,7 @@ def test_collaborative_saves_leave_the_py_header_alone_and_the_pair_in_sync(serv
             (folder / "nb.py").write_text(py_with(folder, "a = 42", "b = 43", "c = 3"))
             await until(lambda: in_both_files(folder, "b = 43"), "the pull saved into the .ipynb")
     run(scenario())
+    wait_until(lambda: in_both_files(folder, "a = 42", "b = 43", "c = 3"), what="both files whole")
     assert (folder / "nb.py").read_text().split("# %%")[0] == header
     assert json.loads((folder / "nb.ipynb").read_text())["metadata"] == metadata
     code, state = server.request("GET", f"cd4ml-nb/pairing?path={path}")
