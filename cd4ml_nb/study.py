@@ -223,7 +223,7 @@ class StudySource:
         self.pruned: set[str] = set()
         self.lock = threading.Lock()
         self.budget = search.n - self._counted()
-        self.total = search.n
+        self.total = self.budget  # trials this session runs
         self.client = None
         self.last_watch = 0.0
 
@@ -320,6 +320,8 @@ class StudySource:
         else:
             asked.set_user_attr(STATE, "failed")
             state = TrialState.FAIL
+        if result.run_id:
+            asked.set_user_attr("run_id", result.run_id)
         self.study.tell(asked, value if state == TrialState.COMPLETE else None, state=state)
         label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(state)
         label = label or asked.user_attrs.get(STATE, "failed")
@@ -330,20 +332,25 @@ class StudySource:
             _tag(self.project, result.run_id, end)
         return result
 
-    def close(self, interrupted: bool) -> dict[str, str]:
-        """Tell what was never told (interrupted); the parent's study tags and best trial."""
+    def close(self, interrupted: bool, runs: dict[str, str]) -> dict[str, str]:
+        """Tell what was never told (interrupted: asked again on --resume); the parent's study tags."""
         from optuna.trial import TrialState
 
         for key, asked in list(self.live.items()):
             asked.set_user_attr(STATE, "interrupted")
             self.study.tell(asked, state=TrialState.FAIL)
             self.live.pop(key)
+            if key in runs:
+                _tag(self.project, runs[key], {STATE: "interrupted"})
         self.study.set_user_attr("state", "interrupted" if interrupted else "done")
         tags = {STUDY: self.name}
         complete = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if complete:
             best = self.study.best_trial
             tags.update({"cd4ml.study.best_trial": str(best.number), "cd4ml.study.best_value": repr(best.value)})
+            if best.user_attrs.get("run_id") and self.parent_run:
+                tags["cd4ml.sweep.best_run"] = best.user_attrs["run_id"]
+                tracking.client(self.project).log_metric(self.parent_run, f"best_{self.search.metric}", best.value)
         return tags
 
 

@@ -260,7 +260,7 @@ class Fixed:
     def ended(self, result: TrialResult) -> TrialResult:
         return result
 
-    def close(self, interrupted: bool) -> dict[str, str]:
+    def close(self, interrupted: bool, runs: dict[str, str]) -> dict[str, str]:
         return {}
 
 
@@ -338,8 +338,8 @@ def run_sweep(path: Path, trials: list[Trial] | Any, *, project: Project, option
         with signals_ignored():
             _settle_pending(c, project, results)
         with signals_ignored():
-            closing = source.close(interrupted is not None)
-        _close_runs(c, handed, runs, results, parent_id, interrupted, metric, goal, closing)
+            closing = source.close(interrupted is not None, runs)
+        _close_runs(c, handed, runs, results, parent_id, interrupted, options, closing)
         guard.release()
     if interrupted is not None:
         raise Interrupted(f"sweep cancelled: {len(results)} of {source.total} trial(s) ended; the rest are KILLED")
@@ -410,7 +410,7 @@ def _settle_pending(c, project: Project, results: dict[str, TrialResult]) -> Non
             results[key] = replace(result, error=f"{result.error} ({problems[-1]})")
 
 
-def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal, closing) -> None:
+def _close_runs(c, trials, runs, results, parent_id, interrupted, options: SweepOptions, closing) -> None:
     """No run stays RUNNING: trials that did not end are KILLED; the parent gets the verdict. A trial
     whose journal is pending is left to it (the journal ends the run with the notebook's true status)."""
     with signals_ignored():
@@ -429,11 +429,12 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal, 
                                                               "but left its run RUNNING"})
                 results[trial.key] = TrialResult(ended.trial, ended.run_id, status, ended.metrics, ended.error,
                                                  None, ended.warnings)
+        metric, goal = options.metric, options.goal
         failed = [r for r in results.values() if r.status != "FINISHED" and not r.pruned]
         tags = {"cd4ml.sweep.failed": str(len(failed)), **closing}
         if any(r.pruned for r in results.values()):
             tags["cd4ml.sweep.pruned"] = str(sum(r.pruned for r in results.values()))
-        if metric:
+        if metric and "cd4ml.sweep.best_run" not in closing:  # a study names its best over all its sessions
             goal = goal_of(metric, goal)
             scored = [r for r in results.values() if r.status == "FINISHED" and metric in r.metrics]
             if scored:
@@ -452,12 +453,13 @@ def _close_runs(c, trials, runs, results, parent_id, interrupted, metric, goal, 
 
 
 def _run_on_dask(address: str, source, args, record, runs, parallel, stop) -> None:
-    """Trials on Dask, at most ``parallel`` (default: the cluster's threads) at once; pruned ones are
-    told to stop through a Dask Event their worker watches."""
+    """Trials on Dask (a study's: at most ``parallel``, default the cluster's threads, at once); pruned
+    ones are told to stop through a Dask Event their worker watches."""
     from distributed import Client, Event
 
     with Client(address, timeout=30) as client:
-        slots = parallel or sum(client.nthreads().values()) or 1
+        # a plan goes to the scheduler whole; a study's trials are asked as slots free
+        slots = source.total if isinstance(source, Fixed) else parallel or sum(client.nthreads().values()) or 1
         futures: dict[Any, Trial] = {}
 
         def submit() -> bool:

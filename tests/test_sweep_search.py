@@ -107,7 +107,7 @@ def best_in_process(repo: Path, method: str, seed: int) -> float:
         loss = quadratic(trial.values)
         source.ended(TrialResult(trial, "", "FINISHED", {"loss": loss}))
         best = min(best, loss)
-    source.close(False)
+    source.close(False, {})
     return best
 
 
