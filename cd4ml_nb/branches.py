@@ -66,8 +66,11 @@ def experiment_for(project: Project, branch: str | None = None, c=None, *, writi
     """The experiment of ``branch`` (default: the checked-out one): its template name while that is
     live, else ``NAME@<short fork commit>`` — for a read, only once that exists (until the new line
     runs, its branch name still reads the old line's runs). A branch not in git (deleted, or named
-    by CI only) and the base branch always get the template name."""
+    by CI only) and the base branch always get the template name; ``BRANCH@`` names the template
+    name's experiment (a branch's first line) whatever line the branch is on now."""
     branch = branch or current(project)
+    if branch.endswith("@"):
+        return template_name(project, branch[:-1])
     name = template_name(project, branch)
     if not project.in_git or branch == project.base_branch or not gitinfo.branch_exists(project.root, branch):
         return name
@@ -360,3 +363,20 @@ def rows(project: Project) -> list[BranchRow]:
         if branch is not None:
             out.append(row(project, found, branch, all_runs(c, found.experiment_id)))
     return sorted(out, key=lambda r: (r.branch, -(r.last_run or 0)))
+
+
+def listing(project: Project) -> dict:
+    """What the Lab's Branches view shows: every branch experiment, the base and current branch, and
+    for each row the ``branch`` value that reads its runs (``/cd4ml-nb/runs?branch=``)."""
+    found = rows(project)
+    here = current(project)
+    shown, now = [], {}
+    for r in found:
+        suffix = r.experiment[len(template_name(project, r.branch)):]
+        if not suffix and r.branch not in now:
+            now[r.branch] = experiment_for(project, r.branch)
+        query = r.branch + suffix if suffix.startswith("@") else r.branch if now[r.branch] == r.experiment \
+            else r.branch + "@"
+        shown.append({**r.to_json(), "query": query})
+    return {"base": project.base_branch, "current": here, "experiment": experiment_for(project, here),
+            "branches": shown}

@@ -198,3 +198,28 @@ def test_a_branch_recreated_from_another_point_gets_a_new_experiment(repo, capsy
 def test_sync_refuses_an_unknown_base(repo, capsys):
     code, out, err = cli(capsys, "branches", "sync", "--base", "no-such-branch")
     assert code == 2 and err.count("\n") == 1 and "no-such-branch" in err
+
+
+@pytest.fixture
+def jp_root_dir(repo):
+    return repo[0]
+
+
+async def test_the_lab_lists_branches_and_filters_runs_by_branch(jp_fetch, repo):
+    from test_routes import call
+
+    root, shas = repo
+    code, data = await call(jp_fetch, "branches")
+    assert code == 200, data
+    assert data["base"] == "master" and data["current"] == "master" and data["experiment"] == "master"
+    rows = {r["experiment"]: r for r in data["branches"]}
+    assert rows["noff"]["state"] == "merged" and rows["noff"]["merge_commit"] == shas["noff-merge"]
+    assert rows["gone"]["state"] == "deleted" and rows[f"gone@{shas['master'][:7]}"]["state"] == "active"
+    assert rows[f"gone@{shas['master'][:7]}"]["query"] == f"gone@{shas['master'][:7]}"
+    assert rows["gone"]["query"] == "gone@" and rows["noff"]["query"] == "noff"  # `gone` is on its new line
+    for experiment, row in rows.items():
+        if row["archived"]:
+            continue
+        code, page = await call(jp_fetch, "runs", params={"branch": row["query"]})
+        assert code == 200 and page["experiment"] == experiment, (experiment, page)
+        assert len(page["runs"]) == row["runs"]
