@@ -162,8 +162,16 @@ def test_a_conflicting_edit_on_both_sides_leaves_both_texts_visible(server, pair
 
 
 def test_collaborative_saves_leave_the_py_header_alone_and_the_pair_in_sync(server, pair):
+    import jupytext
+
     folder, path = pair
+    nb = jupytext.read(folder / "nb.ipynb")
+    del nb.metadata["kernelspec"]  # as many notebooks in the wild: the document would add an empty one
+    jupytext.write(nb, folder / "nb.ipynb")
+    jupytext.write(nb, folder / "nb.py", fmt="py:percent")
+    commit_all(folder, "no kernelspec")
     header = (folder / "nb.py").read_text().split("# %%")[0]
+    assert "kernelspec" not in header
     metadata = json.loads((folder / "nb.ipynb").read_text())["metadata"]
 
     async def scenario():
