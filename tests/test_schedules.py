@@ -125,7 +125,7 @@ notify_url = "{url}"
 """
 
 
-def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_path, monkeypatch, webhook):
+def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_path, monkeypatch, webhook, capsys):
     repo = make_repo(tmp_path / "repo", NIGHTLY.format(url=webhook.url), 'mlflow_ui_url = "http://mlflow.example"')
     monkeypatch.chdir(repo)
     # the user is on master with uncommitted edits that would break the notebook if they were used
@@ -175,7 +175,12 @@ def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_p
     assert digest_tree(repo) == before and len(git(repo, "worktree", "list").splitlines()) == 1
 
     # schedule list: next fire and last result
+    capsys.readouterr()
     assert main(["schedule", "list", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)["schedules"]
+    assert (listed["name"], listed["next_fire"][11:]) == ("nightly", "02:00:00+00:00")  # 03:00 Berlin, winter
+    assert {k: listed["last"][k] for k in ("status", "verdict", "run_id", "notified")} == {
+        "status": "FAILED", "verdict": "failed", "run_id": third[0].run_id, "notified": "sent"}
 
 
 def test_a_failed_notification_is_reported_not_fatal(tmp_path, monkeypatch):
@@ -190,6 +195,34 @@ def test_a_failed_notification_is_reported_not_fatal(tmp_path, monkeypatch):
     assert result.status == "FAILED" and result.notified.startswith("failed")
     assert any("notification" in w for w in warned)
     assert schedules.read_state(project, "nightly")["notified"] == result.notified
+    # the state file forgot the slot (another host's fire, a lost .cd4ml): the store's slot tag holds
+    schedules.write_state(project, "nightly", slot=None)
+    assert schedule_fire.run_due(project, now=datetime(2030, 1, 2, 12, tzinfo=UTC)) == []
+    assert len(runs_of(project, "nightly")) == 1
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def warning(self, message, *args):
+        self.lines.append(message % args)
+
+    info = warning
+
+
+def test_the_server_loop_logs_a_bad_schedule_once_and_fires_nothing(tmp_path):
+    from cd4ml_nb.schedule_loop import ScheduleLoop
+
+    table = 'notebook = "train.ipynb"\nbranch = "retrain"\ncron = "0 3 * * *"\nretries = 3\n'
+    repo = make_repo(tmp_path / "repo", f"[tool.cd4ml_nb.schedules.broken]\n{table}")
+    project = Project.discover(repo)
+    log = Log()
+    loop = ScheduleLoop(lambda: project, log)
+    assert loop.tick() == 30.0 and loop.tick() == 30.0
+    assert len(log.lines) == 1 and f"{repo / 'pyproject.toml'}: [tool.cd4ml_nb.schedules.broken]" in log.lines[0]
+    assert "unknown key(s) retries" in log.lines[0]
+    assert not (repo / ".cd4ml" / "schedules").exists() and loop.child is None
 
 
 CATCH_UP = """
