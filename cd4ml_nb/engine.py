@@ -1,7 +1,8 @@
 """The papermill engine cd4ml-nb runs notebooks with, registered once as ``cd4ml``.
 
-Papermill's documented extension point (entry point group ``papermill.engine``; registered
-in code too when the package metadata is absent). Everything a run needs from the engine comes
+Papermill's documented extension point: the entry point ``papermill.engine: cd4ml`` names
+:class:`cd4ml_nb.papermill_door.Engine` (this engine, recording papermill's own runs); registered
+in code too when the package metadata is absent. Everything a run needs from the engine comes
 as one engine keyword argument, ``cd4ml_hooks`` (:class:`Hooks`), so runs sharing a process
 (sweep trials, Lab jobs) share the engine:
 
@@ -107,20 +108,8 @@ class Hooks:
 
 
 class Engine(NBClientEngine):
-    """papermill's nbclient engine, with the :class:`Hooks` of the run it executes. Called by
-    papermill itself (``--engine cd4ml``), without hooks, it records the execution as a tracked
-    run (:func:`cd4ml_nb.papermill_door.tracked`)."""
-
-    @classmethod
-    def execute_notebook(cls, nb, kernel_name, **kwargs):
-        if "cd4ml_hooks" in kwargs:
-            return super().execute_notebook(nb, kernel_name, **kwargs)
-        from .papermill_door import tracked
-
-        def execute(hooks: Hooks):
-            return super(Engine, cls).execute_notebook(nb, kernel_name, cd4ml_hooks=hooks, **kwargs)
-
-        return tracked(nb, kernel_name, kwargs, execute)
+    """papermill's nbclient engine, with the :class:`Hooks` of the run it executes (papermill's own
+    command and API get :class:`cd4ml_nb.papermill_door.Engine`, which records a run)."""
 
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):

@@ -87,7 +87,7 @@ class RunOptions:
     extra_tags: Mapping[str, str] = field(default_factory=dict)  # e.g. cd4ml.kind (run by default)
     run_id: str | None = None  # a run created beforehand (a sweep trial) to use instead of a new one
     output_root: Path | None = None  # folder of the per-run folders (default: <state_dir>/runs)
-    papermill: Any = None  # papermill's own options (:class:`papermill_door.PapermillOptions`)
+    papermill: Any = None  # papermill's own options (:class:`papermill_options.PapermillOptions`)
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,7 @@ def run_notebook(
     pairing.ensure_in_sync(pair, project, nb.path)
     contract = params.read_contract(nb.node, nb.path)
     values = params.validate(contract, parameter_texts, parameters, where=str(path))
-    from .papermill_door import PapermillOptions
+    from .papermill_options import PapermillOptions
 
     pm = options.papermill or PapermillOptions()
     kernel = kernels.kernel_name(project, nb, warn, pm.kernel)

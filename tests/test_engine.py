@@ -102,6 +102,9 @@ def test_the_kernel_loads_mlflow_only_when_the_notebook_does(repo):
     assert first == "False\n"
     assert attached.strip() == later.run_id  # imported late, mlflow still logs to this execution's run
     assert later.metrics == {"m": 1.5}
+    executed = json.loads(later.executed.read_text())["cells"]  # the set-up ran silently: no cell of its own
+    assert [c["execution_count"] for c in executed] == [1, 2]
+    assert not any("cd4ml" in json.dumps(c["metadata"]) for c in executed)
 
 
 TRANSPORT = percent(

@@ -204,7 +204,7 @@ def test_the_parameters_cell_stays_where_it_is_with_the_injected_cell_after_it(r
     executed = cells(repo / "out.ipynb")
     assert executed[3]["tags"] == ["parameters"] and executed[4]["tags"] == ["injected-parameters"]
     assert [c["execution_count"] for c in executed] == [1, 2, 3, 4, 5, 6]
-    assert executed[5]["outputs"][0]["text"] == "5\n"
+    assert "".join(executed[5]["outputs"][0]["text"]) == "5\n"
 
 
 OPTIONS = percent(
