@@ -82,6 +82,9 @@ def tracked(nb: Any, kernel_name: str, kwargs: dict[str, Any], execute: Callable
     git = project.git_info(src.path)
     experiment = tracking.experiment_name(project, git)
     tracking.check_store(project)
+    from . import team_server
+
+    team_server.check_access(project.tracking_uri, project.config.health_timeout)  # 401/403: no run
     rel = project.relative(src.path)
     source_text = src.path.read_text(encoding="utf-8")
     out_dir = runner.run_dir(project, src.path.stem)
