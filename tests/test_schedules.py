@@ -341,6 +341,10 @@ def test_the_jupyter_server_fires_a_due_schedule_and_stops_cleanly(tmp_path):
 
     ended = MlflowClient(project.tracking_uri).get_run(running[0].info.run_id)
     assert ended.info.status == "KILLED", ended.info.status  # ended with the server, not left RUNNING
+    # a restarted server (or a system cron) does not fire that slot again
+    slot = datetime.fromisoformat(ended.data.tags["cd4ml.schedule.slot"])
+    [schedule] = schedules.load_valid(project)
+    assert schedules.claim(project, schedule, slot + timedelta(seconds=30)) is None
     assert len(git(repo, "worktree", "list").splitlines()) == 1
 
 
