@@ -5,7 +5,7 @@
   not recorded merged or deleted, and its recorded fork commit (``cd4ml.branch.fork``, the
   merge-base with the base branch when it was created) still an ancestor of the branch. Otherwise —
   a name reused after its experiment was archived or merged, or a branch recreated from another
-  point — the runs go to ``NAME@<short fork commit>``. :func:`experiment_for` is the one place
+  point — the runs go to ``NAME@<short fork commit>``. :func:`.lines.experiment_for` is the one place
   this is decided; runs, sweeps, pipelines, ``runs``, ``compare``, the gate and the Lab ask it.
 - **Sync** (:func:`sync`) records on each branch experiment ``cd4ml.branch.state`` (``active``,
   ``merged``, ``squash-merged``, ``deleted``), ``cd4ml.merged_into`` and ``cd4ml.merge_commit``:
@@ -23,91 +23,9 @@ from datetime import datetime, timezone
 
 from . import gitinfo
 from .exceptions import BadInput, NoStore
+from .lines import (ACTIVE, BRANCH, DAY, DELETED, DELETED_AT, DONE, FORK, GIT_COMMIT, MERGE_COMMIT, MERGED,
+                    MERGED_INTO, RESTORED, SQUASHED, STATE, current, experiment_for, template_name)
 from .project import Project
-
-BRANCH = "cd4ml.branch"
-FORK = "cd4ml.branch.fork"
-STATE = "cd4ml.branch.state"
-MERGED_INTO = "cd4ml.merged_into"
-MERGE_COMMIT = "cd4ml.merge_commit"
-DELETED_AT = "cd4ml.branch.deleted_at"  # when a sync first saw the branch gone unmerged
-RESTORED = "cd4ml.branch.restored"  # restored by hand: sync archives it no more
-
-ACTIVE, MERGED, SQUASHED, DELETED = "active", "merged", "squash-merged", "deleted"
-DONE = (MERGED, SQUASHED)
-DAY = 86400.0
-GIT_COMMIT = "mlflow.source.git.commit"
-
-
-def template_name(project: Project, branch: str) -> str:
-    """The experiment ``experiment_template`` names for ``branch``."""
-    try:
-        return project.config.experiment_template.format(branch=branch, project=project.root.name)
-    except (KeyError, IndexError, ValueError) as e:
-        raise BadInput(f"experiment_template {project.config.experiment_template!r}: {e!r}; "
-                       "use the fields {branch} and {project}") from None
-
-
-def current(project: Project) -> str:
-    """The checked-out branch (``detached``, ``no-git`` when there is none)."""
-    return (gitinfo.current_branch(project.root) or "detached") if project.in_git else "no-git"
-
-
-def live(project: Project, found, branch: str) -> bool:
-    """Whether experiment ``found`` still takes ``branch``'s runs."""
-    tags = found.tags or {}
-    if found.lifecycle_stage != "active" or tags.get(STATE, ACTIVE) != ACTIVE:
-        return False
-    fork = tags.get(FORK)
-    return not fork or gitinfo.is_ancestor(project.root, fork, f"refs/heads/{branch}")
-
-
-def experiment_for(project: Project, branch: str | None = None, c=None, *, writing: bool = False) -> str:
-    """The experiment of ``branch`` (default: the checked-out one): its template name while that is
-    live, else ``NAME@<short fork commit>`` — for a read, only once that exists (until the new line
-    runs, its branch name still reads the old line's runs). A branch not in git (deleted, or named
-    by CI only) and the base branch always get the template name; ``BRANCH@`` names the template
-    name's experiment (a branch's first line) whatever line the branch is on now."""
-    branch = branch or current(project)
-    if branch.endswith("@"):
-        return template_name(project, branch[:-1])
-    name = template_name(project, branch)
-    if not project.in_git or branch == project.base_branch or not gitinfo.branch_exists(project.root, branch):
-        return name
-    if c is None:
-        from . import tracking
-
-        try:
-            c = tracking.read_client(project)
-        except NoStore:
-            return name
-    found = c.get_experiment_by_name(name)
-    if found is None or live(project, found, branch):
-        return name
-    fork = gitinfo.fork_point(project.root, f"refs/heads/{branch}", project.base_branch) \
-        or gitinfo.commit_of(project.root, f"refs/heads/{branch}") or ""
-    fresh = f"{name}@{fork[:7]}"
-    return fresh if writing or c.get_experiment_by_name(fresh) is not None else name
-
-
-def writer(c):
-    """The client that writes experiment tags and lifecycles (MLflow's, behind the light one)."""
-    return c.mlflow() if hasattr(c, "mlflow") else c
-
-
-def tag_created(c, project: Project, name: str, experiment_id: str) -> None:
-    """Record branch and fork on an experiment just created for the checked-out branch."""
-    if not project.in_git:
-        return
-    branch = gitinfo.current_branch(project.root)
-    if not branch or name not in (template_name(project, branch), experiment_for(project, branch, c, writing=True)):
-        return
-    w = writer(c)
-    w.set_experiment_tag(experiment_id, BRANCH, branch)
-    fork = gitinfo.fork_point(project.root, "HEAD", project.base_branch) if branch != project.base_branch else None
-    if fork:
-        w.set_experiment_tag(experiment_id, FORK, fork)
-
 
 # --- what became of a branch ----------------------------------------------------------------------
 
@@ -368,15 +286,17 @@ def rows(project: Project) -> list[BranchRow]:
 def listing(project: Project) -> dict:
     """What the Lab's Branches view shows: every branch experiment, the base and current branch, and
     for each row the ``branch`` value that reads its runs (``/cd4ml-nb/runs?branch=``)."""
+    from . import tracking
+
     found = rows(project)
     here = current(project)
     shown, now = [], {}
     for r in found:
         suffix = r.experiment[len(template_name(project, r.branch)):]
         if not suffix and r.branch not in now:
-            now[r.branch] = experiment_for(project, r.branch)
+            now[r.branch] = tracking.branch_experiment(project, r.branch)
         query = r.branch + suffix if suffix.startswith("@") else r.branch if now[r.branch] == r.experiment \
             else r.branch + "@"
         shown.append({**r.to_json(), "query": query})
-    return {"base": project.base_branch, "current": here, "experiment": experiment_for(project, here),
+    return {"base": project.base_branch, "current": here, "experiment": tracking.branch_experiment(project, here),
             "branches": shown}
