@@ -134,7 +134,7 @@ def _run_pipeline(project: Project, schedule: Schedule, slot: datetime, tree: Pa
 def _execute(project: Project, schedule: Schedule, slot: datetime, commit: str, warn: Warn) -> _Ran:
     """Run the target at ``commit`` in a temporary work tree, removed whatever happens."""
     folder = Path(tempfile.mkdtemp(prefix=f"cd4ml-schedule-{schedule.name}-"))
-    tree = folder / "tree"
+    tree = folder / project.root.name  # the same {project} in an experiment_template
     try:
         gitinfo.add_worktree(project.root, tree, commit)
         run = _run_notebook if schedule.notebook else _run_pipeline
