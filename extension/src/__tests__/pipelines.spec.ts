@@ -68,4 +68,14 @@ describe('PipelinesModel', () => {
     expect(server.callsTo('DELETE', 'jobs/abcdef012345')).toHaveLength(1);
     model.dispose();
   });
+
+  it('shows the newest pipeline job after a reload, not a notebook job', async () => {
+    const server = new FakeServer().on('GET', 'jobs', [200, {
+      jobs: [{ ...job('finished'), id: 'notebook00001', path: 'train.ipynb', kind: 'notebook' }, { ...job('finished', 2), kind: 'pipeline' }]
+    }]);
+    const model = new PipelinesModel(server.settings);
+    await model.showLatest();
+    expect(model.job?.id).toBe('abcdef012345');
+    model.dispose();
+  });
 });

@@ -8,7 +8,7 @@
 import { ServerConnection } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { cancelJob, getJob, queryString } from '../api';
+import { cancelJob, getJob, listJobs, queryString } from '../api';
 import { errorMessage, requestAPI } from '../request';
 import { IJob, isTerminal } from '../tokens';
 
@@ -186,6 +186,29 @@ export class PipelinesModel {
     this._fileError = file.error;
     this._loading = false;
     this._emit();
+  }
+
+  /** Show the newest pipeline job the server knows (after a reload, say), and follow it while it runs. */
+  async showLatest(): Promise<void> {
+    if (this._job !== null || this._disposed) {
+      return;
+    }
+    let jobs: IJob[];
+    try {
+      jobs = await listJobs(this.settings);
+    } catch (reason) {
+      console.debug('cd4ml-nb: could not list jobs', reason);
+      return;
+    }
+    const latest = jobs.find(j => (j as IJob & { kind?: string }).kind === 'pipeline') ?? null;
+    if (latest === null || this._job !== null || this._disposed) {
+      return;
+    }
+    this._job = latest;
+    this._emit();
+    if (!isTerminal(latest.state)) {
+      this._follow(latest.id);
+    }
   }
 
   /** Start `pipeline run` with these overrides; a refused request leaves the reason in `jobError`. */

@@ -53,6 +53,7 @@ export const pipelinesPlugin: JupyterFrontEndPlugin<void> = {
         model.dispose();
       });
       void model.refresh();
+      void model.showLatest();
       shell.add(widget, 'main');
       await tracker.add(widget);
       shell.activateById(widget.id);
