@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from cd4ml_nb import branches
+from cd4ml_nb import branches, tracking
 from cd4ml_nb.cli import main
 from cd4ml_nb.project import Project
 
@@ -159,7 +159,7 @@ def test_a_reused_name_gets_a_new_experiment_and_restore_brings_the_old_back(rep
         code, out, err = cli(capsys, "branches", "restore", "gone")
         assert code == 0 and "'gone'" in out, err
         assert snapshot(repo)["gone"][0] == "active"
-        assert branches.experiment_for(Project.discover(repo), "gone") == new  # still the new line's
+        assert tracking.branch_experiment(Project.discover(repo), "gone") == new  # still the new line's
         code, out, err = cli(capsys, "branches", "sync", "--archive-after", "0", "--json")
         assert code == 0 and [(c["experiment"], c["key"], c["new"]) for c in json.loads(out)] == \
             [(new, branches.STATE, "active")], out  # the restored one stays; the new line is active
@@ -179,7 +179,7 @@ def test_a_branch_recreated_from_another_point_gets_a_new_experiment(repo, capsy
         edit(repo, "topic.txt", "first\n", "topic work")
         run(repo, 7)
         project = Project.discover(repo)
-        assert branches.experiment_for(project, "topic") == "topic"
+        assert tracking.branch_experiment(project, "topic") == "topic"
         git(repo, "checkout", "-q", "master")
         git(repo, "branch", "-q", "-D", "topic")  # no sync in between
         git(repo, "checkout", "-q", "-b", "topic", shas["root"])
@@ -187,7 +187,7 @@ def test_a_branch_recreated_from_another_point_gets_a_new_experiment(repo, capsy
         run(repo, 8)
         capsys.readouterr()
         new = f"topic@{shas['root'][:7]}"
-        assert branches.experiment_for(project, "topic") == new
+        assert tracking.branch_experiment(project, "topic") == new
         code, out, err = cli(capsys, "runs", "--branch", "topic", "--json")
         assert json.loads(out)["experiment"] == new and len(json.loads(out)["runs"]) == 1
         assert snapshot(repo)["topic"][0] == "active"
