@@ -17,7 +17,7 @@ from nbfactory import commit_all, git, init_repo, percent, write_ipynb
 
 NOTEBOOK = percent("if log:\n    import mlflow\n    mlflow.log_metric('accuracy', 0.5 + depth / 100)",
                    parameters="depth: int = 3\nlog: bool = False")
-pytestmark = pytest.mark.timeout(900)  # the module's repository takes eight kernel runs
+pytestmark = pytest.mark.timeout(900)  # the module's repository takes nine kernel runs
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -54,7 +54,8 @@ def listed(capsys) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """master ran; ``ff`` fast-forwarded, ``noff`` merged with a merge commit, ``sq`` squash-merged
-    then deleted, ``gone`` deleted unmerged — each ran once on its own commits."""
+    then deleted, ``rb`` rebase-merged (its commits cherry-picked) then deleted, ``gone`` deleted
+    unmerged — each ran once on its own commits."""
     old, saved = os.getcwd(), os.environ.pop("MLFLOW_TRACKING_URI", None)
     repo = init_repo(tmp_path_factory.mktemp("branches") / "repo", branch="master")
     write_ipynb(repo / "nb.ipynb", NOTEBOOK)
@@ -85,6 +86,14 @@ def repo(tmp_path_factory):
         git(repo, "merge", "-q", "--squash", "sq")
         shas["sq-merge"] = commit_all(repo, "squashed sq")
         git(repo, "branch", "-q", "-D", "sq")
+        git(repo, "checkout", "-q", "-b", "rb")
+        edit(repo, "rb.txt", "1\n", "rb one")
+        edit(repo, "rb.txt", "1\n2\n", "rb two")
+        run(repo, 9)
+        git(repo, "checkout", "-q", "master")
+        git(repo, "cherry-pick", "rb~1", "rb")  # a rebase merge: each commit copied onto master
+        shas["rb-merge"] = git(repo, "rev-parse", "HEAD")
+        git(repo, "branch", "-q", "-D", "rb")
         git(repo, "checkout", "-q", "-b", "gone")
         edit(repo, "gone.txt", "abandoned\n", "gone work")
         run(repo, 5)
@@ -108,6 +117,7 @@ def test_sync_records_merges_and_archives_after_the_grace_period_only(repo, caps
     assert rows["ff"]["state"] == "merged" and rows["ff"]["merge_commit"] == shas["ff"]
     assert rows["noff"]["state"] == "merged" and rows["noff"]["merge_commit"] == shas["noff-merge"]
     assert rows["sq"]["state"] == "squash-merged" and rows["sq"]["merge_commit"] == shas["sq-merge"]
+    assert rows["rb"]["state"] == "squash-merged" and rows["rb"]["merge_commit"] == shas["rb-merge"]
     assert rows["gone"]["state"] == "deleted" and not rows["gone"]["archived"]  # within 30 days
     assert rows["master"]["state"] == "active" and rows["master"]["runs"] == 1
     assert all(rows[b]["merged_into"] == "master" for b in ("ff", "noff", "sq"))
