@@ -71,6 +71,11 @@ def parse(spec: dict[str, Any], contract: params.Contract, where: str, fixed: di
         raise BadInput(f"{where}: search method {method!r}: use one of {', '.join(METHODS)}")
     if prune not in PRUNERS:
         raise BadInput(f"{where}: search prune {prune!r}: use one of {', '.join(PRUNERS)}")
+    if method == "cmaes":
+        import importlib.util
+
+        if importlib.util.find_spec("cmaes") is None:
+            raise BadInput(f"{where}: search method cmaes needs the 'cmaes' package (pip install cmaes)")
     n = raw.get("n", 16)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise BadInput(f"{where}: search n {n!r}: give a positive number of trials")
