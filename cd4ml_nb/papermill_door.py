@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from . import attach, engine, files, history, notebooks, params, runner, tracking
+from . import attach, files, history, notebooks, params, runner, tracking
 from .papermill_options import PapermillOptions
 from .exceptions import BadInput
 from .failures import Failure, classify, kept_cells
@@ -52,24 +52,39 @@ def prepare_only(path: str | os.PathLike, values: dict[str, Any] | None, texts: 
     return options.output_path
 
 
-class Engine(engine.Engine):
-    """The ``cd4ml`` engine papermill finds through its entry point: each execution papermill asks
-    for is recorded as a run (an execution of ``cd4ml-nb run`` itself, with hooks, is not twice)."""
+class Engine:
+    """The ``cd4ml`` engine papermill's entry point names: each execution papermill asks for is
+    recorded as a run (one of ``cd4ml-nb run`` itself, with hooks, is not recorded twice). A plain
+    class handing over to :class:`engine.Engine` when called: papermill loads its entry points while
+    it is first imported, which may be from inside :mod:`engine` itself."""
 
     @classmethod
     def execute_notebook(cls, nb, kernel_name, **kwargs):
+        from .engine import Engine as Proper
+
         if "cd4ml_hooks" in kwargs:
-            return super().execute_notebook(nb, kernel_name, **kwargs)
+            return Proper.execute_notebook(nb, kernel_name, **kwargs)
+        return tracked(nb, kernel_name, kwargs,
+                       lambda hooks: Proper.execute_notebook(nb, kernel_name, cd4ml_hooks=hooks, **kwargs))
 
-        def execute(hooks: engine.Hooks):
-            return super(Engine, cls).execute_notebook(nb, kernel_name, cd4ml_hooks=hooks, **kwargs)
+    @classmethod
+    def nb_kernel_name(cls, nb, name=None):
+        from .engine import Engine as Proper
 
-        return tracked(nb, kernel_name, kwargs, execute)
+        return Proper.nb_kernel_name(nb, name)
+
+    @classmethod
+    def nb_language(cls, nb, language=None):
+        from .engine import Engine as Proper
+
+        return Proper.nb_language(nb, language)
 
 
 def tracked(nb: Any, kernel_name: str, kwargs: dict[str, Any], execute: Callable[[Any], Any]) -> Any:
     """Run papermill's execution ``execute(hooks)`` of ``nb`` as a tracked run and return its result;
     papermill's own errors propagate unchanged once the run has ended."""
+    from . import engine
+
     input_path = kwargs.get("input_path")
     source = Path(input_path) if isinstance(input_path, str) and "://" not in input_path else None
     if source is None or not source.is_file():
