@@ -23,8 +23,8 @@ from datetime import datetime, timezone
 
 from . import gitinfo
 from .exceptions import BadInput, NoStore
-from .lines import (ACTIVE, BRANCH, DAY, DELETED, DELETED_AT, DONE, FORK, GIT_COMMIT, MERGE_COMMIT, MERGED,
-                    MERGED_INTO, RESTORED, SQUASHED, STATE, current, experiment_for, template_name)
+from .lines import (ACTIVE, BRANCH, DAY, DELETED, DELETED_AT, DONE, FORK, GIT_BRANCH, GIT_COMMIT, MERGE_COMMIT,
+                    MERGED, MERGED_INTO, RESTORED, SQUASHED, STATE, current, experiment_for, template_name)
 from .project import Project
 
 # --- what became of a branch ----------------------------------------------------------------------
@@ -43,6 +43,12 @@ def branch_of(project: Project, found) -> str | None:
     if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
         return name[len(prefix): len(name) - len(suffix)]
     return None
+
+
+def owned(found, branch: str, runs: list) -> bool:
+    """Whether an experiment is ``branch``'s: tagged so, or holding a run recorded on that branch
+    (an experiment named by hand, ``run --experiment NAME``, is not a branch's and sync leaves it)."""
+    return bool((found.tags or {}).get(BRANCH)) or any(r.data.tags.get(GIT_BRANCH) == branch for r in runs)
 
 
 def merge_commit(root, tip: str, base: str) -> str:
@@ -166,13 +172,15 @@ def sync_one(c, project: Project, found, branch: str, how: tuple[str, float, flo
             changes.append(Change(found.name, key, tags.get(key), value))
             tags[key] = value
 
+    runs = all_runs(c, found.experiment_id)
+    if not owned(found, branch, runs):
+        return changes
     put(BRANCH, branch)
     state = tags.get(STATE, ACTIVE)
     if state in DONE or found.lifecycle_stage != "active":
         return changes
     root = project.root
-    tip = next((r.data.tags[GIT_COMMIT] for r in all_runs(c, found.experiment_id) if r.data.tags.get(GIT_COMMIT)),
-               None)
+    tip = next((r.data.tags[GIT_COMMIT] for r in runs if r.data.tags.get(GIT_COMMIT)), None)
     here = gitinfo.branch_exists(root, branch) and experiment_for(project, branch, c) == found.name
     head = gitinfo.commit_of(root, f"refs/heads/{branch}") if here else tip
     done = merged(project, tags, tip, head, base) if state == ACTIVE else None
@@ -278,8 +286,9 @@ def rows(project: Project) -> list[BranchRow]:
     out = []
     for found in all_experiments(c):
         branch = branch_of(project, found)
-        if branch is not None:
-            out.append(row(project, found, branch, all_runs(c, found.experiment_id)))
+        runs = all_runs(c, found.experiment_id) if branch is not None else []
+        if branch is not None and owned(found, branch, runs):
+            out.append(row(project, found, branch, runs))
     return sorted(out, key=lambda r: (r.branch, -(r.last_run or 0)))
 
 

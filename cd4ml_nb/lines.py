@@ -22,6 +22,7 @@ ACTIVE, MERGED, SQUASHED, DELETED = "active", "merged", "squash-merged", "delete
 DONE = (MERGED, SQUASHED)
 DAY = 86400.0
 GIT_COMMIT = "mlflow.source.git.commit"
+GIT_BRANCH = "mlflow.source.git.branch"
 
 
 def template_name(project: Project, branch: str) -> str:

@@ -109,8 +109,14 @@ def repo(tmp_path_factory):
 
 def test_sync_records_merges_and_archives_after_the_grace_period_only(repo, capsys):
     repo, shas = repo
+    from mlflow.tracking import MlflowClient
+
+    own = MlflowClient(tracking_uri=f"sqlite:///{repo / '.cd4ml' / 'mlflow.db'}")
+    by_hand = own.create_experiment("named-by-hand")  # `run --experiment NAME`: no branch's, left alone
+    own.set_terminated(own.create_run(by_hand).info.run_id)
     before = listed(capsys)
     assert {r["state"] for r in before.values()} == {"active"}  # nothing synced yet
+    assert "named-by-hand" not in before
     code, out, err = cli(capsys, "branches", "sync", "--json")
     assert code == 0, err
     rows = listed(capsys)
@@ -125,6 +131,7 @@ def test_sync_records_merges_and_archives_after_the_grace_period_only(repo, caps
     assert rows["noff"]["metric"] == "accuracy" and rows["noff"]["best"] == pytest.approx(0.53)
 
     first = snapshot(repo)
+    assert first["named-by-hand"] == ("active", {})
     code, out, err = cli(capsys, "branches", "sync", "--json")
     assert code == 0 and json.loads(out) == [], out
     assert snapshot(repo) == first  # a second sync changes nothing
