@@ -257,6 +257,16 @@ class StudySource:
         self.study.set_user_attr("requeued", sorted(done))
         self.study.set_user_attr("state", "running")
 
+    def store(self):
+        """One MLflow client on the run store for the whole study."""
+        if self.client is None:
+            self.client = tracking.client(self.project)
+        return self.client
+
+    def tag(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.store().set_tag(run_id, key, value)
+
     # -- what run_sweep asks of a source --
 
     def parent_tags(self) -> dict[str, str]:
@@ -289,14 +299,12 @@ class StudySource:
         if self.search.prune == "none" or time.monotonic() - self.last_watch < WATCH_EVERY:
             return []
         self.last_watch = time.monotonic()
-        if self.client is None:
-            self.client = tracking.client(self.project)
         stop = []
         for trial, run_id in running:
             asked = self.live.get(trial.key)
             if asked is None or trial.key in self.pruned:
                 continue
-            points = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, self.search.metric))
+            points = sorted((m.step, m.value) for m in self.store().get_metric_history(run_id, self.search.metric))
             last = self.reported.get(trial.key, -1)
             fresh = [(s, v) for s, v in points if s > last and math.isfinite(v)]
             for step, value in fresh:
@@ -334,7 +342,7 @@ class StudySource:
         if label == "pruned":
             end[tracking.REASON] = "pruned"
         if result.run_id:
-            _tag(self.project, result.run_id, end)
+            self.tag(result.run_id, end)
         return result
 
     def close(self, interrupted: bool, runs: dict[str, str]) -> dict[str, str]:
@@ -346,7 +354,7 @@ class StudySource:
             self.study.tell(asked, state=TrialState.FAIL)
             self.live.pop(key)
             if key in runs:
-                _tag(self.project, runs[key], {STATE: "interrupted"})
+                self.tag(runs[key], {STATE: "interrupted"})
         self.study.set_user_attr("state", "interrupted" if interrupted else "done")
         tags = {STUDY: self.name}
         complete = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -355,14 +363,8 @@ class StudySource:
             tags.update({"cd4ml.study.best_trial": str(best.number), "cd4ml.study.best_value": repr(best.value)})
             if best.user_attrs.get("run_id") and self.parent_run:
                 tags["cd4ml.sweep.best_run"] = best.user_attrs["run_id"]
-                tracking.client(self.project).log_metric(self.parent_run, f"best_{self.search.metric}", best.value)
+                self.store().log_metric(self.parent_run, f"best_{self.search.metric}", best.value)
         return tags
-
-
-def _tag(project: Project, run_id: str, tags: dict[str, str]) -> None:
-    c = tracking.client(project)
-    for key, value in tags.items():
-        c.set_tag(run_id, key, value)
 
 
 def _latest_interrupted(storage, scope: Scope) -> str:

@@ -498,10 +498,10 @@ def _run_on_dask(address: str, source, args, record, runs, parallel, stop) -> No
 def execute_on_worker(root: str, notebook: str, values: dict[str, Any], run_id: str, tracking_uri: str,
                       extra_tags: dict[str, str], event: str) -> dict[str, Any]:
     """:func:`execute_trial` on a Dask worker; setting the Dask Event ``event`` stops the kernel."""
-    from distributed import Event
+    from distributed import Event, get_client
 
     cancel, finished = threading.Event(), threading.Event()
-    remote = Event(event)
+    remote = Event(event, client=get_client())  # the worker's client, named here: the watching thread has none
 
     def watch() -> None:
         while not finished.is_set():

@@ -215,3 +215,14 @@ def test_the_same_study_on_dask(repo, cluster):
         assert k.info.status == "FINISHED" and k.data.tags["cd4ml.trial.state"] == "complete"
         assert k.data.metrics["loss"] == pytest.approx((x - 3.3) ** 2 + (y + 1.7) ** 2)
     assert parent.data.metrics["best_loss"] == min(k.data.metrics["loss"] for k in kids)
+
+    # pruning on Dask: the driver reads the server (the journal forwards points live) and sets a Dask
+    # Event the trial's worker watches; its kernel stops, its run keeps its partial curve
+    path = sweep_file(repo, "random", 8, 3, "{x: {uniform: [0, 10]}}", prune="median")
+    assert main(["sweep", "curve.ipynb", "-f", str(path), "--dask", address, "--tracking-uri", uri, "-q"]) == 0
+    (parent, kids), = [v for v in studies(all_runs(uri)).values() if v[0].info.run_id != parent.info.run_id]
+    pruned = [k for k in kids if k.data.tags.get("cd4ml.trial.state") == "pruned"]
+    assert len(kids) == 8 and pruned and all(k.info.status == "KILLED" for k in pruned)
+    from mlflow.tracking import MlflowClient
+
+    assert all(1 <= len(MlflowClient(uri).get_metric_history(k.info.run_id, "loss")) < 8 for k in pruned)
