@@ -39,7 +39,11 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
 
 
 def _load_jupyter_server_extension(server_app) -> None:
+    from . import collab
     from .routes import setup_route_handlers
+    from .schedule_loop import ScheduleLoop
 
-    setup_route_handlers(server_app)
+    ext = setup_route_handlers(server_app)
+    ext.schedules = ScheduleLoop(ext.root.project, server_app.log).start()  # fires due schedules, stops at exit
+    collab.install(server_app.log)  # pairs under jupyter-collaboration, when it is installed
     server_app.log.info("Registered cd4ml_nb server extension at /cd4ml-nb/")

@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .commands import assess, ci, pairs, pipeline, runs, serve
+from .commands import assess, branches, ci, pairs, pipeline, runs, schedule, serve
 from .exceptions import Cd4mlError, PairConflict
 from .team_server import access_denied
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in (pairs, runs, pipeline, assess, ci, serve):
+    for group in (pairs, runs, pipeline, assess, ci, serve, branches, schedule):
         group.register(add)
     return parser
 

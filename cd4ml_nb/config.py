@@ -141,6 +141,14 @@ class Cd4mlConfig(Configurable):
         "cd4ml_nb was verified against (else through MlflowClient); 'mlflow' always through MlflowClient. "
         "The environment variable CD4ML_NB_STORE_WRITES overrides pyproject.toml.",
     ).tag(config=True)
+    schedules = Dict(
+        value_trait=Dict(), help="Scheduled retraining: tables [tool.cd4ml_nb.schedules.NAME] with notebook (or "
+        "pipeline), branch, cron, and optional timezone, parameters, notify_url, catch_up (checked by schedules.py)."
+    ).tag(config=True)
+    schedule_check_seconds = Float(
+        30.0, min=0.0, help="Seconds between two looks for due schedules by the Jupyter server extension (0: the "
+        "server fires no schedules; `cd4ml-nb schedule run-due` still does)."
+    ).tag(config=True)
 
     @validate("mlflow_ui_url")
     def _web_url_only(self, proposal: Any) -> str:

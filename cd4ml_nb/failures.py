@@ -39,7 +39,7 @@ def kept_cells(node) -> list[int]:
 
 def _source_index(exec_index: int, kept: list[int], contract: params.Contract, injected_params: bool) -> int | None:
     """Map a cell index of the executed copy back to the source notebook."""
-    index = exec_index - 1  # the attach cell
+    index = exec_index
     if injected_params and contract.cell_index in kept and index > kept.index(contract.cell_index):
         index -= 1
     return kept[index] if 0 <= index < len(kept) else None
@@ -68,8 +68,6 @@ def classify(error: BaseException, executed: Path, kept: list[int], contract: pa
     if isinstance(error, PapermillExecutionError):
         if error.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel's process group too
             return Failure("KILLED", "interrupted", "interrupted (Ctrl-C)")
-        if error.cell_index == 0:  # the attach cell: tracking could not be set up
-            return Failure("FAILED", "tracking", f"could not attach the kernel to MLflow: {error.evalue}")
         cell = _source_index(error.cell_index, kept, contract, injected)
         return Failure("FAILED", "cell-exception", f"cell index {cell} raised {error.ename}: {error.evalue}",
                        cell, error.ename, error.evalue)
@@ -84,6 +82,8 @@ def classify(error: BaseException, executed: Path, kept: list[int], contract: pa
                        "machine", cell)
     if isinstance(error, CellTimeoutError):
         return Failure("FAILED", "timeout", f"cell timed out{where}: {str(error).splitlines()[0]}", cell)
+    if type(error).__name__ == "SetupError":  # attach.SetupError: the kernel could not be set up for tracking
+        return Failure("FAILED", "tracking", f"could not attach the kernel to MLflow: {error}")
     if isinstance(error, (RuntimeError, TimeoutError)) and "kernel" in str(error).lower():
         return Failure("FAILED", "kernel-start", f"the kernel did not start: {str(error).splitlines()[0]}")
     return Failure("FAILED", "error", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")

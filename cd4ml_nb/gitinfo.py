@@ -38,11 +38,13 @@ class Done:
 
 
 def run(cwd: Path | None, *args: str, check: bool = False, env: dict[str, str] | None = None,
-        timeout: float = GIT_TIMEOUT) -> Done:
-    """Run ``git ARGS`` in ``cwd``. A git that cannot start (127) or overruns ``timeout`` (124) is a
-    failed command like any other; with ``check``, a failure is BadInput naming the command."""
+        timeout: float = GIT_TIMEOUT, stdin: str | None = None) -> Done:
+    """Run ``git ARGS`` in ``cwd`` (``stdin``: text fed to it). A git that cannot start (127) or
+    overruns ``timeout`` (124) is a failed command like any other; with ``check``, a failure is
+    BadInput naming the command."""
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=timeout,
+                              input=None if stdin is None else stdin.encode("utf-8"))
         result = Done(done.returncode, done.stdout.decode("utf-8", errors="replace"),
                       done.stderr.decode("utf-8", errors="replace"))
     except OSError as e:
@@ -222,3 +224,45 @@ def merge_base(root: Path, base: str) -> str | None:
     """The commit where HEAD left ``base``, or None when there is none."""
     out = output(root, "merge-base", "HEAD", base)
     return out.strip() if out else None
+
+
+def is_ancestor(root: Path, ancestor: str, descendant: str) -> bool:
+    """Whether commit ``ancestor`` is reachable from ``descendant`` (False when either is unknown)."""
+    return run(root, "merge-base", "--is-ancestor", ancestor, descendant).ok
+
+
+def commit_of(root: Path, ref: str) -> str | None:
+    """The commit ``ref`` names, or None when it names none."""
+    out = output(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    return out.strip() if out else None
+
+
+def fork_point(root: Path, branch: str, base: str) -> str | None:
+    """Where ``branch`` left ``base`` (their merge-base), or None when there is none."""
+    out = output(root, "merge-base", branch, base)
+    return out.strip() if out else None
+
+
+def patch_ids(root: Path, patches: str) -> list[tuple[str, str]]:
+    """``(patch id, commit)`` of each patch in ``patches`` (``git patch-id --stable``; the commit
+    is all zeros for a plain diff)."""
+    done = run(root, "patch-id", "--stable", stdin=patches)
+    return [tuple(line.split()[:2]) for line in done.stdout.splitlines() if len(line.split()) >= 2] if done.ok else []
+
+
+def has_file(root: Path, commit: str, path: str) -> bool:
+    """Whether ``path`` (relative to the repository root) is a file in ``commit``."""
+    return run(root, "cat-file", "-e", f"{commit}:{path}").ok
+
+
+def add_worktree(root: Path, path: Path, commit: str) -> None:
+    """Check ``commit`` out, detached, into a new work tree at ``path`` (``git worktree add``)."""
+    run(root, "worktree", "prune")  # a work tree left by a process that died is forgotten first
+    run(root, "worktree", "add", "--detach", "--quiet", str(path), commit, check=True)
+
+
+def remove_worktree(root: Path, path: Path) -> None:
+    """Remove the work tree at ``path`` (whatever it holds) and git's record of it."""
+    run(root, "worktree", "remove", "--force", "--force", str(path))
+    shutil.rmtree(path, ignore_errors=True)
+    run(root, "worktree", "prune")

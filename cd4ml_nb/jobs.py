@@ -68,6 +68,8 @@ class Job:
     executed: str | None = None
     html: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    kind: str = "notebook"  # or "pipeline" (:mod:`.lab_pipelines`): ``path`` is then the pipeline file
+    steps: tuple[dict, ...] = ()  # a pipeline job's steps that ended, in the order they ended
 
     def to_json(self) -> dict:
         return {
@@ -75,6 +77,7 @@ class Job:
             "created": self.created, "progress": {"done": self.done, "total": self.total},
             "run_id": self.run_id, "experiment": self.experiment, "error": self.error,
             "executed": self.executed, "html": self.html, "metrics": self.metrics,
+            "kind": self.kind, "steps": list(self.steps),
         }
 
 
@@ -189,6 +192,7 @@ class JobManager:
             created=spec.get("created", 0.0), done=status.get("done", 0), total=status.get("total", 0),
             run_id=status.get("run_id"), experiment=status.get("experiment"), error=error,
             executed=status.get("executed"), html=status.get("html"), metrics=status.get("metrics", {}),
+            kind=spec.get("kind", "notebook"), steps=tuple(status.get("steps") or ()),
         )
 
     def get(self, job_id: str) -> Job:
@@ -279,16 +283,23 @@ class JobManager:
         contract = params.read_contract(nb.node, rel)
         checked = params.validate(contract, values=values, where=rel)
         kernels.kernel_name(self.project, nb, lambda message: None)
+        return self.queue(rel, checked)
+
+    def queue(self, rel: str, parameters: dict[str, Any], **extra: Any) -> Job:
+        """Queue a job already validated: ``rel`` (relative to the root) with ``parameters``;
+        ``extra`` goes to its spec (a notebook job gets its run folder; ``kind="pipeline"``, see
+        :mod:`.lab_pipelines`)."""
         self.project.ensure_state_dir()
         self.folder.mkdir(exist_ok=True)
         with self._locked():
             job_id = uuid.uuid4().hex[:12]
             job_dir = self.folder / job_id
             job_dir.mkdir()
-            _write(job_dir / "spec.json", {
-                "id": job_id, "root": str(self.root), "path": rel, "parameters": checked,
-                "created": time.time(), "output": str(self.runs_dir / job_id),
-            })
+            spec = {"id": job_id, "root": str(self.root), "path": rel, "parameters": parameters,
+                    "created": time.time(), **extra}
+            if spec.get("kind", "notebook") == "notebook":
+                spec["output"] = str(self.runs_dir / job_id)
+            _write(job_dir / "spec.json", spec)
             self.prune()
         self._schedule()
         self._ensure_loop()
@@ -516,6 +527,10 @@ def run_job(job_dir: Path) -> int:
     if (job_dir / "cancel").exists():
         _write(status_path, {**status, "state": "killed", "error": "cancelled before it started"})
         return 130
+    if spec.get("kind") == "pipeline":
+        from .lab_pipelines import run_pipeline_job
+
+        return run_pipeline_job(job_dir, spec, status)
     project = Project.discover(Path.cwd())
     root = Path(spec.get("root") or project.root)
     output_root = Path(spec["output"])

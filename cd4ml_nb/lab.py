@@ -286,6 +286,13 @@ def runs_of(root: ServerRoot, branch: str | None, notebook: str | None, limit: i
     return {"experiment": experiment, "runs": runs, "next_page_token": page.next_page_token}
 
 
+def branches_of(root: ServerRoot) -> dict[str, Any]:
+    """The root project's branch experiments with their state (:func:`branches.listing`)."""
+    from . import branches
+
+    return branches.listing(root.project())
+
+
 MAX_COMPARED = 10  # runs one comparison takes
 
 

@@ -30,7 +30,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from . import lab
+from . import lab, lab_pipelines
 from .exceptions import BadInput, Cd4mlError, PairConflict
 from .http_bodies import BoundedBody
 from .lab import AUTH_RESOURCE, MLFLOW_PATH, NAMESPACE, Extension
@@ -195,7 +195,13 @@ class PairingSyncHandler(BaseHandler):
     @tornado.web.authenticated
     @authorized
     async def post(self) -> None:
+        from . import collab
+
         data = self.body()
+        live = await collab.sync_live(self.serverapp, self.ext.root, data.get("path"), data.get("keep"))
+        if live is not None:  # a collaboration room holds the pair: it merges and saves, no direct write
+            self.reply(live)
+            return
         self.reply(await self.off_loop(lab.sync, self.ext.root, data.get("path"), data.get("keep")))
 
 
@@ -283,6 +289,43 @@ class RunHtmlHandler(BaseHandler):
         self.finish(html, set_content_type="text/html; charset=utf-8")
 
 
+class PipelinesHandler(BaseHandler):
+    """Pipeline runs of a branch with their steps (status, cache hit, duration)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        limit = self.int_arg("limit", 20, 1, MAX_PAGE, clamp=True)
+        self.reply(await self.off_loop(lab_pipelines.list_pipelines, self.ext.root, self.text_arg("branch"), limit))
+
+
+class PipelineFileHandler(BaseHandler):
+    """The pipeline file's steps and parameters (the project's cd4ml-pipeline.yaml unless ``path``)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.off_loop(lab_pipelines.describe, self.ext.root, self.text_arg("path")))
+
+
+class PipelineJobsHandler(BaseHandler):
+    """Start ``pipeline run`` as a background job (its state and cancel: ``jobs/ID``)."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self) -> None:
+        self.reply(await self.off_loop(lab_pipelines.submit, self.ext, self.body()), status=202)
+
+
+class BranchesHandler(BaseHandler):
+    """Every branch experiment with its state (``cd4ml-nb branches``); runs of one: ``runs?branch=``."""
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply(await self.off_loop(lab.branches_of, self.ext.root))
+
+
 ROUTES = [
     ("status", StatusHandler),
     ("pairing", PairingHandler),
@@ -295,6 +338,10 @@ ROUTES = [
     ("runs", RunsHandler),
     (r"runs/([^/]+)/html", RunHtmlHandler),
     ("compare", CompareHandler),
+    ("branches", BranchesHandler),
+    ("pipelines", PipelinesHandler),
+    ("pipelines/file", PipelineFileHandler),
+    ("pipelines/jobs", PipelineJobsHandler),
     (rf"{MLFLOW_PATH}/(.*)", MlflowProxyHandler),
 ]
 

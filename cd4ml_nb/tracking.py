@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import BadInput, NoStore, TrackingError
-from . import gitinfo, history, pairing, store
+from . import gitinfo, history, lines, pairing, store
 from .gitinfo import GitInfo
 from .project import Project
 
@@ -73,17 +73,19 @@ class RunSummary:
 
 
 def experiment_name(project: Project, git: GitInfo | None) -> str:
-    """The experiment for this branch, from the configured template."""
+    """The experiment this branch's runs go to (:func:`lines.experiment_for`)."""
     branch = git.branch if git else None
     if branch is None:
         branch = "detached" if git else "no-git"
+    return lines.experiment_for(project, branch, writing=True, connect=lambda: _reader(project))
+
+
+def _reader(project: Project):
+    """:func:`read_client`, or None when there is no store yet."""
     try:
-        return project.config.experiment_template.format(branch=branch, project=project.root.name)
-    except (KeyError, IndexError, ValueError) as e:
-        raise BadInput(
-            f"experiment_template {project.config.experiment_template!r}: {e!r}; "
-            "use the fields {branch} and {project}"
-        ) from None
+        return read_client(project)
+    except NoStore:
+        return None
 
 
 def check_store(project: Project) -> None:
@@ -180,7 +182,9 @@ def ensure_experiment(c, project: Project, name: str) -> str:
 
     location = (project.artifact_root / _slug(name)).as_uri() if store.is_sqlite(project.tracking_uri) else None
     try:
-        return c.create_experiment(name, artifact_location=location)
+        created = c.create_experiment(name, artifact_location=location)
+        lines.tag_created(c, project, name, created)
+        return created
     except MlflowException:  # created meanwhile by another process
         found = c.get_experiment_by_name(name)
         if found is None:
@@ -470,14 +474,9 @@ class RunsPage:
 
 
 def branch_experiment(project: Project, branch: str | None) -> str:
-    """The experiment of ``branch`` (default: the checked-out branch, a cheap lookup: no diff)."""
-    if branch is None:
-        branch = (gitinfo.current_branch(project.root) or "detached") if project.in_git else "no-git"
-    try:
-        return project.config.experiment_template.format(branch=branch, project=project.root.name)
-    except (KeyError, IndexError, ValueError) as e:
-        raise BadInput(f"experiment_template {project.config.experiment_template!r}: {e!r}; "
-                       "use the fields {branch} and {project}") from None
+    """The experiment of ``branch`` (default: the checked-out branch, a cheap lookup: no diff), as
+    :func:`lines.experiment_for` decides it."""
+    return lines.experiment_for(project, branch, connect=lambda: _reader(project))
 
 
 def runs_page(project: Project, experiment: str, notebook: str | None, limit: int,

@@ -45,8 +45,12 @@ def test_texts_are_coerced_to_declared_types(contract):
     assert type(values["alpha"]) is float and type(values["name"]) is str
 
 
-def test_untyped_none_default_takes_any_literal_else_string(contract):
-    assert validate(contract, {"extra": "[1, 2]"}) == {"extra": [1, 2]}
+def test_untyped_none_default_reads_the_text_as_papermill_does(contract):
+    assert validate(contract, {"extra": "[1, 2]"}) == {"extra": "[1, 2]"}  # papermill: the text, not a list
+    assert validate(contract, {"extra": '"Hello"'}) == {"extra": '"Hello"'}  # its quotes kept
+    assert validate(contract, {"extra": "True"}) == {"extra": True}
+    assert validate(contract, {"extra": "None"}) == {"extra": None}
+    assert validate(contract, {"extra": "7"}) == {"extra": 7}
     assert validate(contract, {"extra": "3.5"}) == {"extra": 3.5}
     assert validate(contract, {"extra": "hello world"}) == {"extra": "hello world"}
     assert validate(contract, {"extra": "{unclosed"}) == {"extra": "{unclosed"}

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -27,20 +29,26 @@ def sync_first(paths: Sequence[str | Path], tracking_uri: str | None = None) -> 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .. import params as params_mod
+    from .. import papermill_door, papermill_options
     from ..runner import Callbacks, RunOptions, run_notebook
 
     if args.sync:
         sync_first([args.notebook], args.tracking_uri)
-    values = params_mod.load_values_file(Path(args.file)) if args.file else None
-    result = run_notebook(
-        args.notebook,
-        values,
-        parameter_texts=parameter_texts(args.param),
-        options=RunOptions(tracking_uri=args.tracking_uri, experiment=args.experiment, timeout=args.timeout,
-                           html=False if args.no_html else None, progress=not args.quiet),
-        callbacks=Callbacks(warn=warn),
-    )
+    values = papermill_options.given_values(args.file, args.parameters_yaml, args.parameters_base64, args.parameters_raw)
+    with _papermill_options(args) as pm:
+        if args.prepare_only:
+            out = papermill_door.prepare_only(args.notebook, values, parameter_texts(args.param), pm)
+            say(f"prepared {out} (not executed, no run recorded)")
+            return 0
+        result = run_notebook(
+            args.notebook,
+            values,
+            parameter_texts=parameter_texts(args.param),
+            options=RunOptions(tracking_uri=args.tracking_uri, experiment=args.experiment, timeout=args.timeout,
+                               html=False if args.no_html else None,
+                               progress=not (args.quiet or args.no_progress_bar), papermill=pm),
+            callbacks=Callbacks(warn=warn),
+        )
     if args.json:
         say(json.dumps(result.to_json(), indent=2, default=str))
         return result.exit_code
@@ -51,6 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     say(f"run {result.run_id} {mark} in experiment '{result.experiment}' ({result.tracking_uri})")
     if result.error:
         say(f"reason: {result.reason}: {result.error}")
+    if result.traceback and not args.quiet:  # the failing cell's traceback, as papermill prints it
+        say(result.traceback if sys.stdout.isatty() else re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", result.traceback))
     if result.metrics:
         say("metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.metrics.items())))
     else:
@@ -63,6 +73,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(f"html: {result.html}")
     say("next: `cd4ml-nb runs` lists this branch's runs; `cd4ml-nb ui` opens the MLflow UI")
     return result.exit_code
+
+
+@contextmanager
+def _papermill_options(args: argparse.Namespace):
+    """papermill's options of ``run``, its ``--stdout-file``/``--stderr-file`` open while it runs."""
+    from ..papermill_options import PapermillOptions
+
+    with ExitStack() as stack:
+        out, err = (stack.enter_context(open(f, "w", encoding="utf-8")) if f else None
+                    for f in (args.stdout_file, args.stderr_file))
+        yield PapermillOptions(
+            output_path=args.output, kernel=args.kernel, cwd=args.cwd, log_output=args.log_output,
+            stdout_file=out, stderr_file=err, report_mode=args.report_mode, start_timeout=args.start_timeout,
+            autosave_cell_every=args.autosave_cell_every, inject_input_path=args.inject_input_path or args.inject_paths,
+            inject_output_path=args.inject_output_path or args.inject_paths)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -124,7 +149,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .. import notebooks, params, sweep
+    from .. import notebooks, params, study, sweep
 
     project = project_at(Path(args.notebook) if Path(args.notebook).exists() else ".", args.tracking_uri)
     if args.sync:
@@ -138,32 +163,49 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not sep or not name or not values:
             raise BadInput(f"--grid {item!r}: use NAME=V1,V2,...")
         grid[name] = values.split(",")
-    planned = sweep.plan(contract, args.notebook, grid, parameter_texts(args.param), spec)
-    trials = list(planned.trials)
     metric = args.metric or spec.get("metric")
     goal = args.goal or spec.get("goal", "")
+    where_file = args.file or args.notebook
+    search = None
+    if "search" in spec or args.resume:
+        if grid or "search" not in spec:
+            raise BadInput(f"{where_file}: --resume continues a study: give the sweep file with its 'search' "
+                           "(and no --grid)")
+        fixed = params.validate(contract, parameter_texts(args.param), spec.get("parameters") or {},
+                                where=where_file)
+        search = study.parse({**spec, "metric": metric, "goal": goal}, contract, where_file, fixed)
+    planned = sweep.plan(contract, args.notebook, grid, parameter_texts(args.param),
+                         {k: v for k, v in spec.items() if k != "search"}) if search is None else None
+    trials = list(planned.trials) if planned is not None else []
     parallel = args.parallel or int(spec.get("parallel", 0))
     max_failures = args.max_failures if args.max_failures is not None else spec.get("max_failures")
     where = f"Dask at {args.dask}" if args.dask else f"{parallel or os.cpu_count()} local worker(s)"
     dropped = (f" ({planned.duplicates} duplicate(s) dropped: trials with the same values run once)"
-               if planned.duplicates else "")
+               if planned is not None and planned.duplicates else "")
+    source = trials
+    if search is not None:
+        git = project.git_info(nb.path)
+        scope = study.Scope(project.relative(nb.path), (git.branch if git else None) or "", fixed, where_file)
+        source = study.StudySource(project, search, scope, resume=args.resume)
+        dropped = f" ({search.method} study {source.name}{', resumed' if args.resume else ''})"
+    total = len(trials) if search is None else source.total
     if not args.json:  # with --json, stdout is the JSON document alone
-        say(f"sweep of {nb.path.name}: {len(trials)} trial(s){dropped} on {where}")
+        say(f"sweep of {nb.path.name}: {total} trial(s){dropped} on {where}")
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(trials), unit="trial", desc="Trials")
+        bar = tqdm(total=total, unit="trial", desc="Trials")
 
     def on_trial(result, done: int, total: int) -> None:
         if bar is not None:
             bar.update(1)
-            if result.status != "FINISHED":
+            if result.status != "FINISHED" and not result.pruned:
                 bar.write(f"trial {result.trial.index} {result.status}: {result.error}")
 
     try:
         options = sweep.SweepOptions(parallel, args.dask, metric, goal, max_failures)
-        result = sweep.run_sweep(nb.path, trials, project=project, options=options, on_trial=on_trial)
+        result = sweep.run_sweep(nb.path, source, project=project, options=options, on_trial=on_trial)
     finally:
         if bar is not None:
             bar.close()
@@ -193,6 +235,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         b = result.best
         say(f"best: trial {b.trial.index} ({', '.join(f'{k}={v!r}' for k, v in b.trial.values.items())}) "
              f"{result.metric}={b.metrics[result.metric]:.6g}, run {b.run_id}")
+    if result.pruned:
+        say(f"pruned: {len(result.pruned)} trial(s) stopped early by the pruner (runs KILLED, "
+            "cd4ml.trial.state=pruned)")
     for r in result.failed:
         say(f"trial {r.trial.index} {r.status}: {r.error} (run {r.run_id})")
     say(f"peak memory of this process: {result.peak_rss_mb:.0f} MB")
@@ -231,18 +276,47 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def register(add) -> None:
     """Declare this module's subcommands."""
-    p = add("run", cmd_run, "execute a notebook with Papermill as a tracked MLflow run")
+    p = add("run", cmd_run, "execute a notebook with Papermill as a tracked MLflow run (papermill's options too)")
     p.add_argument("notebook", metavar="NOTEBOOK", help=".ipynb or its paired .py")
-    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="a parameter value, coerced to the declared type (repeatable)")
-    p.add_argument("-f", "--file", metavar="PARAMS.yaml", help="parameter values from a YAML/JSON file")
+    p.add_argument("output", nargs="?", metavar="OUT", help="also write the executed notebook here, as papermill "
+                   "does ('-': standard output); the run's folder keeps its copy too")
+    p.add_argument("-p", "--param", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter value, read as papermill reads it, then converted to the declared type "
+                   "(repeatable)")
+    p.add_argument("-r", "--parameters_raw", "--parameters-raw", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter value as text (repeatable)")
+    p.add_argument("-y", "--parameters_yaml", "--parameters-yaml", action="append", metavar="YAML",
+                   help="parameter values as a YAML mapping (repeatable)")
+    p.add_argument("-b", "--parameters_base64", "--parameters-base64", action="append", metavar="BASE64",
+                   help="parameter values as a base64-encoded YAML mapping (repeatable)")
+    p.add_argument("-f", "--file", "--parameters_file", "--parameters-file", metavar="PARAMS.yaml",
+                   help="parameter values from a YAML/JSON file")
+    p.add_argument("-k", "--kernel", metavar="NAME", help="the kernel to run on (default: the notebook's)")
+    p.add_argument("--cwd", metavar="DIR", help="the kernel's working directory (default: the notebook's folder)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: embedded store)")
     p.add_argument("--experiment", metavar="NAME", help="experiment name (default: the git branch)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds each cell may run")
+    p.add_argument("--timeout", "--execution-timeout", type=float, metavar="SECONDS", help="seconds each cell may run")
+    p.add_argument("--start-timeout", type=float, metavar="SECONDS", help="seconds the kernel may take to start")
+    p.add_argument("--log-output", action="store_true", help="write the cells' output to the log, as papermill does")
+    p.add_argument("--stdout-file", metavar="FILE", help="also write the cells' standard output to FILE")
+    p.add_argument("--stderr-file", metavar="FILE", help="also write the cells' standard error to FILE")
+    p.add_argument("--report-mode", action="store_true", help="hide input cells in the executed notebook")
+    p.add_argument("--no-report-mode", dest="report_mode", action="store_false")
+    p.add_argument("--prepare-only", action="store_true", help="only write the parameterised notebook to OUT "
+                   "(no kernel, no run)")
+    p.add_argument("--prepare-execute", dest="prepare_only", action="store_false")
+    p.add_argument("--inject-paths", action="store_true", help="PAPERMILL_INPUT_PATH and PAPERMILL_OUTPUT_PATH as "
+                   "parameters")
+    p.add_argument("--inject-input-path", action="store_true", help="PAPERMILL_INPUT_PATH as a parameter")
+    p.add_argument("--inject-output-path", action="store_true", help="PAPERMILL_OUTPUT_PATH as a parameter")
+    p.add_argument("--autosave-cell-every", type=int, default=30, metavar="SECONDS",
+                   help="save the executed notebook at most this often during a long cell (0: never)")
+    p.add_argument("--progress-bar", dest="no_progress_bar", action="store_false")
+    p.add_argument("--no-progress-bar", action="store_true", help="no progress bar")
     p.add_argument("--no-html", action="store_true", help="do not render and log an HTML copy")
     p.add_argument("--sync", action="store_true", help="sync the notebook's pair first when its sides differ "
                    "(without it such a run is refused)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no traceback of a failed cell")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = add("runs", cmd_runs, "list this branch's runs, newest first, and journals not yet on the tracking "
@@ -267,12 +341,15 @@ def register(add) -> None:
     p.add_argument("notebook", metavar="NOTEBOOK")
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...", help="values to try (repeatable)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a fixed value")
-    p.add_argument("-f", "--file", metavar="SWEEP.yaml", help="parameters, grid, trials, random, metric, goal")
+    p.add_argument("-f", "--file", metavar="SWEEP.yaml", help="parameters, grid, trials, random or search "
+                   "(an Optuna study), metric, goal")
     p.add_argument("--parallel", type=int, default=0, metavar="N", help="local trials at once (default: cores)")
     p.add_argument("--dask", metavar="ADDRESS", help="run trials on a Dask scheduler (tcp://host:port)")
     p.add_argument("--metric", metavar="M", help="sort trials by this metric")
     p.add_argument("--goal", choices=["minimize", "maximize"])
     p.add_argument("--max-failures", type=int, metavar="K", help="start no new trial after K failures")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted study (a sweep file's "
+                   "'search') of this notebook on this branch until its n trials are complete")
     p.add_argument("--sync", action="store_true", help="sync the notebook's pair first when its sides differ "
                    "(without it such a run is refused)")
     p.add_argument("--tracking-uri", metavar="URI")

@@ -16,7 +16,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
+import { ICommandPalette, MainAreaWidget, ToolbarButton, WidgetTracker } from '@jupyterlab/apputils';
 import { PathExt } from '@jupyterlab/coreutils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -29,6 +29,8 @@ import { Widget } from '@lumino/widgets';
 
 import { shortRunId } from './dashboard/charts';
 import { DashboardModel } from './dashboard/model';
+import { OPEN_PIPELINES, pipelinesPlugin } from './dashboard/pipelinesPlugin';
+import { branchesPlugin } from './dashboard/branchesPlugin';
 import { experimentsIcon } from './icons';
 import { ExperimentsModel } from './model';
 import { RunsSource } from './models/runsSource';
@@ -121,7 +123,12 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
     if (tracker) {
       let followed: NotebookPanel | null = null;
       const onSaved = () => void model.refreshNotebook();
-      const onDirty = () => model.setNotebookDirty(followed?.context.model.dirty ?? false);
+      // Under real-time collaboration the server merges a sync into the live document: unsaved
+      // edits are kept, so they block nothing.
+      const onDirty = () =>
+        model.setNotebookDirty(
+          !(followed?.context.model.collaborative ?? false) && (followed?.context.model.dirty ?? false)
+        );
       const onRenamed = () => {
         if (followed) {
           void model.setNotebook(serverPath(app, followed));
@@ -159,7 +166,14 @@ const modelPlugin: JupyterFrontEndPlugin<IExperimentsModel> = {
       tracker.currentChanged.connect((_, panel) => follow(panel));
       // A sync rewrote a side on disk: show what is there now (the panel refuses to sync unsaved work).
       model.changed.connect((_, change) => {
-        if (change === 'synced' && followed && !followed.context.model.dirty) {
+        // Never with a collaboration room open: the server merged the sync into everyone's document,
+        // and a revert would push the disk into it.
+        if (
+          change === 'synced' &&
+          followed &&
+          !followed.context.model.collaborative &&
+          !followed.context.model.dirty
+        ) {
           void followed.context.revert();
         }
       });
@@ -343,6 +357,14 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
       widget.title.label = trans.__('Experiments');
       widget.title.icon = experimentsIcon;
       widget.title.closable = true;
+      widget.toolbar.addItem(
+        'pipelines',
+        new ToolbarButton({
+          label: trans.__('Pipelines'),
+          tooltip: trans.__('Pipeline runs with their steps; run the pipeline with an override'),
+          onClick: () => void commands.execute(OPEN_PIPELINES)
+        })
+      );
       // Read again every interval while visible (the model itself reads again when a job ends).
       const poll = new Poll({
         factory: () => model.refresh(),
@@ -394,4 +416,12 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [runsPlugin, modelPlugin, statusPlugin, experimentsPlugin, dashboardPlugin];
+export default [
+  runsPlugin,
+  modelPlugin,
+  statusPlugin,
+  experimentsPlugin,
+  dashboardPlugin,
+  pipelinesPlugin,
+  branchesPlugin
+];
