@@ -1,10 +1,12 @@
 """Files written whole: the one atomic writer (readers see the old file or the new one, never half
-of it; durable on request), and the sync of a folder's entries."""
+of it; durable on request), the sync of a folder's entries, and the one lock-file lock."""
 from __future__ import annotations
 
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def fsync_dir(folder: Path) -> None:
@@ -54,3 +56,16 @@ def write_atomic(path: Path, text: str, *, durable: bool = False, private: bool 
         except FileNotFoundError:
             pass
         raise
+
+
+@contextmanager
+def locked(lock_file: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_file`` (created if need be), held until the block ends."""
+    import fcntl
+
+    with open(lock_file, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -18,16 +18,14 @@ each fire slot run once.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import socket
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from . import files, gitinfo
 from .config import is_web_url
@@ -238,15 +236,9 @@ def write_state(project: Project, name: str, **changes: Any) -> dict[str, Any]:
     return state
 
 
-@contextmanager
-def locked(project: Project, name: str) -> Iterator[None]:
+def locked(project: Project, name: str):
     """The schedule's file lock, held by one process (and one thread) at a time."""
-    with open(state_dir(project) / f"{name}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return files.locked(state_dir(project) / f"{name}.lock")
 
 
 def _pending(project: Project, schedule: Schedule, now: datetime) -> tuple[datetime | None, dict[str, Any]]:

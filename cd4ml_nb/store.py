@@ -14,7 +14,6 @@ form a :data:`VERIFIED` pair, and only while the project's ``store_writes`` sett
 """
 from __future__ import annotations
 
-import fcntl
 import functools
 import importlib.metadata
 import importlib.util
@@ -22,11 +21,11 @@ import os
 import re
 import secrets
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 from urllib.parse import unquote
 
+from . import files
 from .exceptions import TrackingError
 
 SCHEME = "sqlite:"
@@ -103,17 +102,6 @@ def state(path: Path) -> str:
         db.close()
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``<database>.lock`` beside the database."""
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _build(path: Path, artifact_root: str) -> None:
     """Create and migrate a new store in a temporary file beside ``path``, then move it there."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -145,7 +133,7 @@ def ensure_sqlite(uri: str, artifact_root: str, *, create: bool = True) -> bool:
         return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _lock(path):
+        with files.locked(path.with_name(path.name + ".lock")):
             found = state(path)  # another process may have built it meanwhile
             if found in ("missing", "empty"):
                 _logging_quiet()

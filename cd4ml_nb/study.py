@@ -17,17 +17,15 @@ again (same values, a new trial number) until ``n`` trials are complete or prune
 """
 from __future__ import annotations
 
-import fcntl
 import math
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from . import params, tracking
+from . import files, params, tracking
 from .exceptions import BadInput
 from .project import Project
 
@@ -133,23 +131,12 @@ def storage_url(project: Project) -> str:
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
-@contextmanager
-def _locked(url: str) -> Iterator[None]:
-    """Storage creation under a lock beside it: two first studies at once do not race."""
-    path = Path(url[len("sqlite:///"):])
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _storage(url: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _locked(url):
+    path = Path(url[len("sqlite:///"):])
+    with files.locked(path.with_name(path.name + ".lock")):  # two first studies at once do not race
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
 

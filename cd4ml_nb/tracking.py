@@ -63,6 +63,7 @@ class RunSummary:
     parent_run_id: str | None = None
     failed_cell: int | None = None
     message: str | None = None  # why a run did not finish, in a line
+    trial: int | None = None  # a sweep's or study's trial number (``cd4ml.trial``)
 
     def why(self) -> str:
         """A FAILED or KILLED run's reason, failed cell and message, in one line ('' when none)."""
@@ -279,6 +280,7 @@ def end_run(c, run_id: str, status: str, tags: dict[str, Any] | None = None) -> 
 def summarize(run, names: pairing.Names | None = None) -> RunSummary:
     tags = run.data.tags
     cell = tags.get(FAILED_CELL, "")
+    trial = tags.get("cd4ml.trial") or tags.get("cd4ml.trial.index") or ""  # a study's number, a sweep's index
     return RunSummary(
         run_id=run.info.run_id,
         experiment=run.info.experiment_id,
@@ -294,6 +296,7 @@ def summarize(run, names: pairing.Names | None = None) -> RunSummary:
         parent_run_id=tags.get(history.PARENT),
         failed_cell=int(cell) if cell.isdigit() else None,
         message=next(iter((tags.get("cd4ml.status.message") or "").splitlines()), "")[:300] or None,
+        trial=int(trial) if trial.isdigit() else None,
     )
 
 

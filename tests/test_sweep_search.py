@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from cd4ml_nb.cli import main
+from cd4ml_nb.tracking import summarize
 
 from test_sweep import cluster  # noqa: F401  (a real mlflow server, a Dask scheduler and two workers)
 
@@ -130,6 +131,7 @@ def test_tpe_beats_random_search_on_a_shifted_quadratic(repo):
     assert main(["sweep", "quad.ipynb", "-f", str(path), "--parallel", "2", "-q"]) == 0
     (parent, kids), = studies(all_runs(store(repo))).values()
     assert sorted(int(k.data.tags["cd4ml.trial"]) for k in kids) == list(range(10))
+    assert sorted(summarize(k).trial for k in kids) == list(range(10))  # the dashboard's trial chart reads it
     for k in kids:
         assert k.data.tags["cd4ml.kind"] == "trial" and k.data.tags["cd4ml.trial.state"] == "complete"
         values = {"x": float(k.data.params["x"]), "y": float(k.data.params["y"])}

@@ -276,6 +276,8 @@ export interface IRun {
   failed_cell?: number | null;
   /** One line: why a FAILED or KILLED run did not finish, else `null`. */
   message?: string | null;
+  /** A sweep's or study's trial number (`cd4ml.trial`), else `null`. */
+  trial?: number | null;
 }
 
 /** Payload of `GET /cd4ml-nb/runs`. */

@@ -1,4 +1,10 @@
-import { metricAgainstParameter, metricOverTime, parameterNames } from '../dashboard/charts';
+import {
+  hasTrials,
+  metricAgainstParameter,
+  metricAgainstTrial,
+  metricOverTime,
+  parameterNames
+} from '../dashboard/charts';
 import { DEFAULT_FILTER, matchesFilter, NO_FILTER, parseMetricFilter } from '../dashboard/filter';
 import { DashboardModel } from '../dashboard/model';
 import { IBranchRun } from '../tokens';
@@ -229,5 +235,22 @@ describe('charts', () => {
     expect(nominal.data.values.map((p: any) => p.x)).toEqual(['rf', 'dt']);
     expect(nominal.encoding.tooltip.map((t: any) => t.title)).toContain('Run');
     expect(parameterNames(runs)).toEqual(['max_depth', 'model']);
+  });
+
+  it('charts a metric against the trial number, a line per sweep, trials in order', () => {
+    const trials = [
+      branchRun('t2', 'current', { kind: 'trial', trial: 2, parent_run_id: 'sweep0001abcd', metrics: { loss: 0.2 } }),
+      branchRun('t0', 'current', { kind: 'trial', trial: 0, parent_run_id: 'sweep0001abcd', metrics: { loss: 0.9 } }),
+      branchRun('t1', 'current', { kind: 'trial', trial: 1, parent_run_id: 'sweep0001abcd', metrics: {} })
+    ];
+    expect(hasTrials(runs)).toBe(false);
+    expect(hasTrials(trials)).toBe(true);
+    const spec = metricAgainstTrial([...runs, ...trials], 'loss') as any;
+    expect(spec.data.values.map((p: any) => [p.x, p.value, p.sweep])).toEqual([
+      [0, 0.9, 'sweep000'],
+      [2, 0.2, 'sweep000']
+    ]);
+    expect(spec.encoding.x.title).toBe('Trial');
+    expect(spec.layer[1].encoding.tooltip.map((t: any) => t.title)).toContain('Trial');
   });
 });

@@ -18,6 +18,7 @@ export interface IChartPoint {
   time: string;
   value: number;
   x?: number | string;
+  sweep?: string;
   params: string;
 }
 
@@ -82,6 +83,41 @@ export function metricOverTime(runs: ReadonlyArray<IBranchRun>, metric: string):
       }
     ]
   };
+}
+
+/**
+ * A metric against the trial number of a sweep or study: one point per trial, a line per sweep
+ * (its parent run), so a search's progress reads left to right.
+ */
+export function metricAgainstTrial(runs: ReadonlyArray<IBranchRun>, metric: string): VegaLiteSpec {
+  const points: IChartPoint[] = [];
+  for (const run of runs) {
+    const p = typeof run.trial === 'number' ? point(run, metric) : null;
+    if (p) {
+      points.push({ ...p, x: run.trial as number, sweep: shortRunId(run.parent_run_id ?? '') || '(none)' });
+    }
+  }
+  points.sort((a, b) => (a.x as number) - (b.x as number));
+  return {
+    ...base(`${metric} against trial number`, points),
+    encoding: {
+      x: { field: 'x', type: 'quantitative', title: 'Trial', axis: { tickMinStep: 1 } },
+      y: { field: 'value', type: 'quantitative', title: metric, scale: { zero: false } },
+      color: { field: 'sweep', type: 'nominal', title: 'Sweep' }
+    },
+    layer: [
+      { mark: { type: 'line', opacity: 0.4 } },
+      {
+        mark: { type: 'point', filled: true, size: 80 },
+        encoding: { tooltip: TOOLTIP(metric, [{ field: 'x', title: 'Trial' }, { field: 'sweep', title: 'Sweep' }]) }
+      }
+    ]
+  };
+}
+
+/** Whether any run is a numbered trial (then the trial chart is drawn). */
+export function hasTrials(runs: ReadonlyArray<IBranchRun>): boolean {
+  return runs.some(run => typeof run.trial === 'number');
 }
 
 /** Whether every value is a finite number (then the axis is quantitative). */

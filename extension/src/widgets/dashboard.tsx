@@ -12,7 +12,14 @@ import embed, { Result } from 'vega-embed';
 
 import { ComparisonView } from '../components/comparisonView';
 import { KindBadge, RunFailure } from '../components/runKind';
-import { metricAgainstParameter, metricOverTime, shortRunId, VegaLiteSpec } from '../dashboard/charts';
+import {
+  hasTrials,
+  metricAgainstParameter,
+  metricAgainstTrial,
+  metricOverTime,
+  shortRunId,
+  VegaLiteSpec
+} from '../dashboard/charts';
 import { DashboardModel } from '../dashboard/model';
 import { formatMetric, formatShortTime, formatTime, kindOf } from '../runs';
 import { IBranchRun } from '../tokens';
@@ -184,6 +191,13 @@ function Charts({ model, trans }: IProps): JSX.Element | null {
             spec={metricAgainstParameter(runs, metric, parameter)}
             testid="cd4ml-chart-parameter"
             label={trans.__('%1 against %2', metric, parameter)}
+          />
+        ) : null}
+        {hasTrials(runs) ? (
+          <VegaChart
+            spec={metricAgainstTrial(runs, metric)}
+            testid="cd4ml-chart-trial"
+            label={trans.__('%1 against trial number', metric)}
           />
         ) : null}
       </div>
