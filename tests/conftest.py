@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -63,3 +67,35 @@ def _tracking_uri_restored():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def _store_template(tmp_path_factory) -> Path:
+    """One embedded store built by the product's own code (``store.ensure_sqlite``), per session."""
+    from cd4ml_nb import store
+
+    where = tmp_path_factory.mktemp("store-template")
+    db = where / "mlflow.db"
+    store.ensure_sqlite(store.uri_of(db), (where / "artifacts").as_uri())
+    return db
+
+
+@pytest.fixture
+def seed_store(_store_template) -> Callable[[Path], Path]:
+    """``seed_store(repo)`` gives ``repo`` the embedded store (``.cd4ml/mlflow.db``) its first run
+    would build, complete and empty: a copy of one built per session, since building and migrating
+    a new store costs 2-9 s a test. The Default experiment's artifact folder is the repository's own,
+    as the product writes it. Tests about creating the store (or about none being created) do not seed."""
+    from cd4ml_nb.project import ignored_folder
+
+    def seed(repo: Path) -> Path:
+        state = ignored_folder(repo / ".cd4ml")
+        db = state / "mlflow.db"
+        shutil.copyfile(_store_template, db)
+        with sqlite3.connect(db) as connection:
+            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                               ((state / "artifacts").as_uri() + "/0",))
+        connection.close()
+        return db
+
+    return seed

@@ -49,6 +49,7 @@ def test_failed_cell_counts_the_error_marker_cells_papermill_drops(repo):
     source = json.loads((repo / "broken1.ipynb").read_text())["cells"]
     assert "".join(source[int(tags["cd4ml.failed_cell"])]["source"]) == "assert False"
     assert tags["cd4ml.failed_cell.ename"] == "AssertionError"
+    assert "Exception encountered" not in done.stdout  # -q: no papermill banner (shown unquiet: test_papermill_door)
 
 
 def test_the_python_kernel_alias_runs_on_python3(repo):

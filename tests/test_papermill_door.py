@@ -27,13 +27,22 @@ NOTEBOOKS = ("simple_execute.ipynb", "broken1.ipynb", "line_magic_error.ipynb", 
 
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch):
+def fresh_repo(tmp_path, monkeypatch):
+    """The corpus committed, no store yet: the door's first run builds it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     repo = init_repo(tmp_path / "repo")
     for name in NOTEBOOKS:
         shutil.copy(corpus() / name, repo / name)
     commit_all(repo)
     return repo
+
+
+@pytest.fixture
+def repo(fresh_repo, seed_store):
+    """``fresh_repo`` with the store a first run builds (building it costs seconds); the engine door's
+    record test and the Python API test start from no store."""
+    seed_store(fresh_repo)
+    return fresh_repo
 
 
 def run(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -91,12 +100,72 @@ CASES = [
 ]
 
 
+BARE_SCRIPT = """
+import json, sys, traceback
+from papermill.cli import papermill
+codes = []
+for name, out, args in json.loads(sys.argv[1]):
+    try:
+        papermill.main([name, out, "--no-progress-bar", *args], prog_name="papermill")
+        code = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+    except Exception:  # what `python -m papermill` does with it: a traceback and exit status 1
+        traceback.print_exc()
+        code = 1
+    codes.append(code)
+print(json.dumps(codes))
+"""
+
+
+@pytest.fixture(scope="module")
+def bare_outputs(tmp_path_factory) -> dict[tuple, tuple[int, Path]]:
+    """Every case through bare papermill's own command (its click command, as `python -m papermill`
+    calls it), once per module and in one process: (exit status, executed notebook) by case."""
+    where = tmp_path_factory.mktemp("bare")
+    for name in NOTEBOOKS:
+        shutil.copy(corpus() / name, where / name)
+    cases = [(name, f"bare-{i}.ipynb", args) for i, (name, args, _) in enumerate(CASES)]
+    done = subprocess.run([sys.executable, "-c", BARE_SCRIPT, json.dumps(cases)], cwd=where, capture_output=True,
+                          text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    codes = json.loads(done.stdout.splitlines()[-1])
+    return {(name, tuple(args)): (code, where / out) for (name, out, args), code in zip(cases, codes)}
+
+
+def check_failed_cell_tags(repo: Path) -> None:
+    """line_magic_error.ipynb failed through the engine and through `run`: both runs name the cell."""
+    recorded = runs(repo)
+    assert len(recorded) == 2
+    for run_ in recorded:
+        tags = run_.data.tags
+        assert run_.info.status == "FAILED" and tags["cd4ml.failed_cell"] == "0"
+        assert tags["cd4ml.failed_cell.ename"] == "UsageError"  # papermill's own error says CellExecutionError
+        assert "undefined-line-magic" in tags["cd4ml.failed_cell.evalue"]
+    engine_runs = [r for r in recorded if r.data.tags.get("cd4ml.door") == "papermill"]
+    source = json.loads((repo / "line_magic_error.ipynb").read_text())["cells"]
+    assert "undefined-line-magic" in "".join(source[int(engine_runs[0].data.tags["cd4ml.failed_cell"])]["source"])
+
+
+def check_cell_exception_report(failed: subprocess.CompletedProcess) -> None:
+    """`run` of broken1.ipynb reports the failed cell with papermill's banner, without colours
+    (the quiet run's report is checked in test_papermill_compat)."""
+    lines = failed.stdout.splitlines()
+    reason = next(i for i, line in enumerate(lines) if line.startswith("reason: cell-exception: cell index 6"))
+    trace = "\n".join(lines[reason + 1:])
+    assert 'Exception encountered at "In [2]"' in trace and "----> 1 assert False" in trace  # papermill's banner
+    assert "\x1b[" not in failed.stdout  # not a terminal: no ANSI colours
+
+
 @pytest.mark.parametrize("name,args,refused", CASES, ids=[f"{c[0]}{c[1][2:3]}" for c in CASES])
-def test_both_doors_write_papermills_notebook_cell_for_cell(repo, name, args, refused):
-    pm = bare(repo, name, "bare.ipynb", *args)
-    assert pm.returncode in (0, 1), pm.stderr
+def test_both_doors_write_papermills_notebook_cell_for_cell(repo, bare_outputs, name, args, refused):
+    """Also: a failed cell is recorded as its own exception through either door (line_magic_error),
+    and `run` reports a cell exception with papermill's banner (broken1)."""
+    pm_returncode, pm_out = bare_outputs[(name, tuple(args))]
+    shutil.copy(pm_out, repo / "bare.ipynb")
+    assert pm_returncode in (0, 1)
     door = engine(repo, name, "engine.ipynb", *args)
-    assert door.returncode == pm.returncode, door.stderr
+    assert door.returncode == pm_returncode, door.stderr
     expected = cells(repo / "bare.ipynb")
     assert cells(repo / "engine.ipynb") == expected
     timing = ("start_time", "end_time", "duration", "output_path")
@@ -104,46 +173,30 @@ def test_both_doors_write_papermills_notebook_cell_for_cell(repo, name, args, re
             == {k: v for k, v in papermill_metadata(repo / "bare.ipynb").items() if k not in timing})
     (recorded,) = runs(repo)
     assert recorded.data.tags["cd4ml.door"] == "papermill"
-    assert recorded.info.status == ("FINISHED" if pm.returncode == 0 else "FAILED")
+    assert recorded.info.status == ("FINISHED" if pm_returncode == 0 else "FAILED")
 
     ran = cd4ml_run(repo, name, "run.ipynb", *args)
     if refused:
         assert ran.returncode == 2 and ran.stderr.count("\n") == 1, ran.stderr
         assert len(runs(repo)) == 1  # refused before any kernel or run
         return
-    assert ran.returncode == pm.returncode, ran.stdout + ran.stderr
+    assert ran.returncode == pm_returncode, ran.stdout + ran.stderr
     assert cells(repo / "run.ipynb") == expected
     meta = papermill_metadata(repo / "run.ipynb")
     assert meta.keys() == papermill_metadata(repo / "bare.ipynb").keys()
     assert meta["input_path"] == name and meta["output_path"] == "run.ipynb"  # paths, not the notebook itself
     assert meta["parameters"] == papermill_metadata(repo / "bare.ipynb")["parameters"]
     assert len(runs(repo)) == 2
+    if name == "line_magic_error.ipynb":
+        assert door.returncode == ran.returncode == 1
+        check_failed_cell_tags(repo)
+    if name == "broken1.ipynb":
+        assert ran.returncode == 1
+        check_cell_exception_report(ran)
 
 
-def test_a_failed_cell_is_recorded_as_its_own_exception_through_either_door(repo):
-    for door in (engine, cd4ml_run):
-        done = door(repo, "line_magic_error.ipynb", "out.ipynb")
-        assert done.returncode == 1
-    for recorded in runs(repo):
-        tags = recorded.data.tags
-        assert recorded.info.status == "FAILED" and tags["cd4ml.failed_cell"] == "0"
-        assert tags["cd4ml.failed_cell.ename"] == "UsageError"  # papermill's own error says CellExecutionError
-        assert "undefined-line-magic" in tags["cd4ml.failed_cell.evalue"]
-    failed = cd4ml_run(repo, "broken1.ipynb", "out.ipynb")
-    assert failed.returncode == 1
-    lines = failed.stdout.splitlines()
-    reason = next(i for i, line in enumerate(lines) if line.startswith("reason: cell-exception: cell index 6"))
-    trace = "\n".join(lines[reason + 1:])
-    assert 'Exception encountered at "In [2]"' in trace and "----> 1 assert False" in trace  # papermill's banner
-    assert "\x1b[" not in failed.stdout  # not a terminal: no ANSI colours
-    quiet = cd4ml_run(repo, "broken1.ipynb", "out.ipynb", "-q")
-    assert "Exception encountered" not in quiet.stdout
-    engine_runs = [r for r in runs(repo) if r.data.tags.get("cd4ml.door") == "papermill"]
-    source = json.loads((repo / "line_magic_error.ipynb").read_text())["cells"]
-    assert "undefined-line-magic" in "".join(source[int(engine_runs[0].data.tags["cd4ml.failed_cell"])]["source"])
-
-
-def test_the_engine_door_records_the_run_like_cd4ml_run(repo):
+def test_the_engine_door_records_the_run_like_cd4ml_run(fresh_repo):
+    repo = fresh_repo
     write_ipynb(repo / "score.ipynb", percent("import mlflow\nmlflow.log_metric('score', alpha * 2)",
                                               parameters="alpha = 0.5"))
     commit_all(repo)
@@ -163,7 +216,8 @@ def test_the_engine_door_records_the_run_like_cd4ml_run(repo):
     assert cells(executed) == cells(repo / "out.ipynb")  # the artifact is papermill's notebook
 
 
-def test_the_python_api_with_engine_name_cd4ml_records_a_run(repo, monkeypatch):
+def test_the_python_api_with_engine_name_cd4ml_records_a_run(fresh_repo, monkeypatch):
+    repo = fresh_repo
     code = ("import papermill\n"
             "papermill.execute_notebook('simple_execute.ipynb', 'api.ipynb', parameters={'msg': 'hi'},"
             " engine_name='cd4ml', progress_bar=False)\n")
