@@ -91,6 +91,9 @@ def repo(tmp_path_factory):
         edit(repo, "rb.txt", "1\n2\n", "rb two")
         run(repo, 9)
         git(repo, "checkout", "-q", "master")
+        # master moves first: a cherry-pick onto the branch's own fork point within the same second
+        # recreates the very same commits (a fast-forward), as CI once met
+        edit(repo, "main.txt", "main moves on a third time\n", "master work 3")
         git(repo, "cherry-pick", "rb~1", "rb")  # a rebase merge: each commit copied onto master
         shas["rb-merge"] = git(repo, "rev-parse", "HEAD")
         git(repo, "branch", "-q", "-D", "rb")
