@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 from . import files, kernels, notebooks, pairing, params
 from .cleanup import Removed, check_retention, last_change, remove_tree, tree_bytes
-from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, NotFound, TooLarge
+from .exceptions import BadInput, Cd4mlError, Conflict, Forbidden, Interrupted, NotFound, TooLarge
 from .processes import launched_process, process_start
 from .project import Project, ignored_folder
 
@@ -517,52 +517,56 @@ class JobManager:
 
 
 def run_job(job_dir: Path) -> int:
-    """Body of a job process: run the notebook, keep ``status.json`` current."""
-    from .runner import Callbacks, RunOptions, run_notebook
-
+    """Body of a job process: run the notebook (or the pipeline), keep ``status.json`` current."""
     spec = _read(job_dir / "spec.json")
     status_path = job_dir / "status.json"
     status: dict[str, Any] = {"state": "running", "done": 0, "total": 0}
-    _write(status_path, status)
+
+    def save(**changes: Any) -> None:
+        status.update(changes)
+        _write(status_path, status)
+
+    save()
     if (job_dir / "cancel").exists():
-        _write(status_path, {**status, "state": "killed", "error": "cancelled before it started"})
+        save(state="killed", error="cancelled before it started")
         return 130
     if spec.get("kind") == "pipeline":
-        from .lab_pipelines import run_pipeline_job
+        from .lab_pipelines import run_pipeline_job as body
+    else:
+        body = _run_notebook_job
+    try:
+        final, code = body(spec, status, save)
+    except Interrupted as e:
+        save(state="killed", error=f"cancelled: {e}")
+        return e.exit_code
+    except Cd4mlError as e:
+        save(state="failed", error=str(e))
+        return e.exit_code
+    except BaseException as e:
+        save(state="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    save(**final)
+    return code
 
-        return run_pipeline_job(job_dir, spec, status)
+
+def _run_notebook_job(spec: dict[str, Any], status: dict[str, Any], save) -> tuple[dict[str, Any], int]:
+    """A notebook job: its run, with progress and the run's id saved as they come; (final status, exit code)."""
+    from .runner import Callbacks, RunOptions, run_notebook
+
     project = Project.discover(Path.cwd())
     root = Path(spec.get("root") or project.root)
     output_root = Path(spec["output"])
     ignored_folder(output_root.parent)
-
-    def progress(done: int, total: int) -> None:
-        status.update(done=done, total=total)
-        _write(status_path, status)
-
-    def started(run_id: str, experiment_id: str) -> None:
-        status.update(run_id=run_id, experiment=experiment_id)
-        _write(status_path, status)
-
-    try:
-        result = run_notebook(root / spec["path"], spec.get("parameters") or None, project=project,
-                              options=RunOptions(progress=False, output_root=output_root),
-                              callbacks=Callbacks(warn=lambda m: print(f"warning: {m}", file=sys.stderr),
-                                                  on_progress=progress, on_started=started))
-    except Cd4mlError as e:
-        _write(status_path, {**status, "state": "failed", "error": str(e)})
-        return e.exit_code
-    except BaseException as e:
-        _write(status_path, {**status, "state": "failed", "error": f"{type(e).__name__}: {e}"})
-        raise
+    result = run_notebook(root / spec["path"], spec.get("parameters") or None, project=project,
+                          options=RunOptions(progress=False, output_root=output_root),
+                          callbacks=Callbacks(warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                                              on_progress=lambda done, total: save(done=done, total=total),
+                                              on_started=lambda run_id, experiment: save(run_id=run_id,
+                                                                                         experiment=experiment)))
     state = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}[result.status]
-    _write(status_path, {
-        **status, "state": state, "run_id": result.run_id, "experiment": result.experiment_id,
-        "error": result.error, "metrics": result.metrics,
-        "executed": _relative(root, result.executed) if result.executed else None,
-        "html": _relative(root, result.html) if result.html else None,
-    })
-    return result.exit_code
+    return {"state": state, "run_id": result.run_id, "experiment": result.experiment_id, "error": result.error,
+            "metrics": result.metrics, "executed": _relative(root, result.executed) if result.executed else None,
+            "html": _relative(root, result.html) if result.html else None}, result.exit_code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the project's pipeline file, start ``pipeline run`` as a background job.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -22,8 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import files, history
-from .exceptions import BadInput, Cd4mlError, Interrupted, NoStore, NotFound, TooLarge
+from . import history
+from .exceptions import BadInput, NoStore, NotFound, TooLarge
 from .server_root import ServerRoot, shown
 
 PIPELINE_KIND = "pipeline"  # a job's ``kind`` in its spec
@@ -219,10 +218,6 @@ def list_pipelines(root: ServerRoot, branch: str | None, limit: int) -> dict[str
 # --- the job process --------------------------------------------------------------------------
 
 
-def _write(path: Path, data: dict) -> None:
-    files.write_atomic(path, json.dumps(data, default=str))
-
-
 def _parent_of(project, run_id: str | None) -> str | None:
     from . import tracking
 
@@ -239,46 +234,33 @@ def _experiment_id(project, result) -> str:
     return found.experiment_id if found is not None else result.experiment
 
 
-def run_pipeline_job(job_dir: Path, spec: dict[str, Any], status: dict[str, Any]) -> int:
-    """Body of a pipeline job's process: run the pipeline, keep ``status.json`` current (one entry in
-    ``steps`` per step that ended; ``run_id`` the parent run as soon as a step has one)."""
+def run_pipeline_job(spec: dict[str, Any], status: dict[str, Any], save) -> tuple[dict[str, Any], int]:
+    """A pipeline job (:func:`.jobs.run_job` runs it): one entry in ``steps`` per step that ended,
+    ``run_id`` the parent run as soon as a step starts; (final status, exit code)."""
     from . import pipeline, pipeline_run
     from .project import Project
 
-    status_path = job_dir / "status.json"
-    status.update(steps=[], done=0, total=spec.get("total", 0))
-    _write(status_path, status)
+    save(steps=[], done=0, total=spec.get("total", 0))
     project = Project.discover(Path.cwd())
 
-    def on_step(result) -> None:
-        status["steps"].append(asdict(result))
-        status["done"] = len(status["steps"])
-        if not status.get("run_id"):
-            status["run_id"] = _parent_of(project, result.run_id)
-        _write(status_path, status)
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
 
-    try:
-        overrides = pipeline.parse_overrides([[k, v] for k, v in (spec.get("parameters") or {}).items()])
-        pipe = pipeline.load(Path(spec["pipeline"]), project, overrides,
-                             lambda m: print(f"warning: {m}", file=sys.stderr))
-        options = pipeline_run.PipelineOptions(tuple(spec.get("steps") or ()), bool(spec.get("force")))
-        result = pipeline_run.run_pipeline(pipe, project, options, on_step=on_step,
-                                           warn=lambda m: print(f"warning: {m}", file=sys.stderr))
-    except Interrupted as e:
-        _write(status_path, {**status, "state": "killed", "error": f"cancelled: {e}"})
-        return e.exit_code
-    except Cd4mlError as e:
-        _write(status_path, {**status, "state": "failed", "error": str(e)})
-        return e.exit_code
-    except BaseException as e:
-        _write(status_path, {**status, "state": "failed", "error": f"{type(e).__name__}: {e}"})
-        raise
+    def on_step(result) -> None:
+        parent = status.get("run_id") or _parent_of(project, result.run_id)
+        if result.status == pipeline_run.RUNNING:  # told as it starts: the parent is known from the first
+            save(run_id=parent)
+            return
+        status["steps"].append(asdict(result))
+        save(done=len(status["steps"]), run_id=parent)
+
+    overrides = pipeline.parse_overrides([[k, v] for k, v in (spec.get("parameters") or {}).items()])
+    pipe = pipeline.load(Path(spec["pipeline"]), project, overrides, warn)
+    options = pipeline_run.PipelineOptions(tuple(spec.get("steps") or ()), bool(spec.get("force")))
+    result = pipeline_run.run_pipeline(pipe, project, options, on_step=on_step, warn=warn)
     failed = [s for s in result.steps if s.status != "FINISHED"]
     state = {"FINISHED": "finished", "KILLED": "killed"}.get(result.status, "failed")
-    _write(status_path, {
-        **status, "state": state, "run_id": result.parent_run_id, "experiment": _experiment_id(project, result),
-        "steps": [asdict(s) for s in result.steps], "done": len(result.steps),
-        "error": "; ".join(f"{s.step}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed) or None,
-        "metrics": {k: v for s in result.steps for k, v in s.metrics.items()},
-    })
-    return result.exit_code
+    return {"state": state, "run_id": result.parent_run_id, "experiment": _experiment_id(project, result),
+            "steps": [asdict(s) for s in result.steps], "done": len(result.steps),
+            "error": "; ".join(f"{s.step}: {s.status}" + (f" ({s.error})" if s.error else "") for s in failed) or None,
+            "metrics": {k: v for s in result.steps for k, v in s.metrics.items()}}, result.exit_code

@@ -29,12 +29,13 @@ from .pipeline import Pipeline, Step
 from .project import Project
 
 SKIPPED = "SKIPPED"
+RUNNING = "RUNNING"  # what ``on_step`` is told when a step starts executing
 PIPELINE_FILE_TAG = "cd4ml.pipeline.file"
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """How a step ended: FINISHED (executed or a cache hit), FAILED, KILLED or SKIPPED."""
+    """How a step ended: FINISHED (executed or a cache hit), FAILED, KILLED or SKIPPED (RUNNING: started)."""
 
     step: str
     status: str
@@ -329,6 +330,8 @@ class _PipelineRun:
                 run_id = self.child(step, key.tags())
                 future = executor.start(step, run_id, {**self.step_tags(step), **key.tags()})
                 running[future] = (step, run_id, time.monotonic())
+                if self.on_step is not None:  # a step's start is told too (not recorded: it has not ended)
+                    self.on_step(StepResult(step.name, RUNNING, run_id))
                 moved = True
         return moved
 
@@ -385,7 +388,8 @@ def run_pipeline(pipe: Pipeline, project: Project, options: PipelineOptions = Pi
                  on_step: Callable[[StepResult], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> PipelineResult:
     """Run the pipeline's steps (``options.steps`` and what they need, else all), executing only
-    those whose cache key has no intact FINISHED run; returns when every step has ended."""
+    those whose cache key has no intact FINISHED run; returns when every step has ended. ``on_step``
+    hears of each step as it starts executing (status RUNNING) and as it ends."""
     from .runner import signals_as_interrupts
 
     run = _PipelineRun(pipe, project, options, on_step, warn or (lambda message: None))

@@ -115,8 +115,10 @@ def run_json(capsys, *args: str) -> tuple[int, dict]:
 def test_first_run_executes_every_step(repo, marks, capsys):
     assert main(["pipeline", "run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in out[:3]] == ["prep", "train", "evaluate"]  # one line per step
-    assert all("executed, FINISHED" in line for line in out[:3]) and "pipeline FINISHED" in out[3]
+    # two lines per step: as it starts executing (a long step shows a sign of life) and as it ends
+    assert [line.split(":")[0] for line in out[:6]] == ["prep", "prep", "train", "train", "evaluate", "evaluate"]
+    assert all("executing (run " in line for line in out[:6:2]), out
+    assert all("executed, FINISHED" in line for line in out[1:6:2]) and "pipeline FINISHED" in out[6]
     assert marks() == ["prep", "train", "evaluate"]
     parent, kids = last_pipeline(repo)
     assert parent.info.status == "FINISHED" and parent.info.experiment_id == kids["prep"].info.experiment_id

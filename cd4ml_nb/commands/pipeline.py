@@ -16,8 +16,10 @@ def _load(args: argparse.Namespace, overrides=None):
 
 
 def step_line(result) -> str:
-    """One progress line for a step that ended."""
+    """One progress line for a step that started executing or ended."""
     run = (result.run_id or "-")[:12]
+    if result.status == "RUNNING":
+        return f"{result.step}: executing (run {run})"
     if result.cache_hit:
         return f"{result.step}: cache hit (run {run} stands for {result.cache_hit[:12]}), not executed"
     if result.status == "FINISHED":
