@@ -79,16 +79,17 @@ def writer(c):
     return c.mlflow() if hasattr(c, "mlflow") else c
 
 
-def tag_created(c, project: Project, name: str, experiment_id: str) -> None:
-    """Record branch and fork on an experiment just created for the checked-out branch."""
+def tag_created(c, project: Project, name: str, experiment_id: str, branch: str | None = None) -> None:
+    """Record branch and fork on an experiment just created for ``branch`` (default: the checked-out one)."""
     if not project.in_git:
         return
-    branch = gitinfo.current_branch(project.root)
+    branch = branch or gitinfo.current_branch(project.root)
     if not branch or name not in (template_name(project, branch), experiment_for(project, branch, c, writing=True)):
         return
     w = writer(c)
     w.set_experiment_tag(experiment_id, BRANCH, branch)
-    fork = gitinfo.fork_point(project.root, "HEAD", project.base_branch) if branch != project.base_branch else None
+    ref = f"refs/heads/{branch}" if gitinfo.branch_exists(project.root, branch) else "HEAD"  # CI: a detached HEAD
+    fork = gitinfo.fork_point(project.root, ref, project.base_branch) if branch != project.base_branch else None
     if fork:
         w.set_experiment_tag(experiment_id, FORK, fork)
 

@@ -61,9 +61,10 @@ class _Ran:
 
 
 def tags_of(schedule: Schedule, slot: datetime) -> dict[str, str]:
-    """The tags every run of a fire carries."""
-    return {history.KIND: history.SCHEDULE, SCHEDULE_TAG: schedule.name, SLOT_TAG: slot.isoformat(),
-            tracking.GIT_BRANCH: schedule.branch}
+    """The tags every run of a fire carries. A pipeline's parent run keeps its kind (``pipeline``: a
+    schedule is what started it, as a command starts others), so it is assessed and listed as one."""
+    kind = {} if schedule.pipeline else {history.KIND: history.SCHEDULE}
+    return {**kind, SCHEDULE_TAG: schedule.name, SLOT_TAG: slot.isoformat(), tracking.GIT_BRANCH: schedule.branch}
 
 
 def _filter(schedule: Schedule, more: str = "") -> str:
@@ -95,7 +96,10 @@ def _tree_project(project: Project, tree: Path) -> Project:
 def _run_notebook(project: Project, schedule: Schedule, slot: datetime, tree: Path, warn: Warn) -> _Ran:
     from .runner import Callbacks, RunOptions, run_notebook
 
-    options = RunOptions(experiment=tracking.branch_experiment(project, schedule.branch), progress=False,
+    experiment = tracking.branch_experiment(project, schedule.branch)
+    # created here, where the branch is known (the work tree's HEAD is detached), so it is tagged as the branch's
+    tracking.ensure_experiment(tracking.run_client(project), project, experiment, schedule.branch)
+    options = RunOptions(experiment=experiment, progress=False,
                          extra_tags=tags_of(schedule, slot), output_root=project.ensure_state_dir() / "runs")
     result = run_notebook(tree / schedule.notebook, dict(schedule.parameters), project=_tree_project(project, tree),
                           options=options, callbacks=Callbacks(warn=warn))

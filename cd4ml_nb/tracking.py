@@ -172,8 +172,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "experiment"
 
 
-def ensure_experiment(c, project: Project, name: str) -> str:
-    """The id of experiment ``name``, created (with the project's artifact root) if missing."""
+def ensure_experiment(c, project: Project, name: str, branch: str | None = None) -> str:
+    """The id of experiment ``name``, created (with the project's artifact root, and tagged as the
+    experiment of ``branch``, default the checked-out one) if missing."""
     found = c.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
@@ -184,7 +185,7 @@ def ensure_experiment(c, project: Project, name: str) -> str:
     location = (project.artifact_root / _slug(name)).as_uri() if store.is_sqlite(project.tracking_uri) else None
     try:
         created = c.create_experiment(name, artifact_location=location)
-        lines.tag_created(c, project, name, created)
+        lines.tag_created(c, project, name, created, branch)
         return created
     except MlflowException:  # created meanwhile by another process
         found = c.get_experiment_by_name(name)

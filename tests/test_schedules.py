@@ -125,8 +125,10 @@ notify_url = "{url}"
 """
 
 
-def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_path, monkeypatch, webhook, capsys):
+def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_path, monkeypatch, webhook, capsys,
+                                                                          seed_store):
     repo = make_repo(tmp_path / "repo", NIGHTLY.format(url=webhook.url), 'mlflow_ui_url = "http://mlflow.example"')
+    seed_store(repo)
     monkeypatch.chdir(repo)
     # the user is on master with uncommitted edits that would break the notebook if they were used
     (repo / "score.txt").write_text("not a number")
@@ -149,7 +151,9 @@ def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_p
     assert run.data.metrics["score"] == 0.9 and run.data.params["tag"] == "nightly"
     from mlflow.tracking import MlflowClient
 
-    assert MlflowClient(project.tracking_uri).get_experiment(run.info.experiment_id).name == "retrain"
+    experiment = MlflowClient(project.tracking_uri).get_experiment(run.info.experiment_id)
+    assert experiment.name == "retrain" and experiment.tags["cd4ml.branch"] == "retrain"  # made from a detached tree
+    assert experiment.tags["cd4ml.branch.fork"] == git(repo, "merge-base", "master", "retrain")
     assert digest_tree(repo) == before and git(repo, "branch", "--show-current") == "master"
     assert len(git(repo, "worktree", "list").splitlines()) == 1  # the temporary work tree is gone
     assert webhook.bodies == []  # nothing to report
@@ -183,9 +187,10 @@ def test_a_schedule_fires_the_branch_head_in_a_worktree_gates_and_notifies(tmp_p
         "status": "FAILED", "verdict": "failed", "run_id": third[0].run_id, "notified": "sent"}
 
 
-def test_a_failed_notification_is_reported_not_fatal(tmp_path, monkeypatch):
+def test_a_failed_notification_is_reported_not_fatal(tmp_path, monkeypatch, seed_store):
     closed = f"http://127.0.0.1:{free_port()}/hook"
     repo = make_repo(tmp_path / "repo", NIGHTLY.format(url=closed))
+    seed_store(repo)
     commit_on(repo, "retrain", {"fail.txt": "yes"})
     monkeypatch.chdir(repo)
     project = Project.discover(repo)
@@ -304,8 +309,9 @@ def test_two_run_due_at_once_fire_once(tmp_path):
     assert len(runs_of(project, "yearly")) == 1
 
 
-def test_the_jupyter_server_fires_a_due_schedule_and_stops_cleanly(tmp_path):
+def test_the_jupyter_server_fires_a_due_schedule_and_stops_cleanly(tmp_path, seed_store):
     repo = make_repo(tmp_path / "repo", YEARLY.format(cron="* * * * *"), "schedule_check_seconds = 1")
+    seed_store(repo)
     project = Project.discover(repo)
     past = datetime.now(UTC) - timedelta(minutes=3)
     schedules.write_state(project, "yearly", since=past.isoformat())  # missed fires: latest fires once
@@ -357,8 +363,9 @@ parameters = { "train.tag" = "piped" }
 """
 
 
-def test_a_pipeline_schedule_runs_the_pipeline_of_the_branch_head(tmp_path, monkeypatch):
+def test_a_pipeline_schedule_runs_the_pipeline_of_the_branch_head(tmp_path, monkeypatch, seed_store):
     repo = make_repo(tmp_path / "repo", PIPELINED)
+    seed_store(repo)
     commit_on(repo, "retrain", {"cd4ml-pipeline.yaml": "steps:\n  train:\n    notebook: train.ipynb\n"})
     head = git(repo, "rev-parse", "retrain")
     monkeypatch.chdir(repo)
@@ -370,7 +377,8 @@ def test_a_pipeline_schedule_runs_the_pipeline_of_the_branch_head(tmp_path, monk
     assert parent.info.run_id == result.run_id
     tags = parent.data.tags
     assert (tags["cd4ml.kind"], tags["mlflow.source.git.commit"], tags["mlflow.source.git.branch"]) == (
-        "schedule", head, "retrain")
+        "pipeline", head, "retrain")  # a pipeline whatever started it: the Pipelines view and --step see it
+    assert tags["cd4ml.schedule"] == "piped" and tags["cd4ml.schedule.slot"]
     from mlflow.tracking import MlflowClient
 
     c = MlflowClient(project.tracking_uri)
