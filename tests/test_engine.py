@@ -91,7 +91,8 @@ def test_concurrent_runs_in_two_folders_keep_the_process_directory(repo, tmp_pat
         assert json.dumps(str(repo / folder)) in _outputs(result.executed)[-1]
 
 
-def test_the_kernel_loads_mlflow_only_when_the_notebook_does(repo):
+def test_the_kernel_loads_mlflow_only_when_the_notebook_does(repo, seed_store):
+    seed_store(repo)  # creating the store is the concurrent test's
     plain = run_notebook(repo / "plain.ipynb", options=RunOptions(progress=False, html=False))
     assert plain.status == "FINISHED", plain.error
     assert _outputs(plain.executed) == ["False\n"]
@@ -122,8 +123,9 @@ WRAPPED_SPECS = {
 
 
 @pytest.fixture
-def transport_notebooks(repo, tmp_path, monkeypatch):
+def transport_notebooks(repo, tmp_path, monkeypatch, seed_store):
     """``<kernel>.ipynb`` printing its transport and address, for python3 and the wrapped kernels."""
+    seed_store(repo)
     import nbformat
 
     share = tmp_path / "share" / "jupyter"
@@ -240,7 +242,8 @@ def short_tmp(monkeypatch):
 
 
 def test_gc_removes_the_socket_folder_of_a_killed_run_not_of_a_live_one(repo, short_tmp, tmp_path, monkeypatch,
-                                                                        capsys):
+                                                                        capsys, seed_store):
+    seed_store(repo)
     write_ipynb(repo / "sockets.ipynb", SOCKETS)
     commit_all(repo, "sockets")
     monkeypatch.chdir(repo)

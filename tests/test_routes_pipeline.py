@@ -53,6 +53,37 @@ def _no_ambient_tracking(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _reap_job_processes(request):
+    """A test that fails with a job still going leaves nothing running: after the server has
+    stopped, each job process its launch record names (pid and start time) is ended, with every
+    process under it (kernel, run guard): SIGTERM to the job, then SIGKILL to what is left."""
+    root = request.getfixturevalue("jp_root_dir") if "jp_root_dir" in request.fixturenames else None
+    yield
+    if root is None:
+        return
+    import psutil
+
+    from cd4ml_nb.processes import launched_process
+
+    for launch in sorted((root / ".cd4ml" / "jobs").glob("*/launch.json")):
+        job = launched_process(json.loads(launch.read_text() or "{}"))
+        if job is None:
+            continue
+        try:
+            family = [job, *job.children(recursive=True)]
+            job.terminate()
+        except psutil.NoSuchProcess:
+            continue
+        _, alive = psutil.wait_procs(family, timeout=30)
+        for left in alive:
+            try:
+                left.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=30)
+
+
 async def jobs_of(jp_fetch) -> list:
     code, data = await call(jp_fetch, "jobs")
     assert code == 200
@@ -109,7 +140,8 @@ async def test_no_pipeline_runs_yet(jp_fetch, jp_root_dir):
     assert await pipelines(jp_fetch) == []
 
 
-async def test_start_with_an_override_then_all_cache_hits(jp_fetch, jp_root_dir):
+async def test_start_with_an_override_then_all_cache_hits(jp_fetch, jp_root_dir, seed_store):
+    seed_store(jp_root_dir)
     body = {"overrides": {"train.max_depth": "5"}}
     code, data = await call(jp_fetch, "pipelines", "jobs", method="POST", body=body)
     assert code == 202, data
@@ -149,7 +181,8 @@ async def test_start_with_an_override_then_all_cache_hits(jp_fetch, jp_root_dir)
     assert [(s["step"], bool(s["cache_hit"])) for s in third["steps"]] == [("prep", True), ("train", False)]
 
 
-async def test_cancel_a_running_pipeline(jp_fetch, jp_root_dir):
+async def test_cancel_a_running_pipeline(jp_fetch, jp_root_dir, seed_store):
+    seed_store(jp_root_dir)
     code, data = await call(jp_fetch, "pipelines", "jobs", method="POST",
                             body={"overrides": {"train.pause": "600"}})
     assert code == 202, data

@@ -71,7 +71,8 @@ def test_grid_in_parallel_into_a_fresh_store(repo, capsys):
     assert parent.data.metrics["best_loss"] == 1.5
 
 
-def test_eight_trials_at_once_lose_nothing(repo):
+def test_eight_trials_at_once_lose_nothing(repo, seed_store):
+    seed_store(repo)  # a fresh store's creation: test_grid_in_parallel_into_a_fresh_store
     (repo / "sweep.yaml").write_text("grid:\n  x: [0, 1, 2, 3, 4, 5, 6, 7]\nmetric: loss\n")
     assert main(["sweep", "trial.ipynb", "-f", "sweep.yaml", "--parallel", "8", "-q"]) == 0
     parent, kids = children(runs(store(repo)))
@@ -79,7 +80,8 @@ def test_eight_trials_at_once_lose_nothing(repo):
     assert all(k.info.status == "FINISHED" and "loss" in k.data.metrics for k in kids)
 
 
-def test_a_dying_kernel_fails_its_trial_alone(repo, capsys):
+def test_a_dying_kernel_fails_its_trial_alone(repo, capsys, seed_store):
+    seed_store(repo)  # a fresh store's creation: test_grid_in_parallel_into_a_fresh_store
     assert main(["sweep", "trial.ipynb", "--grid", "x=1,2,3", "--grid", "die=false,true", "-p", "y", "0",
                  "--parallel", "2", "-q"]) == 1
     out = capsys.readouterr().out
@@ -100,7 +102,8 @@ def test_invalid_trials_are_refused_before_anything_starts(repo, capsys):
     assert not (repo / ".cd4ml").exists()
 
 
-def test_random_samples_and_explicit_trials(repo):
+def test_random_samples_and_explicit_trials(repo, seed_store):
+    seed_store(repo)  # a fresh store's creation: test_grid_in_parallel_into_a_fresh_store
     (repo / "sweep.yaml").write_text(
         "parameters: {y: 1.0}\ntrials: [{x: 9}]\nrandom: {n: 2, seed: 7, space: {x: {randint: [0, 5]}}}\n")
     assert main(["sweep", "trial.ipynb", "-f", "sweep.yaml", "-q"]) == 0
@@ -109,7 +112,8 @@ def test_random_samples_and_explicit_trials(repo):
     assert 9 in xs and len(kids) == len(set(xs)) and all(k.data.params["y"] == "1.0" for k in kids)
 
 
-def test_ctrl_c_leaves_no_running_run(repo, tmp_path):
+def test_ctrl_c_leaves_no_running_run(repo, tmp_path, seed_store):
+    seed_store(repo)  # a fresh store's creation: test_grid_in_parallel_into_a_fresh_store
     markers = tmp_path / "markers"
     markers.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "cd4ml_nb.cli", "sweep", "trial.ipynb", "--grid", "x=1,2,3,4",
