@@ -221,6 +221,20 @@ def open_lab(browser, lab: Lab, path: str = "", viewport: dict | None = None):
         context.close()
 
 
+def run_from_palette(page, label: str) -> None:
+    """Run a command by its palette label, once the Lab has restored its layout (its splash gone): a
+    key pressed earlier can be lost, or the palette closed again by the restore activating a widget."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".jp-LabShell")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#jupyterlab-splash")).to_have_count(0, timeout=UI_TIMEOUT_MS)
+    page.keyboard.press("Control+Shift+C")
+    palette = page.locator(".lm-CommandPalette-input")
+    expect(palette).to_be_visible(timeout=UI_TIMEOUT_MS)
+    palette.fill(label)
+    page.locator(".lm-CommandPalette-item", has_text=label).first.click()
+
+
 def test_status_bar_shows_the_git_branch(browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_browser import (  # noqa: F401  (browser: the fixture)
+    run_from_palette,
     UI_TIMEOUT_MS, _git, browser, open_lab, pytestmark, running_lab,
 )
 
@@ -48,12 +49,7 @@ def test_branches_view_shows_states_and_runs_of_a_branch(browser, tmp_path: Path
         console: list[str] = []
         page.on("console", lambda m: console.append(f"[{m.type}] {m.text}"))
         page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
-        expect(page.locator(".jp-LauncherCard").first).to_be_visible(timeout=UI_TIMEOUT_MS)
-        page.keyboard.press("Control+Shift+C")
-        palette = page.locator(".lm-CommandPalette-input")
-        expect(palette).to_be_visible(timeout=UI_TIMEOUT_MS)
-        palette.fill("Open Branches")
-        page.locator(".lm-CommandPalette-item", has_text="Open Branches").first.click()
+        run_from_palette(page, "Open Branches")
         view = page.locator(".cd4ml-nb-branches")
         table = view.locator(".cd4ml-nb-branches-table")
         expect(table.locator('tr[data-experiment="done"]')).to_contain_text("merged", timeout=UI_TIMEOUT_MS)

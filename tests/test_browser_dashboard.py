@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from test_browser import (  # noqa: F401  (browser: the fixture)
+    run_from_palette,
     JOB_TIMEOUT_MS, PANEL_TAB, START_TIMEOUT_S, UI_TIMEOUT_MS, _add_example, _get_json, _git, browser, open_lab,
     pytestmark, running_lab,
 )
@@ -146,11 +147,7 @@ def test_experiments_walk(browser, tmp_path: Path, theme: str) -> None:
         _shot(page, tmp_path, "panel-cancelled", theme)
 
         # --- the dashboard, opened by its command from the palette ------------------------------
-        page.keyboard.press("Control+Shift+C")
-        palette = page.locator(".lm-CommandPalette-input")
-        expect(palette).to_be_visible(timeout=UI_TIMEOUT_MS)
-        palette.fill("Open Experiments Dashboard")
-        page.locator(".lm-CommandPalette-item", has_text="Open Experiments Dashboard").first.click()
+        run_from_palette(page, "Open Experiments Dashboard")
         dashboard = page.get_by_test_id("cd4ml-dashboard")
         expect(dashboard).to_be_visible(timeout=UI_TIMEOUT_MS)
         dbox = dashboard.bounding_box()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nbfactory import percent, write_ipynb
 from test_browser import (  # noqa: F401  (browser: the fixture)
+    run_from_palette,
     JOB_TIMEOUT_MS, UI_TIMEOUT_MS, _get_json, _git, browser, open_lab, pytestmark, running_lab,
 )
 
@@ -78,12 +79,7 @@ def test_pipelines_from_the_dashboard(browser, tmp_path: Path) -> None:
         page.on("pageerror", lambda e: console.append(f"[pageerror] {e}"))
 
         # --- from the dashboard's toolbar to the Pipelines view ---------------------------------
-        expect(page.locator(".jp-LabShell")).to_be_visible(timeout=UI_TIMEOUT_MS)
-        page.keyboard.press("Control+Shift+C")
-        palette = page.locator(".lm-CommandPalette-input")
-        expect(palette).to_be_visible(timeout=UI_TIMEOUT_MS)
-        palette.fill("Open Experiments Dashboard")
-        page.locator(".lm-CommandPalette-item", has_text="Open Experiments Dashboard").first.click()
+        run_from_palette(page, "Open Experiments Dashboard")
         expect(page.get_by_test_id("cd4ml-dashboard")).to_be_visible(timeout=UI_TIMEOUT_MS)
         page.locator(".jp-Toolbar-item .jp-ToolbarButtonComponent", has_text="Pipelines").click()
         view = page.get_by_test_id("cd4ml-pipelines")
