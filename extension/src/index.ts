@@ -16,7 +16,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, ToolbarButton, WidgetTracker } from '@jupyterlab/apputils';
+import { ICommandPalette, ToolbarButton } from '@jupyterlab/apputils';
 import { PathExt } from '@jupyterlab/coreutils';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -32,13 +32,14 @@ import { DashboardModel } from './dashboard/model';
 import { OPEN_PIPELINES, pipelinesPlugin } from './dashboard/pipelinesPlugin';
 import { branchesPlugin } from './dashboard/branchesPlugin';
 import { experimentsIcon } from './icons';
+import { addMainAreaView } from './mainArea';
 import { ExperimentsModel } from './model';
 import { RunsSource } from './models/runsSource';
 import { isWebUrl } from './runs';
 import { isExecutedCopy } from './paths';
 import { Cd4mlSettings, followDashboardSettings, followExperimentsSettings, runsFrequency, statusFrequency } from './settings';
 import { CommandIDs, IExperimentsModel, IRunsSource } from './tokens';
-import { DashboardView } from './widgets/dashboard';
+import { DashboardView, IDashboardActions } from './widgets/dashboard';
 import { ExperimentsPanel } from './widgets/experimentsPanel';
 import { StatusItem } from './widgets/statusItem';
 
@@ -311,85 +312,60 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
     registry: ISettingRegistry | null,
     translator: ITranslator | null
   ) => {
-    const { commands, shell } = app;
+    const { commands } = app;
     const trans: TranslationBundle = (translator ?? nullTranslator).load('cd4ml_nb');
-    const serverSettings = app.serviceManager.serverSettings;
-    const tracker = new WidgetTracker<MainAreaWidget<DashboardView>>({ namespace: 'cd4ml-nb-dashboard' });
     // Commands first: the layout restorer may run them before the settings are read.
     const ready = Cd4mlSettings.load(registry);
 
-    // The configured MLflow UI (`mlflow_ui_url`), else the one the server starts on demand and
-    // proxies under /cd4ml-nb/mlflow/ for a SQLite store.
-    const mlflowUrl = (experiment: string, runId: string): string | null =>
-      experiments.mlflowRunUrl(experiment, runId);
-
-    const open = async (): Promise<MainAreaWidget<DashboardView>> => {
-      const existing = tracker.currentWidget;
-      if (existing && !existing.isDisposed) {
-        shell.activateById(existing.id);
-        return existing;
-      }
-      const config = await ready;
-      // Runs through the source the panel shares; the branch through the experiments model.
-      const model = new DashboardModel({
-        settings: serverSettings,
-        runs,
-        status: experiments,
-        pageSize: config.values.pageSize,
-        defaultMetric: config.values.defaultMetric || null,
-        baseBranch: config.values.baseBranch || null
-      });
-      const view = new DashboardView(
-        model,
-        {
+    addMainAreaView(app, {
+      name: 'dashboard',
+      command: CommandIDs.openDashboard,
+      label: trans.__('Open Experiments Dashboard'),
+      caption: trans.__("This branch's runs beside the base branch's: table, charts and comparison"),
+      title: trans.__('Experiments'),
+      create: async () => {
+        const config = await ready;
+        // Runs through the source the panel shares; the branch through the experiments model.
+        const model = new DashboardModel({
+          settings: app.serviceManager.serverSettings,
+          runs,
+          status: experiments,
+          pageSize: config.values.pageSize,
+          defaultMetric: config.values.defaultMetric || null,
+          baseBranch: config.values.baseBranch || null
+        });
+        const actions: IDashboardActions = {
           openExecuted: (path, runId) =>
             void commands.execute('docmanager:open', { path }).then(widget => {
               if (widget instanceof Widget) {
                 labelExecuted(widget, path, runId);
               }
             }),
-          mlflowRunUrl: mlflowUrl
-        },
-        trans
-      );
-      const widget = new MainAreaWidget({ content: view });
-      widget.id = 'cd4ml-nb-dashboard';
-      widget.title.label = trans.__('Experiments');
-      widget.title.icon = experimentsIcon;
-      widget.title.closable = true;
-      widget.toolbar.addItem(
-        'pipelines',
-        new ToolbarButton({
-          label: trans.__('Pipelines'),
-          tooltip: trans.__('Pipeline runs with their steps; run the pipeline with an override'),
-          onClick: () => void commands.execute(OPEN_PIPELINES)
-        })
-      );
-      // Read again every interval while visible (the model itself reads again when a job ends).
-      const poll = new Poll({
-        factory: () => model.refresh(),
-        frequency: runsFrequency(config.values),
-        name: 'cd4ml-nb:dashboard',
-        standby: () => widget.isHidden || document.hidden
-      });
-      const following = followDashboardSettings(config, model, poll);
-      widget.disposed.connect(() => {
-        following.dispose();
-        poll.dispose();
-        model.dispose();
-      });
-      void model.refresh();
-      shell.add(widget, 'main');
-      await tracker.add(widget);
-      shell.activateById(widget.id);
-      return widget;
-    };
-
-    commands.addCommand(CommandIDs.openDashboard, {
-      label: trans.__('Open Experiments Dashboard'),
-      caption: trans.__("This branch's runs beside the base branch's: table, charts and comparison"),
-      icon: experimentsIcon,
-      execute: open
+          // The configured MLflow UI (`mlflow_ui_url`), else the one the server starts on demand
+          // and proxies under /cd4ml-nb/mlflow/ for a SQLite store.
+          mlflowRunUrl: (experiment, runId) => experiments.mlflowRunUrl(experiment, runId)
+        };
+        return {
+          content: new DashboardView(model, actions, trans),
+          model,
+          // Read again every interval while visible (the model itself reads again when a job ends).
+          frequency: runsFrequency(config.values),
+          started: (widget, poll) => {
+            widget.toolbar.addItem(
+              'pipelines',
+              new ToolbarButton({
+                label: trans.__('Pipelines'),
+                tooltip: trans.__('Pipeline runs with their steps; run the pipeline with an override'),
+                onClick: () => void commands.execute(OPEN_PIPELINES)
+              })
+            );
+            return followDashboardSettings(config, model, poll);
+          }
+        };
+      },
+      trans,
+      palette,
+      restorer
     });
     commands.addCommand(CommandIDs.openMlflow, {
       label: trans.__('Open MLflow UI'),
@@ -402,17 +378,8 @@ const dashboardPlugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
-    if (palette) {
-      const category = trans.__('CD4ML');
-      palette.addItem({ command: CommandIDs.openDashboard, category });
-      palette.addItem({ command: CommandIDs.openMlflow, category });
-    }
-    if (launcher) {
-      launcher.add({ command: CommandIDs.openDashboard, category: trans.__('Other'), rank: 1 });
-    }
-    if (restorer) {
-      void restorer.restore(tracker, { command: CommandIDs.openDashboard, name: () => 'dashboard' });
-    }
+    palette?.addItem({ command: CommandIDs.openMlflow, category: trans.__('CD4ML') });
+    launcher?.add({ command: CommandIDs.openDashboard, category: trans.__('Other'), rank: 1 });
   }
 };
 

@@ -2,13 +2,10 @@
  * Branches plugin: the Branches view in the main area (palette: Open Branches) — every branch
  * experiment with its state, filtered by state; a click lists that branch's runs.
  */
-import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, WidgetTracker } from '@jupyterlab/apputils';
-import { ITranslator, nullTranslator, TranslationBundle } from '@jupyterlab/translation';
-import { Poll } from '@lumino/polling';
+import { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
-import { experimentsIcon } from '../icons';
+import { mainAreaPlugin } from '../mainArea';
 import { BranchesModel, IBranchRow, STATES } from './branches';
 
 /** The command that opens the Branches view. */
@@ -129,61 +126,18 @@ export class BranchesView extends Widget {
   }
 }
 
-export const branchesPlugin: JupyterFrontEndPlugin<void> = {
-  id: 'cd4ml-nb:branches',
-  description: 'Branches: every branch experiment with its state; the runs of the branch picked.',
-  autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer, ITranslator],
-  activate: (
-    app: JupyterFrontEnd,
-    palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null,
-    translator: ITranslator | null
-  ) => {
-    const { commands, shell } = app;
-    const trans = (translator ?? nullTranslator).load('cd4ml_nb');
-    const tracker = new WidgetTracker<MainAreaWidget<BranchesView>>({ namespace: 'cd4ml-nb-branches' });
-
-    const open = async (): Promise<MainAreaWidget<BranchesView>> => {
-      const existing = tracker.currentWidget;
-      if (existing && !existing.isDisposed) {
-        shell.activateById(existing.id);
-        return existing;
-      }
+export const branchesPlugin = mainAreaPlugin(
+  'cd4ml-nb:branches',
+  'Branches: every branch experiment with its state; the runs of the branch picked.',
+  (app, trans) => ({
+    name: 'branches',
+    command: OPEN_BRANCHES,
+    label: trans.__('Open Branches'),
+    caption: trans.__('Every branch experiment with its state (active, merged, squash-merged, deleted)'),
+    title: trans.__('Branches'),
+    create: () => {
       const model = new BranchesModel(app.serviceManager.serverSettings);
-      const widget = new MainAreaWidget({ content: new BranchesView(model, trans) });
-      widget.id = 'cd4ml-nb-branches';
-      widget.title.label = trans.__('Branches');
-      widget.title.icon = experimentsIcon;
-      widget.title.closable = true;
-      const poll = new Poll({
-        factory: () => model.refresh(),
-        frequency: { interval: REFRESH_MS, backoff: false },
-        name: 'cd4ml-nb:branches',
-        standby: () => widget.isHidden || document.hidden
-      });
-      widget.disposed.connect(() => {
-        poll.dispose();
-        model.dispose();
-      });
-      void model.refresh();
-      shell.add(widget, 'main');
-      await tracker.add(widget);
-      shell.activateById(widget.id);
-      return widget;
-    };
-
-    commands.addCommand(OPEN_BRANCHES, {
-      label: trans.__('Open Branches'),
-      caption: trans.__('Every branch experiment with its state (active, merged, squash-merged, deleted)'),
-      icon: experimentsIcon,
-      execute: open
-    });
-    if (palette) {
-      palette.addItem({ command: OPEN_BRANCHES, category: trans.__('CD4ML') });
+      return { content: new BranchesView(model, trans), model, frequency: { interval: REFRESH_MS, backoff: false } };
     }
-    if (restorer) {
-      void restorer.restore(tracker, { command: OPEN_BRANCHES, name: () => 'branches' });
-    }
-  }
-};
+  })
+);

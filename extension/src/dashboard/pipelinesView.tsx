@@ -3,13 +3,12 @@
  * branch's pipeline runs with their steps (status, cache hit, duration). Every string from the
  * server is rendered as text.
  */
-import { ReactWidget } from '@jupyterlab/apputils';
-import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
-import { refreshIcon } from '@jupyterlab/ui-components';
+import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 
 import { formatMetric, formatShortTime, formatTime } from '../runs';
 import { isTerminal } from '../tokens';
+import { ModelView, ViewHeader } from '../widgets/modelView';
 import { shortRunId } from './charts';
 import { formatSeconds, IPipelineRun, IPipelineStep, overrideChoices, PipelinesModel } from './pipelines';
 
@@ -185,13 +184,7 @@ function Pipelines(props: IProps): JSX.Element {
   const { model, trans } = props;
   return (
     <div className="cd4ml-nb-Dashboard cd4ml-nb-Pipelines" data-testid="cd4ml-pipelines">
-      <header className="cd4ml-nb-DashboardHeader">
-        <h2>{trans.__('Pipelines')}</h2>
-        <button className="jp-Button jp-mod-styled cd4ml-nb-IconButton" title={trans.__('Refresh')} onClick={() => void model.refresh()}>
-          <refreshIcon.react tag="span" />
-        </button>
-        {model.loading ? <span className="cd4ml-nb-Hint">{trans.__('Reading pipeline runs…')}</span> : null}
-      </header>
+      <ViewHeader model={model} trans={trans} title={trans.__('Pipelines')} reading={trans.__('Reading pipeline runs…')} />
       <StartForm {...props} />
       {model.error ? <p className="cd4ml-nb-Error" data-testid="cd4ml-pipelines-error">{model.error}</p> : null}
       {model.pipelines.length === 0 && !model.loading ? (
@@ -207,22 +200,8 @@ function Pipelines(props: IProps): JSX.Element {
 }
 
 /** The Pipelines widget (wrap it in a `MainAreaWidget`). */
-export class PipelinesView extends ReactWidget {
-  constructor(
-    readonly model: PipelinesModel,
-    private readonly _trans: TranslationBundle = nullTranslator.load('cd4ml_nb')
-  ) {
-    super();
-    this.addClass('cd4ml-nb-DashboardView');
-    model.changed.connect(this.update, this);
-  }
-
-  dispose(): void {
-    this.model.changed.disconnect(this.update, this);
-    super.dispose();
-  }
-
+export class PipelinesView extends ModelView<PipelinesModel> {
   render(): JSX.Element {
-    return <Pipelines model={this.model} trans={this._trans} />;
+    return <Pipelines model={this.model} trans={this.trans} />;
   }
 }

@@ -4,9 +4,7 @@
  * comparison of the runs selected. Rendered with React (`ReactWidget`); every string from
  * the server is rendered as text.
  */
-import { ReactWidget } from '@jupyterlab/apputils';
-import { nullTranslator, TranslationBundle } from '@jupyterlab/translation';
-import { refreshIcon } from '@jupyterlab/ui-components';
+import { TranslationBundle } from '@jupyterlab/translation';
 import * as React from 'react';
 import embed, { Result } from 'vega-embed';
 
@@ -23,6 +21,7 @@ import {
 import { DashboardModel } from '../dashboard/model';
 import { formatMetric, formatShortTime, formatTime, kindOf } from '../runs';
 import { IBranchRun } from '../tokens';
+import { ModelView, ViewHeader } from './modelView';
 
 /** What the dashboard asks of JupyterLab. */
 export interface IDashboardActions {
@@ -331,17 +330,12 @@ function Dashboard(props: IProps): JSX.Element {
   const status = model.status;
   return (
     <div className="cd4ml-nb-Dashboard" data-testid="cd4ml-dashboard">
-      <header className="cd4ml-nb-DashboardHeader">
-        <h2>{trans.__('Experiments')}</h2>
+      <ViewHeader model={model} trans={trans} title={trans.__('Experiments')} reading={trans.__('Reading runs…')}>
         <span data-testid="cd4ml-dashboard-branches">
           <span className="cd4ml-nb-Swatch cd4ml-nb-mod-current" /> {status?.branch ?? trans.__('(no branch)')}{' '}
           {trans.__('against')} <span className="cd4ml-nb-Swatch cd4ml-nb-mod-base" /> {model.baseBranch ?? ''}
         </span>
-        <button className="jp-Button jp-mod-styled cd4ml-nb-IconButton" title={trans.__('Refresh')} onClick={() => void model.refresh()}>
-          <refreshIcon.react tag="span" />
-        </button>
-        {model.loading ? <span className="cd4ml-nb-Hint">{trans.__('Reading runs…')}</span> : null}
-      </header>
+      </ViewHeader>
       {model.error ? (
         <p className="cd4ml-nb-Error" data-testid="cd4ml-dashboard-error">{model.error}</p>
       ) : null}
@@ -373,23 +367,12 @@ function Dashboard(props: IProps): JSX.Element {
 }
 
 /** The dashboard widget (wrap it in a `MainAreaWidget`). */
-export class DashboardView extends ReactWidget {
-  constructor(
-    readonly model: DashboardModel,
-    private readonly _actions: IDashboardActions,
-    private readonly _trans: TranslationBundle = nullTranslator.load('cd4ml_nb')
-  ) {
-    super();
-    this.addClass('cd4ml-nb-DashboardView');
-    model.changed.connect(this.update, this);
-  }
-
-  dispose(): void {
-    this.model.changed.disconnect(this.update, this);
-    super.dispose();
+export class DashboardView extends ModelView<DashboardModel> {
+  constructor(model: DashboardModel, private readonly _actions: IDashboardActions, trans?: TranslationBundle) {
+    super(model, trans);
   }
 
   render(): JSX.Element {
-    return <Dashboard model={this.model} trans={this._trans} actions={this._actions} />;
+    return <Dashboard model={this.model} trans={this.trans} actions={this._actions} />;
   }
 }

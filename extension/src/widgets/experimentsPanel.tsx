@@ -8,8 +8,7 @@
  * Rendered with React (`ReactWidget`): every string from the server is rendered as text;
  * the panel's own strings go through `ITranslator` (domain `cd4ml_nb`).
  */
-import { ReactWidget } from '@jupyterlab/apputils';
-import { TranslationBundle, nullTranslator } from '@jupyterlab/translation';
+import { TranslationBundle } from '@jupyterlab/translation';
 import { Button } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
@@ -20,6 +19,7 @@ import { PairingView } from '../components/pairingView';
 import { ParameterForm } from '../components/parameterForm';
 import { shortRunId } from '../dashboard/charts';
 import { IExperimentsModel } from '../tokens';
+import { ModelView } from './modelView';
 
 /** Runs of this branch the panel lists, newest first (the dashboard lists them all). */
 export const LATEST_RUNS = 3;
@@ -230,38 +230,13 @@ function Panel(props: IProps): JSX.Element {
   );
 }
 
-export class ExperimentsPanel extends ReactWidget {
-  constructor(
-    model: IExperimentsModel,
-    actions: IExperimentsPanelActions,
-    trans: TranslationBundle = nullTranslator.load('cd4ml_nb')
-  ) {
-    super();
-    this._model = model;
-    this._actions = actions;
-    this._trans = trans;
-    this.addClass('cd4ml-nb-Panel');
+export class ExperimentsPanel extends ModelView<IExperimentsModel> {
+  constructor(model: IExperimentsModel, private readonly _actions: IExperimentsPanelActions, trans?: TranslationBundle) {
+    super(model, trans, 'cd4ml-nb-Panel');
     this.node.setAttribute('data-testid', 'cd4ml-experiments-panel');
-    model.changed.connect(this._onChange, this);
-  }
-
-  dispose(): void {
-    if (this.isDisposed) {
-      return;
-    }
-    this._model.changed.disconnect(this._onChange, this);
-    super.dispose();
   }
 
   render(): JSX.Element {
-    return <Panel model={this._model} actions={this._actions} trans={this._trans} />;
+    return <Panel model={this.model} actions={this._actions} trans={this.trans} />;
   }
-
-  private _onChange(): void {
-    this.update();
-  }
-
-  private _model: IExperimentsModel;
-  private _actions: IExperimentsPanelActions;
-  private _trans: TranslationBundle;
 }
