@@ -126,7 +126,8 @@ def first_200(command: list[str], url: str, cwd: Path, env: dict, timeout: float
 
 def how_runs_write(db: Path) -> str:
     """Which client ``cd4ml-nb run`` records through on this store (the light one needs a verified schema)."""
-    from cd4ml_nb.sqlite_client import installed_head, open_client
+    from cd4ml_nb.sqlite_client import open_client
+    from cd4ml_nb.store import installed_head
 
     if open_client(db, f"sqlite:///{db}") is not None:
         return f"their own rows through `cd4ml_nb.sqlite_client` (MLflow schema {installed_head()}, no MLflow import)"

@@ -137,7 +137,8 @@ def build_store(repo: Path) -> tuple[str, dict[str, str], float]:
 
 def how_reads_go(uri: str) -> str:
     from cd4ml_nb import store
-    from cd4ml_nb.sqlite_client import installed_head, open_client
+    from cd4ml_nb.sqlite_client import open_client
+    from cd4ml_nb.store import installed_head
 
     if open_client(store.sqlite_path(uri), uri) is not None:
         return f"the light client can read this store (MLflow schema {installed_head()}, verified)"

@@ -36,7 +36,6 @@ from urllib.parse import unquote, urlparse
 
 from .exceptions import TrackingError
 from .store import open_readonly, store_writes, verified_revision
-from .store import VERIFIED_REVISIONS, installed_head  # noqa: F401  (their old home: tests and benches import them)
 
 MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE = 250, 6000, 8000  # mlflow.utils.validation
 RUN_NAME_TAG, USER_TAG = "mlflow.runName", "mlflow.user"

@@ -257,7 +257,7 @@ def admin_credentials(folder: Path, environ: Mapping[str, str]) -> tuple[str, st
 
 def _check_password(password: str) -> None:
     if password == LEGACY_ADMIN_PASSWORD:
-        raise ConfigError(f"MLFLOW_TRACKING_PASSWORD is MLflow's old default admin password, known to everyone: "
+        raise ConfigError("MLFLOW_TRACKING_PASSWORD is MLflow's old default admin password, known to everyone: "
                           "choose another")
     if len(password) < MIN_PASSWORD:
         raise ConfigError(f"MLFLOW_TRACKING_PASSWORD is too short for MLflow's auth app "

@@ -58,7 +58,8 @@ def test_runs_on_the_embedded_store_is_light(tmp_path):
 
     from cd4ml_nb import store, tracking
     from cd4ml_nb.project import Project
-    from cd4ml_nb.sqlite_client import VERIFIED_REVISIONS, SqliteClient, installed_head
+    from cd4ml_nb.sqlite_client import SqliteClient
+    from cd4ml_nb.store import VERIFIED_REVISIONS, installed_head
 
     if installed_head() not in VERIFIED_REVISIONS:
         pytest.skip(f"the installed MLflow's schema {installed_head()} is not verified: reads use MlflowClient")
