@@ -6,11 +6,11 @@ sampler costs nothing next to a kernel).
 
     python bench/bench_study.py [--rounds 2] [--parallel 2] [--trials 16]
 
-Measured 2026-12-07 on the shared 2-core machine (--parallel 2, 2 rounds each): ratio 0.89
-(TPE 45.9 s, 40.7 s; random 38.8 s, 38.2 s), and 0.81 in an earlier run under heavier load
-(TPE 75.8 s, 106.1 s; random 73.0 s, 74.3 s): the 0.9 goal is not shown yet. Fixed cost: Optuna's
-storage opens in 0.47 s; per trial the driver writes ask, tell, a user attribute and the state tag
-between a trial's end and the next start.
+Measured 2026-12-07 on the 2-core machine with TPE as it ships (multivariate, no constant liar),
+nothing else running: ratio 0.99 over 5 rounds (medians: TPE 41.5 s, random 40.9 s), 0.92 and 0.90
+over 3 (docs/performance.md has the 5-round run). Rounds of one method spread by up to 25 %, so a
+3-round ratio moves by ~0.1; under another suite's load it fell to 0.81-0.89. The sampler itself costs
+~20 ms a trial (ask and suggest on the RDB storage); Optuna's import and a new storage ~0.75 s once.
 """
 from __future__ import annotations
 

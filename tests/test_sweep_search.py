@@ -1,8 +1,9 @@
 """Sweeps that search (issue #25): Optuna samplers, pruning from logged curves, resumable studies.
 
 Real kernels, a real SQLite store, real Optuna storage. The sampler comparison (5 seeds x 20 trials
-per method) drives the sweep's own ask/tell with the objective computed in-process; see
-test_tpe_beats_random_search_on_a_shifted_quadratic for why, and for what its kernels check.
+per method) runs twice: in the main suite through the sweep's own ask/tell with the objective
+computed in-process (half a minute), and with 200 real kernels in test_tpe_beats_random_search_with_real_kernels,
+marked ``long`` (10-20 min here): deselected by default, run by .ci/run as a step of its own.
 """
 from __future__ import annotations
 
@@ -103,8 +104,13 @@ def best_in_process(repo: Path, method: str, seed: int) -> float:
     contract = params.Contract((params.Parameter("x", "float", 0.0), params.Parameter("y", "float", 0.0)), 0)
     search = study.parse(params.load_values_file(path), contract, path.name)
     source = study.StudySource(Project.discover(repo), search, study.Scope("quad.ipynb", "tune", {}, path.name))
-    best = float("inf")
-    while (trial := source.take()) is not None:
+    best, running = float("inf"), []
+    while True:  # two trials in flight, ended first in first out, as `--parallel 2` keeps them
+        while len(running) < 2 and (trial := source.take()) is not None:
+            running.append(trial)
+        if not running:
+            break
+        trial = running.pop(0)
         loss = quadratic(trial.values)
         source.ended(TrialResult(trial, "", "FINISHED", {"loss": loss}))
         best = min(best, loss)
@@ -120,8 +126,9 @@ def test_tpe_beats_random_search_on_a_shifted_quadratic(repo):
     seeds = range(5)
     tpe = [best_in_process(repo, "tpe", s) for s in seeds]
     rnd = [best_in_process(repo, "random", s) for s in seeds]
-    # seeded samplers asked one trial at a time are deterministic: measured 1.17 against 4.25 (3.6x),
-    # and TPE ahead for every seed
+    # deterministic (seeded samplers, trials ended in order): measured 1.17 against 4.25 (3.6x), TPE
+    # ahead for every seed; with Optuna 5's default constant_liar TPE's median was 4.06 (this fails)
+    print(f"in-process, two in flight: tpe {statistics.median(tpe):.3f} {tpe}, random {statistics.median(rnd):.3f} {rnd}")
     assert statistics.median(tpe) * 2 < statistics.median(rnd), (tpe, rnd)
     assert all(t < r for t, r in zip(tpe, rnd)), (tpe, rnd)
     cmaes = [best_in_process(repo, "cmaes", s) for s in range(3)]  # the third sampler runs the same way
@@ -145,6 +152,34 @@ def test_tpe_beats_random_search_on_a_shifted_quadratic(repo):
     told = optuna.load_study(study_name=parent.data.tags["cd4ml.study"],
                              storage=f"sqlite:///{repo / '.cd4ml' / 'optuna.db'}")
     assert told.best_value == best.data.metrics["loss"] and len(told.trials) == 10
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1800)
+def test_tpe_beats_random_search_with_real_kernels(repo):
+    """The same comparison as above, each trial a kernel running the notebook: 5 seeds x 20 trials per
+    method, one trial at a time, so both seeded samplers are deterministic and the margin is what the
+    samplers make of the budget. With two trials in flight TPE's result depends on which ends first:
+    real kernels gave a median of 2.20 against 4.25; over 400 simulated completion orders TPE's median
+    exceeded random's once and half of it 50 times (a margin too thin to assert on)."""
+    space = "{x: {uniform: [-10, 10]}, y: {uniform: [-10, 10]}}"
+    best: dict[str, list[float]] = {"tpe": [], "random": []}
+    for method in best:
+        for seed in range(5):
+            path = sweep_file(repo, method, 20, seed, space)
+            assert main(["sweep", "quad.ipynb", "-f", str(path), "--parallel", "1", "-q"]) == 0
+    for parent, kids in studies(all_runs(store(repo))).values():
+        assert len(kids) == 20 and all(k.info.status == "FINISHED" for k in kids)
+        losses = [k.data.metrics["loss"] for k in kids]
+        assert all(v == pytest.approx(quadratic({"x": float(k.data.params["x"]), "y": float(k.data.params["y"])}))
+                   for v, k in zip(losses, kids))  # what the study was told is what each kernel computed
+        assert parent.data.metrics["best_loss"] == min(losses)
+        best[parent.data.tags["cd4ml.study.method"]].append(min(losses))
+    print(f"median best over 5 seeds x 20 trials: tpe {statistics.median(best['tpe']):.3f} {best['tpe']}, "
+          f"random {statistics.median(best['random']):.3f} {best['random']}")
+    assert len(best["tpe"]) == len(best["random"]) == 5
+    # measured: tpe 1.17 [0.12, 1.76, 0.98, 1.17, 1.98], random 4.25 [1.89, 7.55, 2.10, 4.25, 8.20] (3.6x)
+    assert statistics.median(best["tpe"]) * 2 < statistics.median(best["random"]), best
 
 
 def test_the_median_pruner_stops_trials_whose_curves_are_bad_early(repo, capsys):
