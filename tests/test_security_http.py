@@ -63,8 +63,11 @@ def server_process(server) -> psutil.Process:
     """The `jupyter server` process behind ``server`` (a child of this test)."""
     port = urllib.parse.urlsplit(server.url).port
     for proc in psutil.Process().children(recursive=True):
-        if f"--port={port}" in proc.cmdline():
-            return proc
+        try:
+            if f"--port={port}" in proc.cmdline():
+                return proc
+        except psutil.NoSuchProcess:  # a child of an earlier test ended and not yet reaped (a zombie)
+            continue
     raise AssertionError(f"no server process on port {port}")
 
 
